@@ -1,0 +1,26 @@
+# Two commands on a fresh machine: `make demo` and `make test` (each sets up .venv first).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export KEDRO_DISABLE_TELEMETRY := true
+
+.PHONY: install demo test viz clean-data
+
+$(VENV)/.installed: pyproject.toml requirements-lock.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-lock.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/kedro run
+
+test: install
+	$(PY) -m pytest
+
+viz: install
+	$(VENV)/bin/kedro viz run
+
+clean-data:
+	find data -type f ! -name .gitkeep -delete
