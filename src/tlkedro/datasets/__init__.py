@@ -1,0 +1,1 @@
+"""Kedro datasets that kedro-datasets lacks: NIfTI collections, memory-mapped arrays, checkpoints."""
