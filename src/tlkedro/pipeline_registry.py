@@ -1,16 +1,64 @@
-"""Project pipelines."""
+"""Project pipelines.
+
+The training pipelines are built from the parameters: every declared variant and sweep point becomes a
+namespaced copy of the training template, so the registry reads the project's configuration (the base
+environment, the default run environment ``local``, and ``KEDRO_ENV`` where set) when it is called.
+"""
+
 from __future__ import annotations
 
-from kedro.framework.project import find_pipelines
+import os
+from pathlib import Path
+from typing import Any
+
+from kedro.framework.project import settings
 from kedro.pipeline import Pipeline
+
+from tlkedro.pipelines import finetune, pretrain, reporting
+from tlkedro.pipelines.ingestion import create_pipeline as create_ingestion_pipeline
+from tlkedro.pipelines.preprocessing import create_pipeline as create_preprocessing_pipeline
+from tlkedro.pipelines.synthetic import create_pipeline as create_synthetic_pipeline
+
+
+def _project_root() -> Path:
+    """The Kedro project folder: the working directory as ``kedro`` sets it, else this checkout."""
+    for candidate in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        if (candidate / settings.CONF_SOURCE / "base").is_dir():
+            return candidate
+    raise RuntimeError(f"Cannot find the project's {settings.CONF_SOURCE}/base from {Path.cwd()}")
+
+
+def load_parameters(env: str | None = None) -> dict[str, Any]:
+    """The project's parameters as a run would see them, before any ``--params`` overrides."""
+    loader = settings.CONFIG_LOADER_CLASS(
+        conf_source=str(_project_root() / settings.CONF_SOURCE),
+        env=env or os.environ.get("KEDRO_ENV"),
+        **settings.CONFIG_LOADER_ARGS,
+    )
+    return loader["parameters"]
 
 
 def register_pipelines() -> dict[str, Pipeline]:
     """Register the project's pipelines.
 
     Returns:
-        A mapping from pipeline names to ``Pipeline`` objects.
+        ``synthetic``, ``ingestion``, ``preprocessing``, ``pretrain``, ``finetune``, ``reporting``,
+        ``data`` (ingestion to model input) and ``__default__`` (cohort to report).
     """
-    pipelines = find_pipelines(raise_errors=True)
-    pipelines["__default__"] = sum(pipelines.values())
+    parameters = load_parameters()
+    source = parameters["ingestion"]["source"]
+    pipelines = {
+        "synthetic": create_synthetic_pipeline(),
+        "ingestion": create_ingestion_pipeline(source=source),
+        "preprocessing": create_preprocessing_pipeline(),
+        "pretrain": pretrain.create_pipeline(parameters),
+        "finetune": finetune.create_pipeline(parameters),
+        "reporting": reporting.create_pipeline(parameters),
+    }
+    # The demo generates its own cohort; with real data (`ingestion.source: raw`) nothing is generated.
+    data = (pipelines["synthetic"] if source == "synthetic" else Pipeline([])) + pipelines["ingestion"]
+    pipelines["data"] = data + pipelines["preprocessing"]
+    pipelines["__default__"] = (
+        pipelines["data"] + pipelines["pretrain"] + pipelines["finetune"] + pipelines["reporting"]
+    )
     return pipelines
