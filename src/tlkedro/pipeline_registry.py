@@ -1,8 +1,9 @@
 """Project pipelines.
 
 The training pipelines are built from the parameters: every declared variant and sweep point becomes a
-namespaced copy of the training template, so the registry reads the project's configuration (the base
-environment, the default run environment ``local``, and ``KEDRO_ENV`` where set) when it is called.
+namespaced copy of the training template. Within a Kedro session the registry reads the session's
+configuration (its ``--env`` and ``--params``, handed over by ``PipelineParametersHook``); outside one it
+reads ``conf/`` with the default run environment, or ``KEDRO_ENV`` where set.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from kedro.config import AbstractConfigLoader
 from kedro.framework.project import settings
 from kedro.pipeline import Pipeline
 
@@ -28,11 +30,20 @@ def _project_root() -> Path:
     raise RuntimeError(f"Cannot find the project's {settings.CONF_SOURCE}/base from {Path.cwd()}")
 
 
-def load_parameters(env: str | None = None) -> dict[str, Any]:
-    """The project's parameters as a run would see them, before any ``--params`` overrides."""
-    loader = settings.CONFIG_LOADER_CLASS(
+_session_config_loader: AbstractConfigLoader | None = None
+
+
+def use_config_loader(config_loader: AbstractConfigLoader) -> None:
+    """Build the pipelines from this session's configuration from now on."""
+    global _session_config_loader  # noqa: PLW0603 - one registry per process, as in Kedro itself
+    _session_config_loader = config_loader
+
+
+def load_parameters() -> dict[str, Any]:
+    """The parameters the pipelines are built from (see the module docstring)."""
+    loader = _session_config_loader or settings.CONFIG_LOADER_CLASS(
         conf_source=str(_project_root() / settings.CONF_SOURCE),
-        env=env or os.environ.get("KEDRO_ENV"),
+        env=os.environ.get("KEDRO_ENV"),
         **settings.CONFIG_LOADER_ARGS,
     )
     return loader["parameters"]

@@ -1,5 +1,9 @@
 """Project settings (https://docs.kedro.org/en/stable/configure/configuration_basics/)."""
 
+from tlkedro.hooks import PipelineParametersHook
+
+HOOKS = (PipelineParametersHook(),)
+
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
