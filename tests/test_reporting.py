@@ -1,0 +1,73 @@
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from tlkedro import reporting
+
+
+def _records():
+    return [
+        {"variant": "finetune.full", "group": "full", "strategy": "full", "seed": 1, "test/auroc": 0.8,
+         "trainable_params": 100},
+        {"variant": "finetune.full_s2", "group": "full", "strategy": "full", "seed": 2, "test/auroc": 0.7,
+         "trainable_params": 100},
+        {"variant": "finetune.probe", "group": "probe", "strategy": "linear_probe", "seed": 1,
+         "test/auroc": 0.6, "trainable_params": 3},
+    ]
+
+
+def _predictions(seed: int, n: int = 80) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    target = rng.integers(0, 2, n)
+    probability = np.clip(target * 0.3 + rng.uniform(0, 0.7, n), 0, 1)
+    return pd.DataFrame({"subject_id": [f"s{i}" for i in range(n)], "target": target,
+                         "probability": probability, "prediction": (probability > 0.5).astype(int)})
+
+
+def test_comparison_table_puts_descriptions_before_metrics():
+    table = reporting.comparison_table(_records())
+    assert list(table.columns) == ["variant", "group", "strategy", "seed", "trainable_params", "test/auroc"]
+    assert len(table) == 3
+
+
+def test_group_summary_aggregates_seeds():
+    summary = reporting.group_summary(reporting.comparison_table(_records()), ["test/auroc"]).set_index("group")
+    assert summary.loc["full", "test/auroc mean"] == pytest.approx(0.75)
+    assert summary.loc["full", "test/auroc std"] == pytest.approx(np.std([0.8, 0.7], ddof=1))
+    assert summary.loc["full", "test/auroc count"] == 2
+    assert summary.loc["probe", "test/auroc count"] == 1
+
+
+def test_markdown_report_lists_every_variant_and_the_groups():
+    table = reporting.comparison_table(_records())
+    text = reporting.markdown_report("finetune", table, reporting.group_summary(table, ["test/auroc"]),
+                                     ["variant", "test/auroc"])
+    assert text.startswith("# finetune")
+    for record in _records():
+        assert f"| {record['variant']} | {record['test/auroc']:.4g} |" in text
+    assert "## Groups" in text
+
+
+def test_bootstrap_interval_contains_the_point_estimate():
+    from sklearn.metrics import roc_auc_score
+
+    frame = _predictions(0)
+    low, high = reporting.bootstrap_interval(frame, n_resamples=200)
+    assert low < roc_auc_score(frame["target"], frame["probability"]) < high
+    assert 0 <= low < high <= 1
+
+
+def test_plots_are_figures_with_one_artist_per_variant():
+    predictions = {"finetune.a": _predictions(1), "finetune.b": _predictions(2)}
+    roc = reporting.plot_roc_curves(predictions, title="sex")
+    assert isinstance(roc, Figure) and len(roc.axes[0].get_lines()) == 3  # two curves + chance line
+    history = pd.DataFrame({"epoch": [0, 1], "train/loss": [1.0, 0.5], "val/loss": [1.1, 0.7]})
+    curves = reporting.plot_learning_curves({"finetune.a": history, "finetune.b": history})
+    assert len(curves.axes[0].get_lines()) == 4
+    regression = pd.DataFrame({"target": [50.0, 60.0], "prediction": [52.0, 57.0]})
+    scatter = reporting.plot_predicted_vs_true({"pretrain.default": regression}, quantity="age")
+    assert "MAE 2.50" in scatter.axes[0].get_title()
+    table = reporting.comparison_table(_records())
+    bars = reporting.plot_metric_by_variant(table, "test/auroc")
+    assert [p.get_height() for p in bars.axes[0].patches] == pytest.approx([0.8, 0.7, 0.6])
