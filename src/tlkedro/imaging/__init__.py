@@ -1,0 +1,1 @@
+"""Imaging: reading and checking NIfTI, the synthetic cohort, preprocessing transforms."""
