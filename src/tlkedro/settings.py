@@ -7,4 +7,5 @@ HOOKS = (PipelineParametersHook(),)
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
+    "config_patterns": {"deploy": ["deploy*", "deploy*/**"]},
 }

@@ -1,0 +1,298 @@
+"""``kedro slurm`` and ``kedro argo``: Kedro project commands (entry point ``kedro.project_commands``).
+
+They work in any Kedro project of the environment that has tlkedro installed: they read the
+project's pipelines, its catalog and its ``deploy`` configuration (``conf/<env>/deploy*.yml``).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from functools import partial, wraps
+from pathlib import Path
+from typing import Any
+
+import click
+from kedro.config import MissingConfigException
+from kedro.framework.cli.utils import _split_params, env_option
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import ProjectMetadata
+from kedro.io import CatalogProtocol
+from pydantic import ValidationError
+
+from tlkedro.deploy import argo as argo_render
+from tlkedro.deploy import slurm as slurm_jobs
+from tlkedro.deploy.config import DeployConfig
+from tlkedro.deploy.grouping import (
+    NodeGroup,
+    RunOptions,
+    ephemeral_crossings,
+    group_pipeline,
+    is_ephemeral,
+    needs_run,
+)
+
+DEPLOY_CONFIG_PATTERNS = ["deploy*", "deploy*/**"]
+
+
+@dataclass(frozen=True)
+class _Deployment:
+    project_path: Path
+    config: DeployConfig
+    catalog: CatalogProtocol
+    groups: list[NodeGroup]
+    options: RunOptions
+
+
+def _params_callback(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, Any]:
+    # Keep the string as typed for the jobs' `kedro run`, and Kedro's parse of it for the catalog.
+    return value, _split_params(ctx, param, value)
+
+
+def _load_context(metadata: ProjectMetadata, env: str | None, params: dict[str, Any]) -> Any:
+    with KedroSession.create(
+        project_path=metadata.project_path, env=env, runtime_params=params
+    ) as session:
+        return session.load_context()
+
+
+def _deploy_config(context: Any) -> DeployConfig:
+    loader = context.config_loader
+    # Projects whose settings.py lacks the "deploy" key still get their deploy*.yml read.
+    loader.config_patterns.setdefault("deploy", DEPLOY_CONFIG_PATTERNS)
+    try:
+        raw = loader["deploy"]
+    except MissingConfigException:
+        raw = {}
+    try:
+        return DeployConfig.model_validate(raw)
+    except ValidationError as error:
+        raise click.ClickException(f"Invalid deploy configuration (conf/*/deploy*.yml):\n{error}")
+
+
+def _deployment(
+    metadata: ProjectMetadata,
+    env: str | None,
+    pipeline: str | None,
+    params: tuple[str, dict[str, Any]],
+    group_by: str,
+    depth: int,
+) -> _Deployment:
+    from kedro.framework.project import pipelines
+
+    raw_params, parsed_params = params
+    context = _load_context(metadata, env, parsed_params)
+    name = pipeline or "__default__"
+    if name not in pipelines:
+        raise click.BadParameter(
+            f"no pipeline named {name!r}; registered: {', '.join(sorted(pipelines))}",
+            param_hint="--pipeline",
+        )
+    try:
+        groups = group_pipeline(pipelines[name], by=group_by, depth=depth)
+    except ValueError as error:
+        raise click.ClickException(str(error))
+    catalog = context.catalog
+    for crossing in ephemeral_crossings(groups, partial(is_ephemeral, catalog)):
+        click.secho(f"Warning: {crossing}", err=True, fg="yellow")
+    return _Deployment(
+        project_path=Path(metadata.project_path),
+        config=_deploy_config(context),
+        catalog=catalog,
+        groups=groups,
+        options=RunOptions(env=env, pipeline=pipeline, params=raw_params or None),
+    )
+
+
+def _pipeline_options(command: Any) -> Any:
+    """Add the options that choose what to deploy and how to split it into groups."""
+
+    @click.option("--pipeline", "-p", default=None,
+                  help="Registered pipeline to deploy; `__default__` when not given.")
+    @env_option
+    @click.option("--params", default="", callback=_params_callback,
+                  help="Extra parameters, as for `kedro run --params`; every job gets them.")
+    @click.option("--group-by", type=click.Choice(["namespace", "node"]), default="namespace",
+                  show_default=True,
+                  help="One job per namespace (a variant; nodes in no namespace get one job "
+                       "each) or one job per node.")
+    @click.option("--depth", type=click.IntRange(min=1), default=2, show_default=True,
+                  help="Leading parts of a namespace that name a group: 2 gives one job per "
+                       "`finetune.<variant>`, 1 one job for all of `finetune`.")
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return command(*args, **kwargs)
+
+    return wrapper
+
+
+@click.group(name="tlkedro-deploy")
+def commands() -> None:
+    """Deployment commands of tlkedro."""
+
+
+@commands.group()
+def slurm() -> None:
+    """Run the pipeline on Slurm: one batch job per node group, chained by dependencies."""
+
+
+@slurm.command()
+@_pipeline_options
+@click.option("--dry-run", is_flag=True,
+              help="Print the batch scripts and sbatch commands; write and submit nothing.")
+@click.option("--all", "submit_all", is_flag=True,
+              help="Submit every group, also those whose outputs all exist.")
+@click.pass_obj
+def submit(
+    metadata: ProjectMetadata,
+    pipeline: str | None,
+    env: str | None,
+    params: tuple[str, dict[str, Any]],
+    group_by: str,
+    depth: int,
+    dry_run: bool,
+    submit_all: bool,
+) -> None:
+    """Submit one job per group, each after the jobs whose outputs it loads.
+
+    Groups whose persisted outputs all exist are skipped unless --all is given, so submitting
+    again after a failure runs only what is missing. Scripts, logs and exit codes go to a new
+    folder under `slurm.logs_dir` (default logs/slurm/<timestamp>/).
+    """
+    deployment = _deployment(metadata, env, pipeline, params, group_by, depth)
+    config = deployment.config
+    to_submit = {
+        g.name for g in deployment.groups if submit_all or needs_run(g, deployment.catalog)
+    }
+    folder = slurm_jobs.new_submission_folder(deployment.project_path / config.slurm.logs_dir)
+    planned = slurm_jobs.plan_jobs(
+        deployment.groups,
+        config.resources.for_group,
+        deployment.options,
+        config.slurm,
+        folder=folder,
+        project_path=deployment.project_path,
+        python=sys.executable,
+        to_submit=to_submit,
+    )
+    if dry_run:
+        for entry in planned:
+            _echo_dry_run(entry)
+        return
+    try:
+        submission = slurm_jobs.submit(planned, folder)
+    except slurm_jobs.SlurmError as error:
+        raise click.ClickException(str(error))
+    for job in submission.jobs:
+        after = f" after {', '.join(job.dependencies)}" if job.dependencies else ""
+        what = f"job {job.job_id}{after}" if job.job_id else "skipped: outputs exist"
+        click.echo(f"{job.group}: {what}")
+    click.echo(f"Submission folder: {folder}\nFollow it with: kedro slurm status {folder}")
+
+
+def _echo_dry_run(entry: slurm_jobs.PlannedJob) -> None:
+    if entry.submit:
+        ids = [f"<job id of {d}>" for d in entry.job.dependencies]
+        click.echo("# " + " ".join(slurm_jobs.sbatch_args(entry.job, ids)))
+    else:
+        click.echo(f"# not submitted, outputs exist: {entry.job.script}")
+    click.echo(entry.script)
+
+
+def _submission_folder(metadata: ProjectMetadata, env: str | None, folder: Path | None) -> Path:
+    if folder is not None:
+        return folder
+    config = _deploy_config(_load_context(metadata, env, {}))
+    try:
+        return slurm_jobs.latest_submission(Path(metadata.project_path) / config.slurm.logs_dir)
+    except slurm_jobs.SlurmError as error:
+        raise click.ClickException(str(error))
+
+
+_folder_argument = click.argument(
+    "folder", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+
+
+@slurm.command()
+@_folder_argument
+@env_option(help="Environment whose `slurm.logs_dir` holds the submissions (when FOLDER is "
+                 "not given).")
+@click.option("--wait", is_flag=True, help="Poll until every job has ended.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="Seconds between polls with --wait.")
+@click.pass_obj
+def status(
+    metadata: ProjectMetadata, folder: Path | None, env: str | None, wait: bool, interval: float
+) -> None:
+    """Show the state of each group of a submission (FOLDER, or the latest one).
+
+    Exits with status 1 when a group failed or was cancelled; a failed group's detail names its
+    log.
+    """
+    try:
+        submission = slurm_jobs.Submission.load(_submission_folder(metadata, env, folder))
+        statuses = slurm_jobs.status(submission)
+        while wait and not all(s.finished for s in statuses):
+            time.sleep(interval)
+            statuses = slurm_jobs.status(submission)
+    except slurm_jobs.SlurmError as error:
+        raise click.ClickException(str(error))
+    width = max(len(s.job.group) for s in statuses)
+    for s in statuses:
+        click.echo(f"{s.job.group:<{width}}  {s.job.job_id or '-':>8}  {s.state.value:<9}  "
+                   f"{s.detail}".rstrip())
+    if any(s.state in (slurm_jobs.State.FAILED, slurm_jobs.State.CANCELLED) for s in statuses):
+        sys.exit(1)
+
+
+@slurm.command()
+@_folder_argument
+@env_option(help="Environment whose `slurm.logs_dir` holds the submissions (when FOLDER is "
+                 "not given).")
+@click.pass_obj
+def cancel(metadata: ProjectMetadata, folder: Path | None, env: str | None) -> None:
+    """Cancel the jobs of a submission (FOLDER, or the latest one) that have not ended."""
+    try:
+        submission = slurm_jobs.Submission.load(_submission_folder(metadata, env, folder))
+        cancelled = slurm_jobs.cancel(submission)
+    except slurm_jobs.SlurmError as error:
+        raise click.ClickException(str(error))
+    click.echo(f"Cancelled: {', '.join(cancelled)}" if cancelled else "No job left to cancel.")
+
+
+@commands.group()
+def argo() -> None:
+    """Run the pipeline on Argo Workflows: one container task per node group."""
+
+
+@argo.command()
+@_pipeline_options
+@click.option("--image", default=None,
+              help="Container image of the tasks; overrides `argo.image` of deploy.yml.")
+# A file rather than stdout: Kedro's default logging writes to stdout and would mix into it.
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              default="argo-workflow.yaml", show_default=True,
+              help="File the manifest is written to.")
+@click.pass_obj
+def render(
+    metadata: ProjectMetadata,
+    pipeline: str | None,
+    env: str | None,
+    params: tuple[str, dict[str, Any]],
+    group_by: str,
+    depth: int,
+    image: str | None,
+    output: Path,
+) -> None:
+    """Render the Argo Workflow manifest; submit it with `argo submit`."""
+    deployment = _deployment(metadata, env, pipeline, params, group_by, depth)
+    workflow = argo_render.build_workflow(
+        deployment.groups,
+        deployment.config.resources.for_group,
+        deployment.options,
+        deployment.config.argo,
+        image=image,
+    )
+    output.write_text(workflow.to_yaml())
+    click.echo(f"Wrote {output}; submit it with: argo submit {output}")

@@ -1,0 +1,261 @@
+"""Group a Kedro pipeline's nodes into jobs, and the ``kedro run`` that runs one group.
+
+A group is what one Slurm job or one Argo task runs. Grouped by namespace, a variant
+(``finetune.full``: the namespace cut to ``depth`` parts) is one group; nodes in no namespace
+(ingestion, preprocessing, reporting) are one group each, as in Kedro's own
+``Pipeline.group_nodes_by``. Grouped by node, every node is a group. A group depends on the groups
+whose outputs it loads, so a job starts only after the jobs producing its inputs have succeeded.
+"""
+from __future__ import annotations
+
+import graphlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from kedro.io import CatalogProtocol
+from kedro.pipeline import Pipeline
+
+GroupBy = Literal["namespace", "node"]
+
+
+@dataclass(frozen=True)
+class NodeGroup:
+    """Nodes that run together in one job.
+
+    Attributes:
+        name: The namespace (``finetune.full``) or, for a node in no namespace, the node's name.
+        nodes: Names of its nodes, in the pipeline's topological order.
+        dependencies: Names of the groups whose outputs it loads.
+        inputs: Datasets it loads that it does not produce (parameters excluded).
+        outputs: Datasets it produces.
+        namespace: The namespace when ``kedro run --namespaces`` selects exactly these nodes;
+            ``None`` when the group must be selected by node names.
+    """
+
+    name: str
+    nodes: tuple[str, ...]
+    dependencies: tuple[str, ...]
+    inputs: frozenset[str]
+    outputs: frozenset[str]
+    namespace: str | None
+
+    def selector(self) -> list[str]:
+        """The ``kedro run`` options that select this group's nodes.
+
+        Returns:
+            ``["--namespaces", namespace]`` or ``["--nodes", "a,b"]``.
+        """
+        if self.namespace is not None:
+            return ["--namespaces", self.namespace]
+        return ["--nodes", ",".join(self.nodes)]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The options of the submitting command that every job's ``kedro run`` repeats.
+
+    Attributes:
+        env: Kedro configuration environment, ``None`` for Kedro's default.
+        pipeline: Registered pipeline name, ``None`` for ``__default__``.
+        params: The ``--params`` string exactly as given, ``None`` when not given.
+    """
+
+    env: str | None = None
+    pipeline: str | None = None
+    params: str | None = None
+
+    def run_args(self, group: NodeGroup) -> list[str]:
+        """Arguments after ``kedro`` that run one group.
+
+        Args:
+            group: The group to run.
+
+        Returns:
+            E.g. ``["run", "--env", "prod", "--namespaces", "finetune.full"]``.
+        """
+        args = ["run"]
+        if self.env:
+            args += ["--env", self.env]
+        if self.pipeline:
+            args += ["--pipelines", self.pipeline]
+        if self.params:
+            args += ["--params", self.params]
+        return args + group.selector()
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """An ephemeral dataset that one group produces and another loads.
+
+    Attributes:
+        dataset: The dataset's name.
+        producer: The group that saves it.
+        consumer: The group that loads it.
+    """
+
+    dataset: str
+    producer: str
+    consumer: str
+
+    def __str__(self) -> str:
+        return (
+            f"'{self.dataset}' is a MemoryDataset produced by group '{self.producer}' and loaded "
+            f"by group '{self.consumer}': jobs do not share memory, so '{self.consumer}' will fail "
+            f"to load it. Give '{self.dataset}' a persisted catalog entry."
+        )
+
+
+def _is_parameter(dataset: str) -> bool:
+    return dataset == "parameters" or dataset.startswith("params:")
+
+
+def _group_key(namespace: str | None, node_name: str, by: GroupBy, depth: int) -> str:
+    if by == "node" or not namespace:
+        return node_name
+    return ".".join(namespace.split(".")[:depth])
+
+
+def group_pipeline(pipeline: Pipeline, by: GroupBy = "namespace", depth: int = 2) -> list[NodeGroup]:
+    """Split a pipeline into groups, each to run as one job.
+
+    Args:
+        pipeline: The pipeline to deploy.
+        by: ``"namespace"``: one group per namespace cut to ``depth`` parts, and one per node in
+            no namespace; ``"node"``: one group per node.
+        depth: How many leading parts of a namespace name a group; 2 makes each variant of
+            ``finetune.<variant>`` a group, 1 groups all ``finetune.*`` variants together.
+
+    Returns:
+        The groups in an order where each comes after the groups it depends on.
+
+    Raises:
+        ValueError: If ``by`` or ``depth`` is invalid, a node's name equals a namespace group's
+            name, or the groups depend on each other in a cycle.
+    """
+    if by not in ("namespace", "node"):
+        raise ValueError(f"group_by must be 'namespace' or 'node', got {by!r}")
+    if depth < 1:
+        raise ValueError(f"namespace depth must be at least 1, got {depth}")
+    node_by_name = {node.name: node for node in pipeline.nodes}
+    key_of = {
+        name: _group_key(node.namespace, name, by, depth) for name, node in node_by_name.items()
+    }
+    namespaced_keys = {key_of[name] for name, node in node_by_name.items() if node.namespace}
+    if by == "namespace" and (clash := namespaced_keys & {
+        name for name, node in node_by_name.items() if not node.namespace
+    }):
+        raise ValueError(
+            f"Node name(s) {sorted(clash)} equal a namespace: rename the node(s) so each group "
+            "has one name."
+        )
+
+    # Kedro's per-node grouping gives each node's parents, derived from the datasets they share.
+    members: dict[str, list[str]] = {}
+    parents: dict[str, set[str]] = {}
+    for single in pipeline.group_nodes_by(None):
+        key = key_of[single.name]
+        members.setdefault(key, []).extend(single.nodes)
+        parents.setdefault(key, set()).update(key_of[p] for p in single.dependencies)
+
+    order = _topological_order({key: deps - {key} for key, deps in parents.items()})
+    groups = []
+    for key in order:
+        sub = pipeline.only_nodes(*members[key])
+        namespace = None
+        if by == "namespace" and key in namespaced_keys:
+            selected = pipeline.only_nodes_with_namespaces([key]).nodes
+            if {n.name for n in selected} == set(members[key]):
+                namespace = key
+        groups.append(
+            NodeGroup(
+                name=key,
+                nodes=tuple(n.name for n in sub.nodes),
+                dependencies=tuple(d for d in order if d in parents[key] and d != key),
+                inputs=frozenset(d for d in sub.inputs() if not _is_parameter(d)),
+                outputs=frozenset(sub.all_outputs()),
+                namespace=namespace,
+            )
+        )
+    return groups
+
+
+def _topological_order(dependencies: dict[str, set[str]]) -> list[str]:
+    sorter = graphlib.TopologicalSorter(dependencies)
+    try:
+        return list(sorter.static_order())
+    except graphlib.CycleError as error:
+        cycle = " -> ".join(error.args[1])
+        raise ValueError(
+            f"The groups depend on each other in a cycle ({cycle}), so they cannot run as "
+            "separate jobs: group by node, or change the namespaces."
+        ) from None
+
+
+def is_ephemeral(catalog: CatalogProtocol, dataset: str) -> bool:
+    """Whether a dataset lives only in the memory of the process that ran its producer.
+
+    Args:
+        catalog: The project's catalog, dataset factories included.
+        dataset: The dataset's name.
+
+    Returns:
+        True for datasets the catalog does not define (Kedro makes them MemoryDatasets) and for
+        datasets marked ephemeral (``MemoryDataset``, ``SharedMemoryDataset``).
+    """
+    if dataset not in catalog:
+        return True
+    return bool(getattr(catalog.get(dataset), "_EPHEMERAL", False))
+
+
+def ephemeral_crossings(
+    groups: Iterable[NodeGroup], ephemeral: Callable[[str], bool]
+) -> list[Crossing]:
+    """Find ephemeral datasets that one group produces and another group loads.
+
+    Args:
+        groups: The groups of one pipeline.
+        ephemeral: Tells whether a dataset is ephemeral, e.g. ``partial(is_ephemeral, catalog)``.
+
+    Returns:
+        One crossing per dataset and consuming group, sorted by dataset.
+    """
+    groups = list(groups)
+    producer = {dataset: g.name for g in groups for dataset in g.outputs}
+    crossings = [
+        Crossing(dataset, producer[dataset], group.name)
+        for group in groups
+        for dataset in group.inputs
+        if dataset in producer and ephemeral(dataset)
+    ]
+    return sorted(crossings, key=lambda c: (c.dataset, c.consumer))
+
+
+def missing_outputs(group: NodeGroup, catalog: CatalogProtocol) -> list[str]:
+    """The group's persisted outputs that do not exist yet.
+
+    Args:
+        group: A group of the project's pipeline.
+        catalog: The project's catalog.
+
+    Returns:
+        Sorted names of persisted outputs whose ``exists()`` is false.
+    """
+    return sorted(
+        d for d in group.outputs if not is_ephemeral(catalog, d) and not catalog.exists(d)
+    )
+
+
+def needs_run(group: NodeGroup, catalog: CatalogProtocol) -> bool:
+    """Whether a re-submission must run the group, by the rule of ``kedro run --only-missing-outputs``.
+
+    Args:
+        group: A group of the project's pipeline.
+        catalog: The project's catalog.
+
+    Returns:
+        True when a persisted output is missing, or when the group persists nothing (so there is
+        no evidence that it ran).
+    """
+    persisted = [d for d in group.outputs if not is_ephemeral(catalog, d)]
+    return not persisted or bool(missing_outputs(group, catalog))
