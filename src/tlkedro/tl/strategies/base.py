@@ -1,0 +1,197 @@
+"""The ``Strategy`` base class, its registry and the helpers strategies share.
+
+A strategy turns a freshly built ``TLModel`` and the source model's state dict into the model to train
+(``prepare``), and says how to train it (``param_groups``, ``penalty``, ``callbacks``). The base class
+is the plain transfer: load the source encoder, train everything, one parameter group per top-level part
+of the model (``encoder``, ``head``), no penalty, no callbacks. Strategies override what they change.
+
+Freezing (``freeze``) sets ``requires_grad=False`` and keeps every frozen BatchNorm layer in eval mode
+through a forward pre-hook. A hook, rather than a Lightning callback or ``BaseFinetuning.freeze``, makes
+the frozen model self-contained: ``model.train()`` from Lightning, a notebook loop or anything else cannot
+put those layers back into batch statistics, so their running statistics stay bit-identical and the
+frozen layers compute the same function in training and evaluation. (``BaseFinetuning.freeze`` with
+``train_bn=False`` only stops the running statistics from updating; in training mode the layer would
+still normalise with the batch's statistics.) The hook survives ``copy.deepcopy`` and pickling; it does
+not survive ``SyncBatchNorm.convert_sync_batchnorm``, which builds new modules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+import lightning
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from tlkedro.tl.registry import Registry
+
+if TYPE_CHECKING:
+    from tlkedro.tl.architectures import TLModel
+
+STRATEGIES: Registry[Strategy] = Registry("strategy")
+
+S = TypeVar("S", bound="type[Strategy]")
+
+_MAX_LISTED_KEYS = 10
+
+
+class MissingSourceError(ValueError):
+    """Raised when a strategy that transfers weights is given no source model."""
+
+
+class SourceMismatchError(ValueError):
+    """Raised when the source state dict does not fit the target architecture's encoder."""
+
+
+def register(name: str) -> Callable[[S], S]:
+    """Class decorator registering a strategy under ``name`` and recording the name on the class."""
+
+    def decorator(cls: S) -> S:
+        cls.name = name
+        STRATEGIES.register(name)(cls)
+        return cls
+
+    return decorator
+
+
+@dataclasses.dataclass
+class Strategy:
+    """Plain transfer: the source encoder's weights, everything trained at one learning rate.
+
+    Subclasses are dataclasses whose fields are the strategy's keyword arguments (the YAML
+    ``strategy.kwargs``); ``summary`` reports them.
+    """
+
+    name: ClassVar[str]
+
+    def prepare(self, model: TLModel, source_state: dict[str, Tensor] | None) -> TLModel:
+        """Load the source encoder into ``model`` and return it.
+
+        Args:
+            model: A freshly built model of the target task.
+            source_state: The source model's state dict (``None`` when there is no source model).
+
+        Returns:
+            The model to train.
+
+        Raises:
+            MissingSourceError: If ``source_state`` is ``None``.
+            SourceMismatchError: If the source encoder does not fit ``model``'s encoder.
+        """
+        load_encoder(model, self.require_source(source_state))
+        return model
+
+    def param_groups(self, model: TLModel, lr: float) -> list[dict[str, Any]]:
+        """Optimizer parameter groups: the trainable parameters of each top-level part, at ``lr``.
+
+        Args:
+            model: The prepared model.
+            lr: The base learning rate.
+
+        Returns:
+            Groups ``{"params": [...], "lr": ..., "name": ...}`` holding exactly the parameters with
+            ``requires_grad``; parts without any are left out.
+        """
+        parts: dict[str, list[nn.Parameter]] = {}
+        for param_name, param in model.named_parameters():
+            if param.requires_grad:
+                parts.setdefault(param_name.split(".", 1)[0], []).append(param)
+        return [{"params": params, "lr": lr, "name": part} for part, params in parts.items()]
+
+    def penalty(self, model: TLModel) -> Tensor | None:
+        """A regularisation term added to the training loss, or ``None`` for none."""
+        return None
+
+    def callbacks(self) -> list[lightning.Callback]:
+        """Lightning callbacks the strategy needs during training (e.g. phase switches)."""
+        return []
+
+    def summary(self, model: TLModel) -> dict[str, Any]:
+        """The strategy's name and settings, and the model's total, trainable and frozen parameter counts."""
+        total = sum(p.numel() for p in model.parameters())
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        settings = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        return {
+            "strategy": self.name,
+            **settings,
+            "total_params": total,
+            "trainable_params": trainable,
+            "frozen_params": total - trainable,
+        }
+
+    def require_source(self, source_state: dict[str, Tensor] | None) -> dict[str, Tensor]:
+        """``source_state``, or a ``MissingSourceError`` naming this strategy if it is ``None``."""
+        if source_state is None:
+            raise MissingSourceError(
+                f"Strategy {self.name!r} transfers weights from a source model, but none was given: set "
+                f"`init_from` to the pretrain variant to start from (e.g. `init_from: pretrain.default`), "
+                f"or use strategy 'scratch' to train without one."
+            )
+        return source_state
+
+
+def load_encoder(
+    model: TLModel, source_state: dict[str, Tensor], stages: Iterable[str] | None = None
+) -> None:
+    """Copy the source encoder's weights into ``model``, the whole encoder or only some of its stages.
+
+    Only ``encoder.*`` entries are transferred: the head belongs to the source task. The keys of the
+    transferred part must match exactly, with the same shapes; otherwise nothing is loaded.
+
+    Args:
+        model: The target model; its head is left as it is.
+        source_state: The source model's state dict.
+        stages: Names of the encoder stages to transfer (``model.stage_names``); all when ``None``.
+
+    Raises:
+        SourceMismatchError: Listing the missing, unexpected and mismatched keys.
+    """
+    prefixes = ("encoder.",) if stages is None else tuple(f"encoder.{stage}." for stage in stages)
+    wanted = {key: value for key, value in model.state_dict().items() if key.startswith(prefixes)}
+    given = {key: value for key, value in source_state.items() if key.startswith(prefixes)}
+    problems = {
+        "missing from the source": sorted(wanted.keys() - given.keys()),
+        "in the source but not in the model": sorted(given.keys() - wanted.keys()),
+        "with different shapes": [
+            f"{key} (source {tuple(given[key].shape)}, model {tuple(wanted[key].shape)})"
+            for key in sorted(wanted.keys() & given.keys())
+            if given[key].shape != wanted[key].shape
+        ],
+    }
+    if any(problems.values()):
+        lines = [
+            f"  {len(keys)} keys {what}: {', '.join(keys[:_MAX_LISTED_KEYS])}"
+            + (f", ... ({len(keys) - _MAX_LISTED_KEYS} more)" if len(keys) > _MAX_LISTED_KEYS else "")
+            for what, keys in problems.items()
+            if keys
+        ]
+        raise SourceMismatchError(
+            f"The source weights do not fit the encoder of {model.config['name']!r}; "
+            f"was the source model (`init_from`) built with the same architecture and arguments?\n"
+            + "\n".join(lines)
+        )
+    model.load_state_dict(given, strict=False)
+
+
+def freeze(modules: Iterable[nn.Module]) -> None:
+    """Stop training ``modules``: no gradients, and their BatchNorm layers run in eval mode.
+
+    The BatchNorm layers are switched to eval mode before each forward pass rather than here, so that
+    Lightning does not warn about modules in eval mode at the start of training.
+
+    Args:
+        modules: The modules to freeze, with everything inside them.
+    """
+    for module in modules:
+        module.requires_grad_(False)
+        for layer in module.modules():
+            if isinstance(layer, _BatchNorm) and _keep_eval not in layer._forward_pre_hooks.values():
+                layer.register_forward_pre_hook(_keep_eval)
+
+
+def _keep_eval(module: nn.Module, args: tuple[Any, ...]) -> None:
+    # Undo any model.train() since freezing, before the layer could use or update batch statistics.
+    module.training = False
+
