@@ -1,0 +1,164 @@
+from __future__ import annotations
+
+import warnings
+from functools import partial
+
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.pipeline import Node, Pipeline
+from kedro_datasets.json import JSONDataset
+
+from tlkedro.deploy.grouping import (
+    RunOptions,
+    ephemeral_crossings,
+    group_pipeline,
+    is_ephemeral,
+    missing_outputs,
+    needs_run,
+)
+
+
+def identity(x):
+    return x
+
+
+def test_each_variant_is_one_group_after_its_upstream(toy_pipeline):
+    groups = group_pipeline(toy_pipeline)
+
+    by_name = {g.name: g for g in groups}
+    assert [g.name for g in groups][0] == "make_data"
+    assert [g.name for g in groups][-1] == "compare"
+    assert set(by_name) == {"make_data", "train.small", "train.large", "compare"}
+    assert by_name["train.small"].nodes == ("train.small.train", "train.small.score")
+    assert by_name["train.small"].dependencies == ("make_data",)
+    assert set(by_name["compare"].dependencies) == {"train.small", "train.large"}
+    assert by_name["train.small"].inputs == {"raw"}
+    assert by_name["train.small"].outputs == {"train.small.model", "train.small.score"}
+
+
+def test_namespaced_groups_run_by_namespace_others_by_node_names(toy_pipeline):
+    by_name = {g.name: g for g in group_pipeline(toy_pipeline)}
+
+    assert by_name["train.large"].selector() == ["--namespaces", "train.large"]
+    assert by_name["make_data"].selector() == ["--nodes", "make_data"]
+
+
+def test_depth_one_matches_kedros_namespace_grouping(toy_pipeline):
+    ours = {g.name: g for g in group_pipeline(toy_pipeline, depth=1)}
+    kedros = {g.name: g for g in toy_pipeline.group_nodes_by("namespace")}
+
+    assert ours.keys() == kedros.keys() == {"make_data", "train", "compare"}
+    for name, group in kedros.items():
+        assert set(ours[name].nodes) == set(group.nodes)
+        assert set(ours[name].dependencies) == set(group.dependencies)
+    assert ours["train"].selector() == ["--namespaces", "train"]
+
+
+def test_grouping_by_node_gives_one_group_per_node(toy_pipeline):
+    ours = {g.name: g for g in group_pipeline(toy_pipeline, by="node")}
+    kedros = {g.name: g for g in toy_pipeline.group_nodes_by(None)}
+
+    assert ours.keys() == kedros.keys()
+    for name, group in kedros.items():
+        assert set(ours[name].dependencies) == set(group.dependencies)
+    assert ours["train.small.score"].selector() == ["--nodes", "train.small.score"]
+
+
+def test_a_namespace_that_would_select_its_sub_namespaces_is_run_by_node_names():
+    pipeline = Pipeline([
+        Node(identity, "a", "b", name="prepare", namespace="train"),
+        Node(identity, "b", "c", name="fit", namespace="train.small"),
+    ])
+
+    by_name = {g.name: g for g in group_pipeline(pipeline, depth=2)}
+
+    # `--namespaces train` would also run train.small.fit.
+    assert by_name["train"].selector() == ["--nodes", "train.prepare"]
+    assert by_name["train.small"].selector() == ["--namespaces", "train.small"]
+
+
+def test_groups_depending_on_each_other_in_a_cycle_are_refused():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Kedro warns that the namespace is interrupted
+        pipeline = Pipeline([
+            Node(identity, "a", "x", name="first", namespace="ns"),
+            Node(identity, "x", "y", name="between"),
+            Node(identity, "y", "z", name="second", namespace="ns"),
+        ])
+
+    with pytest.raises(ValueError, match=r"cycle .*group by node"):
+        group_pipeline(pipeline)
+    assert len(group_pipeline(pipeline, by="node")) == 3
+
+
+def test_a_node_named_like_a_namespace_is_refused():
+    pipeline = Pipeline([
+        Node(identity, "a", "b", name="fit", namespace="train"),
+        Node(identity, "b", "c", name="train"),
+    ])
+
+    with pytest.raises(ValueError, match=r"\['train'\] equal a namespace"):
+        group_pipeline(pipeline, depth=1)
+
+
+@pytest.mark.parametrize(("by", "depth", "message"), [
+    ("variant", 2, "group_by must be 'namespace' or 'node'"),
+    ("namespace", 0, "depth must be at least 1"),
+])
+def test_invalid_grouping_options_are_refused(toy_pipeline, by, depth, message):
+    with pytest.raises(ValueError, match=message):
+        group_pipeline(toy_pipeline, by=by, depth=depth)
+
+
+def test_run_args_repeat_the_submitting_options():
+    pipeline = Pipeline([Node(identity, "a", "b", name="fit", namespace="train.small")])
+    (group,) = group_pipeline(pipeline)
+
+    options = RunOptions(env="cluster", pipeline="training", params="lr=0.1,epochs=2")
+
+    assert options.run_args(group) == [
+        "run", "--env", "cluster", "--pipelines", "training", "--params", "lr=0.1,epochs=2",
+        "--namespaces", "train.small",
+    ]
+    assert RunOptions().run_args(group) == ["run", "--namespaces", "train.small"]
+
+
+def test_memory_datasets_crossing_groups_are_found(toy_pipeline, tmp_path):
+    catalog = DataCatalog({
+        "raw": JSONDataset(filepath=str(tmp_path / "raw.json")),
+        "train.large.score": MemoryDataset(),
+    })
+    groups = group_pipeline(toy_pipeline)
+
+    crossings = ephemeral_crossings(groups, partial(is_ephemeral, catalog))
+
+    # The score of train.small is not in the catalog (a MemoryDataset at run time), the one of
+    # train.large is a declared MemoryDataset; the in-group model never crosses.
+    assert [(c.dataset, c.producer, c.consumer) for c in crossings] == [
+        ("train.large.score", "train.large", "compare"),
+        ("train.small.score", "train.small", "compare"),
+    ]
+    assert "Give 'train.large.score' a persisted catalog entry" in str(crossings[0])
+
+
+def test_a_group_needs_to_run_until_its_persisted_outputs_exist(tmp_path):
+    score = JSONDataset(filepath=str(tmp_path / "score.json"))
+    catalog = DataCatalog({"score": score})
+    pipeline = Pipeline([
+        Node(identity, "raw", "model", name="fit", namespace="v"),
+        Node(identity, "model", "score", name="score", namespace="v"),
+    ])
+    (group,) = group_pipeline(pipeline)
+
+    assert missing_outputs(group, catalog) == ["score"]
+    assert needs_run(group, catalog)
+    score.save({"score": 1})
+    assert missing_outputs(group, catalog) == []
+    assert not needs_run(group, catalog)
+
+
+def test_a_group_that_persists_nothing_always_needs_to_run():
+    pipeline = Pipeline([Node(identity, "raw", "model", name="fit", namespace="v")])
+    (group,) = group_pipeline(pipeline)
+
+    assert needs_run(group, DataCatalog({"model": MemoryDataset(data=1)}))
