@@ -147,7 +147,7 @@ class _Rejections:
 
     def summary(self) -> str:
         counts = Counter(row["reason_code"] for row in self.rows)
-        by_code = ", ".join(f"{code}: {n}" for code, n in counts.most_common())
+        by_code = ", ".join(f"{code}: {n}" for code, n in sorted(counts.items(), key=lambda item: (-item[1], item[0])))
         return f"{len(self.rows)} quarantined" + (f" ({by_code})" if by_code else "")
 
 
