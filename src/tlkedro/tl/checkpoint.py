@@ -1,0 +1,54 @@
+"""Model checkpoints as plain data: the architecture config, the weights and what reading them needs.
+
+A checkpoint is ``{"config": model.config, "state_dict": {name: tensor}, "meta": {...}}`` holding only
+tensors and plain Python types, so it loads with ``torch.load(weights_only=True)``: loading never runs
+code from the file. ``build_model`` rebuilds the network from ``config`` and loads the weights strictly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tlkedro.tl.architectures import TLModel, create_architecture
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _plain(value: Any, where: str) -> Any:
+    """``value`` with tuples as lists; raises for anything ``torch.load(weights_only=True)`` would reject."""
+    if isinstance(value, _PLAIN | Tensor):
+        return value
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item, f"{where}.{key}") for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    raise TypeError(
+        f"checkpoint {where} is a {type(value).__name__}; only tensors, str, int, float, bool, None, "
+        "lists and dicts can be loaded with weights_only=True"
+    )
+
+
+def make_checkpoint(model: TLModel, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The checkpoint of ``model`` with ``meta`` (task, target, target statistics, training facts).
+
+    Tensors are detached copies on the CPU, so the checkpoint does not change as training continues.
+
+    Raises:
+        TypeError: If ``model.config`` or ``meta`` hold something other than plain types and tensors.
+    """
+    return {
+        "config": _plain(model.config, "config"),
+        "state_dict": {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()},
+        "meta": _plain(meta, "meta"),
+    }
+
+
+def build_model(checkpoint: Mapping[str, Any]) -> TLModel:
+    """Rebuild the checkpoint's model in eval mode, with its weights loaded strictly."""
+    model = create_architecture(**checkpoint["config"])
+    model.load_state_dict(checkpoint["state_dict"], strict=True)
+    return model.eval()

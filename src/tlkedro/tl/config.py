@@ -1,0 +1,253 @@
+"""Typed training parameters: the keys of ``parameters_pretrain.yml`` / ``parameters_finetune.yml``.
+
+Validated once, at the edge: an unknown key, a misspelt component name, a value out of range or a MONAI
+augmentation that does not exist is an error naming the key, the value given and what is allowed, before
+any training starts. Values given as strings on the command line (``--params "finetune.optimizer.lr=1e-4"``)
+are coerced to the field's type. The pipeline-level keys (``variants``, ``sweeps``, ``init_from``,
+``evaluate_on``) belong to the pipelines, which subclass ``TrainConfig``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from torch.optim.lr_scheduler import CosineAnnealingLR, ReduceLROnPlateau
+
+from tlkedro.tl.architectures.base import ARCHITECTURES
+from tlkedro.tl.data import augmentation_transform
+from tlkedro.tl.objectives import OBJECTIVES, Task, create_objective
+from tlkedro.tl.registry import Registry, UnknownComponentError
+from tlkedro.tl.strategies import create_strategy
+
+Precision = Literal["64-true", "32-true", "16-true", "16-mixed", "bf16-true", "bf16-mixed"]
+
+# Scheduler arguments the training module sets itself (the optimizer, the cosine period from max_epochs,
+# the plateau direction of a loss) or that would break resuming (last_epoch).
+_SCHEDULER_ARGUMENTS = {
+    "cosine": (CosineAnnealingLR, {"optimizer", "T_max", "last_epoch", "verbose"}),
+    "plateau": (ReduceLROnPlateau, {"optimizer", "mode", "verbose"}),
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ComponentConfig(_Strict):
+    """A component named by its registry key, with its keyword arguments.
+
+    Attributes:
+        name: The registry key.
+        kwargs: Keyword arguments of the component's builder.
+    """
+
+    name: str
+    kwargs: dict[str, Any] = {}
+
+
+class ArchitectureConfig(ComponentConfig):
+    """An architecture of ``tlkedro.tl.architectures``; ``num_outputs`` comes from the objective."""
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        _require_registered(ARCHITECTURES, name)
+        return name
+
+    @field_validator("kwargs")
+    @classmethod
+    def _no_num_outputs(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if "num_outputs" in kwargs:
+            raise ValueError(
+                f"num_outputs is set by the objective and the data, not by architecture.kwargs "
+                f"(got num_outputs={kwargs['num_outputs']!r})"
+            )
+        return kwargs
+
+
+class ObjectiveConfig(ComponentConfig):
+    """An objective of ``tlkedro.tl.objectives``; its kwargs are checked by building it."""
+
+    @model_validator(mode="after")
+    def _builds(self) -> ObjectiveConfig:
+        _check_builds(self, create_objective)
+        return self
+
+
+class StrategyConfig(ComponentConfig):
+    """A strategy of ``tlkedro.tl.strategies``; its kwargs are checked by building it."""
+
+    @model_validator(mode="after")
+    def _builds(self) -> StrategyConfig:
+        _check_builds(self, create_strategy)
+        return self
+
+
+class AugmentationConfig(ComponentConfig):
+    """A MONAI array transform (``RandAffine``, ``RandFlip``, ...) with its kwargs, checked by building it."""
+
+    @model_validator(mode="after")
+    def _builds(self) -> AugmentationConfig:
+        augmentation_transform(self.name, self.kwargs)
+        return self
+
+
+class OptimizerConfig(_Strict):
+    """The optimizer.
+
+    Attributes:
+        name: ``adam``, ``adamw`` or ``sgd``.
+        lr: Base learning rate (strategies may scale it per parameter group).
+        weight_decay: Weight decay (decoupled for ``adamw``).
+        momentum: Momentum of ``sgd``; the Adam variants ignore it.
+    """
+
+    name: Literal["adam", "adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+
+
+class SchedulerConfig(_Strict):
+    """The learning-rate schedule, stepped once per epoch.
+
+    Attributes:
+        name: ``cosine`` (``CosineAnnealingLR`` over ``max_epochs``), ``plateau`` (``ReduceLROnPlateau``
+            on the validation loss) or ``none``.
+        kwargs: Further arguments of the torch scheduler (``eta_min``; ``factor``, ``patience``, ...).
+    """
+
+    name: Literal["cosine", "plateau", "none"] = "cosine"
+    kwargs: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _known_kwargs(self) -> SchedulerConfig:
+        if self.name == "none":
+            if self.kwargs:
+                raise ValueError(f"scheduler 'none' takes no kwargs; got {self.kwargs}")
+            return self
+        scheduler, fixed = _SCHEDULER_ARGUMENTS[self.name]
+        allowed = [p for p in inspect.signature(scheduler).parameters if p not in fixed]
+        unknown = sorted(set(self.kwargs) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"scheduler {self.name!r} got kwargs {unknown} it does not take or that are set from "
+                f"the rest of the configuration; allowed: {', '.join(allowed)}"
+            )
+        return self
+
+
+class TrainerConfig(_Strict):
+    """Lightning ``Trainer`` settings and the loop's own.
+
+    Attributes:
+        max_epochs: Upper bound on epochs.
+        batch_size: Images per batch (training and validation).
+        early_stopping_patience: Epochs without a lower validation loss before training stops.
+        accelerator: Lightning accelerator: ``auto``, ``cpu``, ``gpu``, ...
+        devices: Lightning devices: ``auto``, a count, or a list of device indices.
+        strategy: Lightning strategy: ``auto``, ``ddp``, ...
+        precision: Lightning precision.
+        num_workers: Data-loading worker processes.
+        deterministic: Deterministic algorithms (``True``), warnings for non-deterministic ones
+            (``"warn"``), or speed (``False``).
+        log_every_n_steps: Logging interval of step-level values.
+        enable_progress_bar: Show the progress bar.
+        limit_train_batches: Train on this many batches (int) or this fraction (float) per epoch.
+    """
+
+    max_epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    early_stopping_patience: int = Field(5, ge=0)
+    accelerator: str = "auto"
+    devices: int | list[int] | str = "auto"
+    strategy: str = "auto"
+    precision: Precision = "32-true"
+    num_workers: int = Field(0, ge=0)
+    deterministic: bool | Literal["warn"] = True
+    log_every_n_steps: int = Field(10, ge=1)
+    enable_progress_bar: bool = True
+    limit_train_batches: int | float | None = None
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _device_count(cls, devices: Any) -> Any:
+        # "2" from the command line means two devices, as it would in YAML.
+        return int(devices) if isinstance(devices, str) and devices.isdigit() else devices
+
+    @field_validator("limit_train_batches")
+    @classmethod
+    def _batch_limit(cls, limit: int | float | None) -> int | float | None:
+        if limit is not None and (limit <= 0 or (isinstance(limit, float) and limit > 1)):
+            raise ValueError(f"must be a count >= 1 or a fraction in (0, 1]; got {limit!r}")
+        return limit
+
+
+class DataConfig(_Strict):
+    """Validation split and augmentation.
+
+    Attributes:
+        val_fraction: Fraction of the training split's subjects held out for validation.
+        augmentation: MONAI array transforms applied, in order, to training images only.
+    """
+
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    augmentation: list[AugmentationConfig] = []
+
+
+class TrainConfig(_Strict):
+    """Everything ``tlkedro.tl.training.fit`` needs to train one model.
+
+    Attributes:
+        seed: Seed of the split, initialisation, data order and augmentation.
+        target: The label column to predict (``age``, ``sex``).
+        task: ``classification`` or ``regression``; must match the objective.
+        architecture: The network.
+        objective: The loss.
+        strategy: How the source model becomes the model to train.
+        optimizer: The optimizer.
+        scheduler: The learning-rate schedule.
+        trainer: Lightning and loop settings.
+        data: Validation split and augmentation.
+    """
+
+    seed: int = 42
+    target: str
+    task: Task
+    architecture: ArchitectureConfig
+    objective: ObjectiveConfig
+    strategy: StrategyConfig = Field(default_factory=lambda: StrategyConfig(name="scratch"))
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+
+    @model_validator(mode="after")
+    def _objective_fits_task(self) -> TrainConfig:
+        objective_task = create_objective(self.objective.name, **self.objective.kwargs).task
+        if objective_task != self.task:
+            fitting = [
+                name for name in OBJECTIVES.names() if create_objective(name).task == self.task
+            ]
+            raise ValueError(
+                f"objective {self.objective.name!r} is for {objective_task}, but task is {self.task!r}; "
+                f"objectives for {self.task}: {', '.join(fitting)}"
+            )
+        return self
+
+
+def _require_registered(registry: Registry[Any], name: str) -> None:
+    try:
+        registry.get(name)
+    except UnknownComponentError as error:
+        raise ValueError(str(error)) from None
+
+
+def _check_builds(component: ComponentConfig, create: Callable[..., Any]) -> None:
+    try:
+        create(component.name, **component.kwargs)
+    except (UnknownComponentError, TypeError) as error:
+        raise ValueError(str(error)) from None

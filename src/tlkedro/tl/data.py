@@ -1,0 +1,286 @@
+"""Datasets over the model-input arrays: subject-level train/validation split and MONAI augmentation.
+
+Images are ``(N, 1, H, W)`` slices or ``(N, 1, D, H, W)`` volumes, usually a read-only memory map of a
+float16 ``.npy`` file; items are read and cast to float32 one at a time, so the array is never loaded
+whole. Labels are a table with one row per image row (``subject_id`` and the target column).
+
+Randomness in the data is a function of ``(seed, epoch)`` only: each epoch's order comes from
+``EpochShuffleSampler`` and each item's augmentation is seeded from ``(seed, epoch, row)``. So the data of
+an epoch do not depend on worker processes, on what else consumed random numbers, or on whether training
+was resumed from a checkpoint before that epoch.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import lightning as L
+import monai.transforms
+import numpy as np
+import pandas as pd
+import torch
+from monai.transforms import Compose, EnsureType, MapTransform, Randomizable, Transform
+from sklearn.model_selection import GroupShuffleSplit, StratifiedShuffleSplit
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from tlkedro.tl.objectives import Task
+
+if TYPE_CHECKING:
+    from tlkedro.tl.config import ComponentConfig
+
+
+def _array_transform_names() -> list[str]:
+    return sorted(
+        name
+        for name, value in vars(monai.transforms).items()
+        if inspect.isclass(value) and issubclass(value, Transform) and not issubclass(value, MapTransform)
+    )
+
+
+def augmentation_transform(name: str, kwargs: dict[str, Any]) -> Transform:
+    """Build one MONAI array transform (``RandAffine``, ``RandFlip``, ...) from its class name.
+
+    Args:
+        name: A class of ``monai.transforms`` that works on arrays (not the dictionary ``...d`` ones).
+        kwargs: Its keyword arguments.
+
+    Raises:
+        ValueError: For an unknown name (with the closest array transform names) or arguments the
+            transform rejects.
+    """
+    cls = getattr(monai.transforms, name, None)
+    if not (inspect.isclass(cls) and issubclass(cls, Transform)) or issubclass(cls, MapTransform):
+        close = difflib.get_close_matches(name, _array_transform_names(), n=3)
+        hint = f" Closest: {', '.join(close)}." if close else ""
+        raise ValueError(
+            f"{name!r} is not a MONAI array transform.{hint} Use a class of monai.transforms that takes "
+            f"an image array, e.g. RandAffine, RandFlip, RandGaussianNoise, RandBiasField, RandAdjustContrast."
+        )
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} does not accept kwargs {kwargs}: {error}") from None
+
+
+def compose_augmentation(specs: Sequence[ComponentConfig]) -> Compose:
+    """Chain the configured transforms; the result is a plain float32 tensor (no MONAI metadata)."""
+    transforms = [augmentation_transform(spec.name, spec.kwargs) for spec in specs]
+    return Compose([*transforms, EnsureType(data_type="tensor", dtype=torch.float32, track_meta=False)])
+
+
+def _item_seed(seed: int, epoch: int, row: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, row]).generate_state(1)[0])
+
+
+class ArrayDataset(Dataset[tuple[Tensor, Tensor]]):
+    """Rows of an image array with their targets, as float32 image tensors.
+
+    Args:
+        images: ``(N, 1, ...)`` array, memory-mapped or in memory, float16 or float32.
+        targets: ``(N,)`` targets (int64 class indices or float32 values), aligned with ``images``.
+        indices: The rows of ``images`` this dataset serves (all when ``None``).
+        transform: Applied to each ``(1, ...)`` image tensor; if it is random (MONAI ``Randomizable``)
+            it is reseeded per item from ``(seed, epoch, row)``.
+        seed: Base seed of the per-item augmentation.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        targets: np.ndarray,
+        indices: Sequence[int] | np.ndarray | None = None,
+        transform: Callable[[Tensor], Tensor] | None = None,
+        seed: int = 0,
+    ) -> None:
+        if len(images) != len(targets):
+            raise ValueError(f"images has {len(images)} rows but targets has {len(targets)}")
+        self.images = images
+        self.targets = targets
+        self.indices = np.arange(len(images)) if indices is None else np.asarray(indices, dtype=np.int64)
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose augmentation the items get."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        row = int(self.indices[index])
+        image = torch.from_numpy(np.array(self.images[row], dtype=np.float32))
+        if self.transform is not None:
+            if isinstance(self.transform, Randomizable):
+                self.transform.set_random_state(seed=_item_seed(self.seed, self.epoch, row))
+            image = self.transform(image)
+        return image, torch.as_tensor(self.targets[row])
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """Shuffles an ``ArrayDataset`` with a permutation that depends only on ``(seed, epoch)``.
+
+    Lightning calls ``set_epoch`` before every training epoch; the sampler passes the epoch on to the
+    dataset so its augmentation follows the same epoch.
+
+    Args:
+        dataset: The dataset to sample.
+        seed: Base seed of the permutations.
+    """
+
+    def __init__(self, dataset: ArrayDataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose permutation ``__iter__`` yields."""
+        self.epoch = epoch
+        self.dataset.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        yield from np.random.default_rng([self.seed, self.epoch]).permutation(len(self.dataset)).tolist()
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
+def target_values(labels: pd.DataFrame, target: str, task: Task) -> np.ndarray:
+    """The target column as int64 class indices (classification) or float32 values (regression).
+
+    Raises:
+        ValueError: If the column is missing or has missing values, or classification targets are not
+            class indices ``0..C-1``.
+    """
+    if target not in labels.columns:
+        raise ValueError(f"target {target!r} is not a column of the labels; columns: {list(labels.columns)}")
+    values = labels[target].to_numpy()
+    missing = pd.isna(values)
+    if missing.any():
+        subjects = labels.loc[missing, "subject_id"].head(5).tolist()
+        raise ValueError(f"target {target!r} is missing in {missing.sum()} rows (subjects {subjects}, ...)")
+    if task == "regression":
+        return values.astype(np.float32)
+    numeric = pd.to_numeric(values, errors="coerce")
+    if pd.isna(numeric).any() or (numeric != np.round(numeric)).any() or (numeric < 0).any():
+        raise ValueError(
+            f"classification target {target!r} must hold class indices 0, 1, ...; got values "
+            f"{sorted(pd.unique(values).tolist())[:10]}"
+        )
+    return numeric.astype(np.int64)
+
+
+def subject_labels(subjects: pd.Series, targets: np.ndarray) -> pd.Series:
+    """One class label per subject (index: subject id, sorted).
+
+    Raises:
+        ValueError: If the rows of a subject carry different labels.
+    """
+    per_subject = pd.Series(targets, index=subjects.to_numpy()).groupby(level=0)
+    conflicting = per_subject.nunique()
+    conflicting = conflicting[conflicting > 1]
+    if len(conflicting):
+        raise ValueError(
+            f"rows of one subject must share its class label; subjects {conflicting.index[:5].tolist()} "
+            "have several"
+        )
+    return per_subject.first()
+
+
+def subject_split(
+    subjects: pd.Series, val_fraction: float, seed: int, targets: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split rows into training and validation so that no subject's rows straddle the two.
+
+    Args:
+        subjects: ``subject_id`` of every row.
+        val_fraction: Fraction of subjects that go to validation.
+        seed: Seed of the split.
+        targets: Class labels of the rows, to stratify subjects by class (classification); ``None`` for
+            a plain random split of subjects.
+
+    Returns:
+        Sorted row indices of the training and the validation set.
+    """
+    subjects = subjects.astype(str).reset_index(drop=True)
+    if subjects.nunique() < 2:
+        raise ValueError(f"need at least 2 subjects to split off a validation set; got {subjects.nunique()}")
+    if targets is None:
+        splitter = GroupShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed)
+        train, val = next(splitter.split(np.zeros(len(subjects)), groups=subjects))
+        return np.sort(train), np.sort(val)
+    per_subject = subject_labels(subjects, targets)
+    splitter = StratifiedShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed)
+    _, val_subjects = next(splitter.split(np.zeros(len(per_subject)), per_subject.to_numpy()))
+    is_val = subjects.isin(per_subject.index[val_subjects]).to_numpy()
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+class MRIDataModule(L.LightningDataModule):
+    """Training and validation loaders over one split's images and labels.
+
+    Args:
+        images: ``(N, 1, ...)`` image array.
+        labels: One row per image row, with ``subject_id`` and the ``target`` column.
+        target: The label column to predict.
+        task: ``"classification"`` (subjects stratified by class) or ``"regression"``.
+        val_fraction: Fraction of subjects held out for validation.
+        batch_size: Images per batch.
+        seed: Seed of the split, the epoch order and the augmentation.
+        augmentation: MONAI array transforms applied to training images only.
+        num_workers: Data-loading worker processes (0: load in the main process).
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: pd.DataFrame,
+        target: str,
+        task: Task,
+        val_fraction: float,
+        batch_size: int,
+        seed: int,
+        augmentation: Sequence[ComponentConfig] = (),
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if len(images) != len(labels):
+            raise ValueError(f"images has {len(images)} rows but labels has {len(labels)}")
+        self.targets = target_values(labels, target, task)
+        self.train_indices, self.val_indices = subject_split(
+            labels["subject_id"],
+            val_fraction,
+            seed,
+            targets=self.targets if task == "classification" else None,
+        )
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        transform = compose_augmentation(augmentation) if augmentation else None
+        self.train_dataset = ArrayDataset(images, self.targets, self.train_indices, transform, seed)
+        self.val_dataset = ArrayDataset(images, self.targets, self.val_indices)
+        self.train_sampler = EpochShuffleSampler(self.train_dataset, seed)
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled, augmented training batches."""
+        # A run resumed from a checkpoint creates this loader's first iterator before Lightning calls
+        # set_epoch, so the epoch is set here too.
+        self.train_sampler.set_epoch(self.trainer.current_epoch if self.trainer is not None else 0)
+        return DataLoader(
+            self.train_dataset,
+            batch_size=self.batch_size,
+            sampler=self.train_sampler,
+            num_workers=self.num_workers,
+            # Persistent workers would keep the dataset of the first epoch, and its augmentation seeds.
+            persistent_workers=False,
+            # BatchNorm cannot train on a batch of one image.
+            drop_last=len(self.train_dataset) % self.batch_size == 1,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches in row order, without augmentation."""
+        return DataLoader(self.val_dataset, batch_size=self.batch_size, num_workers=self.num_workers)

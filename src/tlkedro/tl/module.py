@@ -1,0 +1,131 @@
+"""``TransferModule``: the LightningModule that trains a given network with a given objective and strategy.
+
+The module is a system, not a model: it is given its network (already prepared by the strategy), the
+objective, the strategy and the optimizer and scheduler settings, and knows nothing about architectures
+or transfer learning beyond what the strategy tells it (parameter groups, penalty, callbacks).
+
+Logged per epoch: ``train/loss`` (the whole training loss: objective terms plus the strategy's penalty),
+``train/loss_<term>`` for each part when there is more than one, ``val/loss`` (the objective's primary
+loss, which early stopping and checkpointing follow), and the metric collections ``train/<metric>`` and
+``val/<metric>`` (see ``tlkedro.tl.metrics``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+
+from tlkedro.tl.config import OptimizerConfig, SchedulerConfig
+from tlkedro.tl.metrics import metric_collection
+from tlkedro.tl.objectives import Objective, TaskInfo
+from tlkedro.tl.strategies import Strategy
+
+_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+
+
+class TransferModule(L.LightningModule):
+    """Trains ``model`` on batches of ``(images, targets)``.
+
+    Args:
+        model: The network to train, as returned by ``strategy.prepare``.
+        objective: The loss and how outputs become predictions.
+        strategy: Supplies parameter groups, an optional penalty and callbacks.
+        optimizer: Optimizer settings.
+        scheduler: Learning-rate schedule settings.
+        info: The task, its class count and target statistics (``TaskInfo.from_targets``); the objective
+            needs it to read the outputs, the metrics to know the task.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: Objective,
+        strategy: Strategy,
+        optimizer: OptimizerConfig,
+        scheduler: SchedulerConfig,
+        info: TaskInfo,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective
+        self.strategy = strategy
+        self.optimizer_config = optimizer
+        self.scheduler_config = scheduler
+        self.info = info
+        self.train_metrics = metric_collection(info, "train")
+        self.val_metrics = metric_collection(info, "val")
+
+    def forward(self, images: Tensor) -> Tensor:
+        """The network's outputs."""
+        return self.model(images)
+
+    def _update_metrics(self, metrics: MetricCollection, outputs: Tensor, targets: Tensor) -> None:
+        prediction = self.objective.predict(outputs.detach(), self.info)
+        if prediction.probabilities is not None:
+            metrics.update(prediction.probabilities, targets)
+        else:
+            metrics.update(prediction.values, targets)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """Objective terms plus the strategy's penalty."""
+        images, targets = batch
+        outputs = self.model(images)
+        terms = self.objective.terms(self.model, images, outputs, targets, self.info)
+        penalty = self.strategy.penalty(self.model)
+        if penalty is not None:
+            terms["penalty"] = penalty
+        loss = torch.stack(list(terms.values())).sum()
+        batch_size = len(images)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        if len(terms) > 1:
+            parts = {f"train/loss_{name}": value for name, value in terms.items()}
+            self.log_dict(parts, on_step=False, on_epoch=True, batch_size=batch_size)
+        self._update_metrics(self.train_metrics, outputs, targets)
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """The objective's primary loss and the validation metrics."""
+        images, targets = batch
+        outputs = self.model(images)
+        loss = self.objective.loss(outputs, targets, self.info)
+        self.log("val/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(images))
+        self._update_metrics(self.val_metrics, outputs, targets)
+        self.log_dict(self.val_metrics, on_step=False, on_epoch=True)
+
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig | torch.optim.Optimizer:
+        """The configured optimizer over the strategy's parameter groups, with the configured schedule."""
+        config = self.optimizer_config
+        groups = []
+        for group in self.strategy.param_groups(self.model, config.lr):
+            params = [p for p in group["params"] if p.requires_grad]
+            if params:
+                groups.append({**group, "params": params})
+        if not groups:
+            raise ValueError(f"strategy {self.strategy.name!r} left no trainable parameters")
+        kwargs: dict[str, Any] = {"lr": config.lr, "weight_decay": config.weight_decay}
+        if config.name == "sgd":
+            kwargs["momentum"] = config.momentum
+        optimizer = _OPTIMIZERS[config.name](groups, **kwargs)
+        schedule = self.scheduler_config
+        if schedule.name == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=self.trainer.max_epochs, **schedule.kwargs
+            )
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        if schedule.name == "plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", **schedule.kwargs)
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": "val/loss"},
+            }
+        return optimizer
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """The strategy's callbacks (e.g. phase switches)."""
+        return self.strategy.callbacks()

@@ -1,0 +1,171 @@
+"""What every objective is made of: a primary term for the task, optional weighted auxiliary terms.
+
+The primary term turns the network's outputs into a loss against the target and into predictions in the
+target's own units. Auxiliary terms (multitask heads, self-supervised reconstruction, domain-adversarial
+losses) are added to the training loss with a weight; they are given the model and its inputs, so a term
+can compute what it needs (features, a second head) without the training module knowing about it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal, NamedTuple, Protocol
+
+import numpy as np
+from torch import Tensor, nn
+
+from tlkedro.tl.registry import Registry
+
+Task = Literal["classification", "regression"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskInfo:
+    """What an objective needs to know about the target, measured on the data.
+
+    Stored in the checkpoint meta, so a trained model's outputs are turned into predictions in the same
+    units without the training data.
+
+    Attributes:
+        task: The kind of task.
+        num_classes: Number of classes (classification; 0 for regression).
+        target_mean: Mean of the training targets (regression), used to standardise them.
+        target_std: Standard deviation of the training targets (regression; 1 when they are constant).
+        target_min: Smallest training target (regression).
+        target_max: Largest training target (regression).
+    """
+
+    task: Task
+    num_classes: int = 0
+    target_mean: float = 0.0
+    target_std: float = 1.0
+    target_min: float = 0.0
+    target_max: float = 0.0
+
+    @classmethod
+    def from_targets(cls, task: Task, train_targets: np.ndarray, all_targets: np.ndarray) -> TaskInfo:
+        """Measure the target on the data.
+
+        Args:
+            task: The kind of task.
+            train_targets: Targets of the training rows: regression statistics come from these only, so
+                nothing about the validation rows leaks into training.
+            all_targets: Targets of every row: the class count comes from these, so a class that happens
+                to be missing from the training split still gets an output.
+        """
+        if task == "classification":
+            return cls(task=task, num_classes=int(np.max(all_targets)) + 1)
+        values = np.asarray(train_targets, dtype=np.float64)
+        std = float(values.std())
+        return cls(
+            task=task,
+            target_mean=float(values.mean()),
+            target_std=std if std > 0 else 1.0,
+            target_min=float(values.min()),
+            target_max=float(values.max()),
+        )
+
+    @classmethod
+    def from_dict(cls, mapping: Mapping[str, Any]) -> TaskInfo:
+        """Read the fields back from ``mapping`` (e.g. a checkpoint's meta); other keys are ignored."""
+        return cls(**{field.name: mapping[field.name] for field in dataclasses.fields(cls)})
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain types only, so a checkpoint holding it loads with ``torch.load(weights_only=True)``."""
+        return dataclasses.asdict(self)
+
+
+class Prediction(NamedTuple):
+    """Predictions in the target's units.
+
+    Attributes:
+        values: ``(B,)`` predicted class indices (classification) or target values (regression).
+        probabilities: ``(B, num_classes)`` class probabilities (classification), else ``None``.
+    """
+
+    values: Tensor
+    probabilities: Tensor | None
+
+
+class PrimaryTerm(ABC):
+    """The loss of the task itself; defines how many outputs the head has and what they mean."""
+
+    task: ClassVar[Task]
+
+    @abstractmethod
+    def num_outputs(self, info: TaskInfo) -> int:
+        """Width of the model's head for this task."""
+
+    @abstractmethod
+    def loss(self, outputs: Tensor, targets: Tensor, info: TaskInfo) -> Tensor:
+        """Mean loss of a batch; ``targets`` are in the target's units (class indices, years)."""
+
+    @abstractmethod
+    def predict(self, outputs: Tensor, info: TaskInfo) -> Prediction:
+        """Turn a batch of outputs into predictions in the target's units."""
+
+
+class AuxiliaryTerm(Protocol):
+    """An extra loss added to the primary one with a weight (multitask, self-supervised, adversarial)."""
+
+    name: str
+
+    def __call__(self, model: nn.Module, inputs: Tensor, outputs: Tensor, targets: Tensor) -> Tensor:
+        """The term's loss for a batch; ``outputs`` are ``model(inputs)``."""
+        ...
+
+
+class Objective:
+    """A primary term plus weighted auxiliary terms.
+
+    Args:
+        primary: The task's loss.
+        auxiliary: ``(weight, term)`` pairs added to the training loss.
+    """
+
+    def __init__(
+        self, primary: PrimaryTerm, auxiliary: Sequence[tuple[float, AuxiliaryTerm]] = ()
+    ) -> None:
+        names = [term.name for _, term in auxiliary]
+        if "primary" in names or len(set(names)) != len(names):
+            raise ValueError(f"auxiliary term names must be unique and not 'primary'; got {names}")
+        self.primary = primary
+        self.auxiliary = list(auxiliary)
+
+    @property
+    def task(self) -> Task:
+        """The kind of task the primary term serves."""
+        return self.primary.task
+
+    def num_outputs(self, info: TaskInfo) -> int:
+        """Width of the model's head."""
+        return self.primary.num_outputs(info)
+
+    def loss(self, outputs: Tensor, targets: Tensor, info: TaskInfo) -> Tensor:
+        """The primary loss: what validation loss, early stopping and checkpointing follow."""
+        return self.primary.loss(outputs, targets, info)
+
+    def predict(self, outputs: Tensor, info: TaskInfo) -> Prediction:
+        """Predictions in the target's units."""
+        return self.primary.predict(outputs, info)
+
+    def terms(
+        self, model: nn.Module, inputs: Tensor, outputs: Tensor, targets: Tensor, info: TaskInfo
+    ) -> dict[str, Tensor]:
+        """Every weighted term of the training loss, keyed ``"primary"`` and by auxiliary term name."""
+        terms = {"primary": self.loss(outputs, targets, info)}
+        for weight, term in self.auxiliary:
+            terms[term.name] = weight * term(model, inputs, outputs, targets)
+        return terms
+
+
+OBJECTIVES: Registry[Objective] = Registry("objective")
+
+
+def check_positive(name: str, value: float) -> None:
+    """Raise a ValueError naming the keyword argument unless ``value`` is a positive finite number."""
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number; got {value!r}")
