@@ -434,7 +434,7 @@ def test_strict_mode_fails_listing_every_rejected_file(tmp_path):
         _run(images, metadata, strict=True)
 
     message = str(error.value)
-    assert "2 files or metadata records were quarantined" in message
+    assert "strict mode is on and 2 file(s) or metadata record(s) were quarantined" in message
     assert f"{images[f'1000001/{UKB_FILE}']}: is cut short" in message
     assert f"{images[f'1000003/{UKB_FILE}']}: is empty (0 bytes) [zero_byte]" in message
     assert len(error.value.quarantine) == 2

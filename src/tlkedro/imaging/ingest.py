@@ -126,7 +126,7 @@ class QuarantineError(RuntimeError):
         more = len(lines) - _MAX_LISTED_IN_ERROR
         listed = lines[:_MAX_LISTED_IN_ERROR] + ([f"... and {more} more"] if more > 0 else [])
         super().__init__(
-            f"{len(quarantine)} files or metadata records were quarantined and strict mode is on "
+            f"strict mode is on and {len(quarantine)} file(s) or metadata record(s) were quarantined "
             "(set strict: false to write them to the quarantine table instead):\n" + "\n".join(listed)
         )
         self.quarantine = quarantine
