@@ -125,8 +125,9 @@ class SlurmCluster:
             shutil.chown(folder, "munge", "munge")
         MUNGE_SOCKET_DIR.chmod(0o755)
         out = (self.root / "munged.out").open("w")
+        # As the user owning the key; a direct child (not runuser's) is reaped on stop.
         self._processes.append(subprocess.Popen(
-            ["runuser", "-u", "munge", "--", "munged", "--foreground"],
+            ["munged", "--foreground"], user="munge", group="munge", extra_groups=[],
             stdout=out, stderr=subprocess.STDOUT,
         ))
         _wait_for(_munge_works, "munged", 15, [self.root / "munged.out"])

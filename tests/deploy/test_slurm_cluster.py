@@ -1,0 +1,105 @@
+"""``kedro slurm`` against a real Slurm controller on localhost, running the toy project."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.conftest import run_kedro
+
+pytestmark = pytest.mark.slow
+STATUS_ROW = re.compile(
+    r"^(\S+) +(\d+|-) +(SKIPPED|PENDING|RUNNING|COMPLETED|FAILED|CANCELLED) *(.*)$", re.MULTILINE
+)
+
+
+def _submit(project: Path, cluster, *args: str) -> Path:
+    result = run_kedro(project, "slurm", "submit", *args, env=cluster.env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return Path(re.search(r"Submission folder: (\S+)", result.stdout).group(1))
+
+
+def _wait(project: Path, cluster, *folder: str) -> tuple[int, dict[str, list[str]]]:
+    result = run_kedro(project, "slurm", "status", *folder, "--wait", "--interval", "0.5",
+                       env=cluster.env)
+    # Kedro's own log lines share stdout with the table: keep the rows, `group job state detail`.
+    rows = {m[1]: [m[2], m[3], m[4]] for m in STATUS_ROW.finditer(result.stdout)}
+    return result.returncode, rows
+
+
+def _read(project: Path, relative: str) -> dict:
+    return json.loads((project / "data" / relative).read_text())
+
+
+@pytest.fixture(scope="module")
+def finished(slurm_cluster, toy_template, tmp_path_factory):
+    """The toy project after a whole submission ran: its folder, statuses and outputs."""
+    project = Path(shutil.copytree(toy_template, tmp_path_factory.mktemp("run") / "toy"))
+    folder = _submit(project, slurm_cluster)
+    code, rows = _wait(project, slurm_cluster, str(folder))
+    outputs = {name: _read(project, name) for name in
+               ("raw.json", "small/score.json", "large/score.json", "report.json")}
+    return project, folder, code, rows, outputs
+
+
+def test_every_group_completes_as_a_slurm_job(finished):
+    _, folder, code, rows, _ = finished
+
+    assert code == 0
+    assert {group: row[1] for group, row in rows.items()} == {
+        "make_data": "COMPLETED", "train.large": "COMPLETED", "train.small": "COMPLETED",
+        "compare": "COMPLETED",
+    }
+    assert sorted(p.suffix for p in folder.iterdir()) == sorted(
+        [".json"] + [".sbatch", ".log", ".exit"] * 4
+    )
+
+
+def test_jobs_ran_in_the_pipelines_dependency_order(finished):
+    _, _, _, _, outputs = finished
+    raw, small, large, report = outputs.values()
+
+    # Each variant read the upstream job's output, and compare read both variants' outputs.
+    assert small["raw_t"] == large["raw_t"] == raw["t"]
+    assert report["inputs_t"] == [small["t"], large["t"]]
+    assert raw["t"] < min(small["t"], large["t"]) and max(small["t"], large["t"]) < report["t"]
+    assert report["best"] == 12
+
+
+def test_resubmitting_submits_only_groups_whose_outputs_are_missing(finished, slurm_cluster):
+    project, *_ = finished
+    (project / "data" / "small" / "score.json").unlink()
+
+    _submit(project, slurm_cluster)
+    code, rows = _wait(project, slurm_cluster)  # no folder: the latest submission
+
+    assert code == 0
+    assert {group: row[1] for group, row in rows.items()} == {
+        "make_data": "SKIPPED", "train.large": "SKIPPED", "train.small": "COMPLETED",
+        "compare": "SKIPPED",
+    }
+    assert _read(project, "small/score.json")["score"] == 6
+
+
+def test_a_failed_job_names_its_log_and_its_dependents_are_cancelled(toy_project, slurm_cluster):
+    folder = _submit(toy_project, slurm_cluster, "--params", "train.large.fail=true")
+
+    code, rows = _wait(toy_project, slurm_cluster, str(folder))
+
+    assert code == 1
+    state = {group: row[1] for group, row in rows.items()}
+    assert state == {"make_data": "COMPLETED", "train.large": "FAILED",
+                     "train.small": "COMPLETED", "compare": "CANCELLED"}
+    log = Path(re.search(r"log: (\S+)", rows["train.large"][2]).group(1))
+    assert "asked to fail" in log.read_text()
+    assert rows["compare"][2] == "dependency train.large did not succeed"
+    # Slurm itself removed the dependent job (--kill-on-invalid-dep), it did not wait forever.
+    compare_id = rows["compare"][0]
+    queue = subprocess.run(["squeue", "--noheader", "--states=all", f"--jobs={compare_id}",
+                            "--format=%T|%r"], env=slurm_cluster.env, capture_output=True,
+                           text=True, check=True)
+    assert queue.stdout.strip() == "CANCELLED|DependencyNeverSatisfied"
