@@ -1,0 +1,249 @@
+"""``TLModel``, the architecture registry, and the pieces the architecture families share.
+
+Every registered builder returns a ``TLModel``: an ``encoder`` (a timm or MONAI network with its
+classifier removed, or one of the small plain networks of this package) whose ordered ``stage_names``
+the transfer-learning strategies freeze, truncate and slim, a parameter-free ``pool`` that turns the
+encoder's output into ``(B, num_features)`` features, and a linear ``head``.
+
+Builders are registered with ``register_architecture``, which records the resolved keyword arguments as
+the model's ``config`` (so ``create_architecture(**model.config)`` rebuilds it) and handles the keyword
+every architecture shares, ``truncate_at``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from tlkedro.tl.architectures.surgery import truncate_in_place
+from tlkedro.tl.registry import Registry
+
+ARCHITECTURES: Registry[TLModel] = Registry("architecture")
+
+# The preprocessing defaults: 64x64 slices, 80x96x80 volumes (2 mm MNI space).
+DEFAULT_IMG_SIZE = {2: (64, 64), 3: (80, 96, 80)}
+
+# The builder keyword arguments of each registered name, for error messages that list what is accepted.
+_ACCEPTED: dict[str, tuple[str, ...]] = {}
+
+
+class TLModel(nn.Module):
+    """An encoder with named stages, a global pooling and a linear head.
+
+    ``forward(x) = head(head_drop(forward_features(x)))``; ``head_drop`` is the builder's ``dropout``
+    (identity in eval mode). Parameter names are stable: ``encoder.layer3.1.conv1.weight``,
+    ``head.weight``.
+
+    Args:
+        encoder: The feature extractor; its output goes through ``pool``.
+        stage_names: Module paths inside ``encoder`` of its stages, input side first.
+        spatial_dims: 2 for slices, 3 for volumes.
+        input_size: Spatial size of an example input, used for the dummy forward passes that infer the
+            feature size (and by the analysis tools).
+        in_channels: Channels of the input.
+        num_outputs: Outputs of the head.
+        dropout: Dropout probability before the head.
+        pool: Parameter-free module mapping the encoder output to ``(B, num_features)``; identity when the
+            encoder pools itself (timm networks built with ``num_classes=0``).
+
+    Attributes:
+        config: ``{"name": ..., **kwargs}`` rebuilding this model with ``create_architecture``; set by the
+            registry.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        *,
+        stage_names: Sequence[str],
+        spatial_dims: int,
+        input_size: Sequence[int],
+        in_channels: int,
+        num_outputs: int,
+        dropout: float = 0.0,
+        pool: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        if len(input_size) != spatial_dims:
+            raise ValueError(f"input_size {tuple(input_size)} does not have {spatial_dims} spatial dimensions")
+        self.encoder = encoder
+        self.pool = pool if pool is not None else nn.Identity()
+        self.stage_names = tuple(stage_names)
+        for stage in self.stage_names:
+            encoder.get_submodule(stage)  # a misspelt stage fails here, when the builder is written
+        self.spatial_dims = spatial_dims
+        self.input_size = tuple(input_size)
+        self.in_channels = in_channels
+        self.config: dict[str, Any] = {}
+        self.num_features = self.infer_num_features()
+        self.num_outputs = num_outputs
+        self.head_drop = nn.Dropout(dropout)
+        self.head = nn.Linear(self.num_features, num_outputs)
+
+    def example_input(self, batch_size: int = 1) -> Tensor:
+        """Zeros of shape ``(batch_size, in_channels, *input_size)`` on the model's device."""
+        device = next(self.encoder.parameters()).device
+        return torch.zeros(batch_size, self.in_channels, *self.input_size, device=device)
+
+    def example_features(self) -> Tensor:
+        """``forward_features`` of ``example_input()`` in eval mode, without gradients."""
+        was_training = self.training
+        self.eval()  # batch statistics of a single zero image would divide by zero in BatchNorm
+        try:
+            with torch.no_grad():
+                return self.forward_features(self.example_input())
+        finally:
+            self.train(was_training)
+
+    def infer_num_features(self) -> int:
+        """The feature size, measured on ``example_features()``."""
+        features = self.example_features()
+        if features.ndim != 2:
+            raise ValueError(f"the encoder and pool give features of shape {tuple(features.shape)}, not (B, C)")
+        return features.shape[1]
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Pooled features before the head, ``(B, num_features)``."""
+        return self.pool(self.encoder(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Head outputs, ``(B, num_outputs)``."""
+        return self.head(self.head_drop(self.forward_features(x)))
+
+    def reset_head(self, num_outputs: int) -> None:
+        """Replace the head by a freshly initialised one with ``num_outputs`` outputs."""
+        weight = self.head.weight
+        self.head = nn.Linear(self.num_features, num_outputs, device=weight.device, dtype=weight.dtype)
+        self.num_outputs = num_outputs
+        if self.config:
+            self.config["num_outputs"] = num_outputs
+
+
+class GlobalAvgPool(nn.Module):
+    """Mean over all spatial dimensions: ``(B, C, *spatial) -> (B, C)``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(2).mean(dim=2)
+
+
+def register_architecture(name: str) -> Callable[[Callable[..., TLModel]], Callable[..., TLModel]]:
+    """Decorator registering a ``TLModel`` builder as ``name``.
+
+    The registered callable validates the keyword arguments against the builder's signature, records the
+    resolved arguments (defaults included) as ``model.config`` and accepts one more keyword argument,
+    ``truncate_at`` (see ``surgery.truncate``).
+
+    Args:
+        name: The registry key (``create_architecture(name, ...)``).
+    """
+
+    def decorator(builder: Callable[..., TLModel]) -> Callable[..., TLModel]:
+        signature = inspect.signature(builder)
+        accepted = tuple(signature.parameters)
+
+        def build(*, truncate_at: str | None = None, **kwargs: Any) -> TLModel:
+            unknown = sorted(set(kwargs) - set(accepted))
+            if "width_factors" in unknown:
+                raise ValueError(
+                    f"Architecture {name!r} does not support width_factors; these do: "
+                    f"{', '.join(n for n, kw in sorted(_ACCEPTED.items()) if 'width_factors' in kw)}"
+                )
+            if unknown:
+                raise TypeError(
+                    f"Architecture {name!r} got unexpected arguments {unknown}; it accepts "
+                    f"{', '.join(accepted)} and truncate_at"
+                )
+            bound = signature.bind(**kwargs)
+            bound.apply_defaults()
+            model = builder(**bound.arguments)
+            model.config = {"name": name, **bound.arguments}
+            if truncate_at is not None:
+                truncate_in_place(model, truncate_at)
+            return model
+
+        build.__doc__ = getattr(builder, "func", builder).__doc__  # a functools.partial documents its function
+        ARCHITECTURES.register(name)(build)
+        _ACCEPTED[name] = accepted
+        return builder
+
+    return decorator
+
+
+def create_architecture(name: str, **kwargs: Any) -> TLModel:
+    """Build the architecture registered as ``name``.
+
+    Args:
+        name: A registered name (see ``list_architectures``).
+        **kwargs: The builder's keyword arguments (``in_channels``, ``num_outputs``, ``img_size``,
+            ``dropout``, ``truncate_at``, and per architecture ``width_factors``, ``spatial_dims``, ...).
+
+    Raises:
+        UnknownComponentError: If ``name`` is not registered; the message lists the valid names.
+        TypeError: If a keyword argument is not accepted; the message lists those that are.
+        ValueError: If ``width_factors`` is given to an architecture that cannot slim its stages.
+    """
+    return ARCHITECTURES.create(name, **kwargs)
+
+
+def list_architectures() -> list[str]:
+    """The registered architecture names, sorted."""
+    return ARCHITECTURES.names()
+
+
+def spatial_size(img_size: int | Sequence[int] | None, spatial_dims: int) -> tuple[int, ...]:
+    """``img_size`` as a tuple of ``spatial_dims`` ints (an int is repeated).
+
+    ``None`` gives the project's default model input (``DEFAULT_IMG_SIZE``).
+
+    Raises:
+        ValueError: If ``spatial_dims`` is not 2 or 3, or ``img_size`` has another number of entries.
+    """
+    if spatial_dims not in DEFAULT_IMG_SIZE:
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+    size = DEFAULT_IMG_SIZE[spatial_dims] if img_size is None else img_size
+    if isinstance(size, int):
+        return (size,) * spatial_dims
+    size = tuple(int(s) for s in size)
+    if len(size) != spatial_dims:
+        raise ValueError(f"img_size {size} should have {spatial_dims} entries for a {spatial_dims}D model")
+    return size
+
+
+def stage_paths(encoder: nn.Module, spec: Sequence[str]) -> tuple[str, ...]:
+    """Expand a stage spec: ``"blocks*"`` stands for the children of ``blocks`` (``blocks.0``, ...)."""
+    paths: list[str] = []
+    for item in spec:
+        if item.endswith("*"):
+            container = item[:-1]
+            paths.extend(f"{container}.{child}" for child, _ in encoder.get_submodule(container).named_children())
+        else:
+            paths.append(item)
+    return tuple(paths)
+
+
+def scale_widths(
+    widths: Mapping[str, int], width_factors: Mapping[str, float] | None, stages: Sequence[str]
+) -> dict[str, int]:
+    """Channels per stage after applying ``width_factors``.
+
+    Args:
+        widths: Channels of each stage that has a width of its own, in order.
+        width_factors: ``stage -> factor``; a factor for a stage whose width follows another stage's
+            (a BatchNorm, activation or pooling stage) changes nothing.
+        stages: All stage names of the architecture, which are the valid keys.
+
+    Raises:
+        ValueError: If a key is not a stage or a factor is not positive.
+    """
+    factors = dict(width_factors or {})
+    unknown = sorted(set(factors) - set(stages))
+    if unknown:
+        raise ValueError(f"width_factors names unknown stages {unknown}; the stages are {', '.join(stages)}")
+    bad = {stage: f for stage, f in factors.items() if not f > 0}
+    if bad:
+        raise ValueError(f"width_factors must be positive, got {bad}")
+    return {stage: max(1, round(width * factors.get(stage, 1.0))) for stage, width in widths.items()}
