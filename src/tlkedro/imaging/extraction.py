@@ -1,0 +1,265 @@
+"""Model-input rows from scans: 2D slices or 3D volumes, produced lazily as recipes.
+
+Every scan is first brought onto one fixed RAS grid by :func:`~tlkedro.imaging.transforms.build_volume_transforms`
+(``volume.shape`` voxels at ``spacing_mm``). In ``volume`` mode that grid is the output, shape
+``(1, 1, X, Y, Z)`` per scan; in ``slices`` mode slices are cut from it along one axis and each is resized
+to ``slices.size``, keeping the aspect ratio (scaled to fit, then zero padded), shape ``(k, 1, H, W)``
+per scan. Because the grid is fixed, slice indices mean the same position in every scan, and the number
+of rows per scan is known before any file is read.
+
+Axes of the RAS grid: ``sagittal`` slices are cut along x (left->right), ``coronal`` along y
+(posterior->anterior), ``axial`` along z (inferior->superior); a slice keeps the two other axes in RAS
+order (axial: x, y; coronal: x, z; sagittal: y, z).
+
+Nothing here reads a file when called: :func:`build_model_input` returns a :class:`LazyArrayStack` of
+recipes (``functools.partial`` of :func:`extract_scan`) that the ``NumpyArrayDataset`` evaluates in a
+process pool while writing, so memory does not grow with the cohort.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, model_validator
+
+from tlkedro.imaging.transforms import VolumeReadError, build_volume_transforms, normalisation
+from tlkedro.parallel import run_recipes
+
+AXES: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
+"""Slicing axis name -> axis of the RAS volume."""
+
+LABEL_COLUMNS = ["subject_id", "age", "sex", "site", "slice"]
+
+
+class _Frozen(BaseModel):
+    # Frozen models are hashable, so each worker builds its transforms once per configuration.
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NormalisationConfig(_Frozen):
+    """Intensity normalisation: a name in ``NORMALISATIONS`` and its keyword arguments."""
+
+    name: str = "zscore_brain"
+    kwargs: tuple[tuple[str, float], ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kwargs_as_items(cls, data: object) -> object:
+        if isinstance(data, str):
+            data = {"name": data}
+        if isinstance(data, dict) and isinstance(data.get("kwargs"), dict):
+            data = {**data, "kwargs": tuple(sorted(data["kwargs"].items()))}
+        return data
+
+    @model_validator(mode="after")
+    def _buildable(self) -> NormalisationConfig:
+        # Binding it once here turns an unknown name or argument into an error at the parameter key.
+        normalisation(self.name, **dict(self.kwargs))
+        return self
+
+
+class SliceConfig(_Frozen):
+    """Which 2D slices to cut and their output size.
+
+    ``central``: the middle slice; ``k_central``: the ``k`` middle slices; ``every_nth``: every
+    ``step``-th slice across the whole grid, on a lattice through the middle slice.
+    """
+
+    axis: Literal["axial", "coronal", "sagittal"] = "axial"
+    selection: Literal["central", "k_central", "every_nth"] = "central"
+    k: PositiveInt = 1
+    step: PositiveInt = 4
+    size: tuple[PositiveInt, PositiveInt] = (64, 64)
+
+
+class VolumeConfig(_Frozen):
+    """The fixed grid, ``(x, y, z)`` voxels at the target spacing, that every scan is cropped/padded to."""
+
+    shape: tuple[PositiveInt, PositiveInt, PositiveInt] = (80, 96, 80)
+
+
+class ExtractionConfig(_Frozen):
+    """How a scan becomes model-input rows (the ``preprocessing`` parameters minus the splits)."""
+
+    spacing_mm: tuple[PositiveFloat, PositiveFloat, PositiveFloat] = (2.0, 2.0, 2.0)
+    normalisation: NormalisationConfig = NormalisationConfig()
+    mode: Literal["slices", "volume"] = "slices"
+    slices: SliceConfig = SliceConfig()
+    volume: VolumeConfig = VolumeConfig()
+    dtype: Literal["float16", "float32"] = "float16"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExtractionConfig:
+        length = self.volume.shape[AXES[self.slices.axis]]
+        if self.mode == "slices" and self.slices.selection == "k_central" and self.slices.k > length:
+            raise ValueError(
+                f"slices.k={self.slices.k} exceeds the {length} {self.slices.axis} slices of "
+                f"volume.shape={list(self.volume.shape)}; allowed: 1..{length}"
+            )
+        return self
+
+    def slice_indices(self) -> list[int]:
+        """Indices along the slicing axis of the rows of one scan; ``[-1]`` in volume mode."""
+        if self.mode == "volume":
+            return [-1]
+        length = self.volume.shape[AXES[self.slices.axis]]
+        centre = length // 2
+        if self.slices.selection == "central":
+            return [centre]
+        if self.slices.selection == "k_central":
+            start = centre - self.slices.k // 2
+            return list(range(start, start + self.slices.k))
+        return list(range(centre % self.slices.step, length, self.slices.step))
+
+    def item_shape(self) -> tuple[int, ...]:
+        """Shape of one row: ``(1, H, W)`` for slices, ``(1, X, Y, Z)`` for volumes."""
+        if self.mode == "volume":
+            return (1, *self.volume.shape)
+        return (1, *self.slices.size)
+
+
+class ScanExtractionError(RuntimeError):
+    """Preprocessing one scan failed; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class LazyArrayStack:
+    """An array of shape ``(sum(rows), *item_shape)`` described by recipes, computed only when written.
+
+    Recipe ``i`` is a picklable zero-argument callable returning the ``rows[i]`` rows of one item (one
+    scan) as an array of shape ``(rows[i], *item_shape)``. ``NumpyArrayDataset.save`` evaluates the recipes
+    in order in a process pool (``workers`` processes, ``None``: one per core) and streams the rows to
+    disk, holding only a few items in memory.
+
+    Args:
+        recipes: One callable per item.
+        rows: Number of rows each recipe returns.
+        item_shape: Shape of one row.
+        dtype: Data type the rows are stored as.
+        workers: Processes evaluating the recipes.
+        desc: Progress-bar label.
+    """
+
+    recipes: Sequence[Callable[[], np.ndarray]]
+    rows: Sequence[int]
+    item_shape: tuple[int, ...]
+    dtype: str
+    workers: int | None = None
+    desc: str | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.recipes) != len(self.rows):
+            raise ValueError(f"{len(self.recipes)} recipes but {len(self.rows)} row counts")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the whole array."""
+        return (int(sum(self.rows)), *self.item_shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """Evaluate the recipes in parallel and yield their rows in order, as ``dtype``.
+
+        Raises:
+            ValueError: A recipe returned an array of the wrong shape (the message names the recipe).
+        """
+        results = run_recipes(self.recipes, workers=self.workers, desc=self.desc, total=len(self.recipes))
+        for recipe, n_rows, block in zip(self.recipes, self.rows, results, strict=True):
+            expected = (n_rows, *self.item_shape)
+            if block.shape != expected:
+                raise ValueError(f"{recipe!r} returned shape {block.shape}, expected {expected}")
+            yield np.asarray(block, dtype=self.dtype)
+
+
+@functools.lru_cache(maxsize=4)
+def _volume_transforms(config: ExtractionConfig) -> Callable[[dict], dict]:
+    return build_volume_transforms(
+        spacing_mm=config.spacing_mm,
+        normalisation_name=config.normalisation.name,
+        normalisation_kwargs=dict(config.normalisation.kwargs),
+        shape=config.volume.shape,
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _slice_resizer(config: ExtractionConfig) -> Callable[[np.ndarray], np.ndarray]:
+    from monai.transforms import Resize, SpatialPad  # imported by the workers only, see transforms.py
+
+    axis = AXES[config.slices.axis]
+    in_plane = [n for i, n in enumerate(config.volume.shape) if i != axis]
+    scale = min(out / n for out, n in zip(config.slices.size, in_plane, strict=True))
+    fitted = [max(1, round(n * scale)) for n in in_plane]
+    resize = Resize(fitted, mode="bilinear", anti_aliasing=scale < 1)
+    pad = SpatialPad(config.slices.size)
+    return lambda planes: np.asarray(pad(resize(planes)))
+
+
+def extract_scan(path: str, config: ExtractionConfig) -> np.ndarray:
+    """Preprocess one scan into its model-input rows.
+
+    Args:
+        path: The NIfTI file.
+        config: How to preprocess and extract.
+
+    Returns:
+        ``(len(config.slice_indices()), *config.item_shape())`` array of ``config.dtype``.
+
+    Raises:
+        ScanExtractionError: The file cannot be read or transformed; the message names it.
+    """
+    try:
+        volume = np.asarray(_volume_transforms(config)({"image": path})["image"])
+    except Exception as exc:
+        cause = exc
+        # MONAI wraps a failing transform in "applying transform ..." errors: report the reason inside.
+        while isinstance(cause, RuntimeError) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        reason = str(cause) if isinstance(cause, VolumeReadError) else f"{path}: {type(cause).__name__}: {cause}"
+        raise ScanExtractionError(f"preprocessing failed: {reason}") from exc
+    if config.mode == "volume":
+        return volume[None].astype(config.dtype)
+    planes = np.moveaxis(volume[0], AXES[config.slices.axis], 0)[config.slice_indices()]
+    # The selected slices go through the 2D resize together, as channels.
+    return _slice_resizer(config)(planes)[:, None].astype(config.dtype)
+
+
+def build_model_input(
+    scans: pd.DataFrame,
+    config: ExtractionConfig,
+    *,
+    workers: int | None = None,
+    desc: str | None = None,
+) -> tuple[LazyArrayStack, pd.DataFrame]:
+    """Recipes for the model-input array of some scans, and its labels table.
+
+    Args:
+        scans: Manifest rows (``path``, ``subject_id``, ``age``, ``sex``, ``site``), in output order.
+        config: How to preprocess and extract.
+        workers: Processes that evaluate the recipes when the stack is written.
+        desc: Progress-bar label.
+
+    Returns:
+        The lazy image array and one label row per image row, in the same order: ``subject_id``,
+        ``age``, ``sex``, ``site``, ``slice`` (index along the slicing axis, -1 for volumes).
+    """
+    indices = config.slice_indices()
+    stack = LazyArrayStack(
+        recipes=[functools.partial(extract_scan, path, config) for path in scans["path"]],
+        rows=[len(indices)] * len(scans),
+        item_shape=config.item_shape(),
+        dtype=config.dtype,
+        workers=workers,
+        desc=desc,
+    )
+    rows = np.repeat(np.arange(len(scans)), len(indices))
+    labels = scans.iloc[rows][LABEL_COLUMNS[:-1]].reset_index(drop=True)
+    labels["slice"] = np.tile(np.asarray(indices, dtype=np.int64), len(scans))
+    return stack, labels
+
