@@ -1,4 +1,4 @@
-"""Fixtures of the deployment tests: the toy Kedro project, its pipeline, and a real Slurm cluster."""
+"""Fixtures of the deployment tests: the toy Kedro project, its pipeline, a real Slurm cluster."""
 from __future__ import annotations
 
 import importlib

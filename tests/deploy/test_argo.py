@@ -81,6 +81,7 @@ def test_every_task_mounts_the_data_volume(workflow):
     manifest = workflow.to_dict()
 
     assert manifest["metadata"]["namespace"] == "ml"
+    assert manifest["spec"]["securityContext"] == {"fsGroup": 1000}
     assert manifest["spec"]["volumes"] == [
         {"name": "data", "persistentVolumeClaim": {"claimName": "toy-data"}}
     ]

@@ -74,7 +74,8 @@ def test_a_time_override_is_not_read_twice():
 
 
 def test_a_bad_override_names_its_group_and_key():
-    with pytest.raises(ValidationError, match=r"resources.groups\['finetune.\*'\]\.gpu: Extra inputs"):
+    expected = r"resources.groups\['finetune.\*'\]\.gpu: Extra inputs"
+    with pytest.raises(ValidationError, match=expected):
         ResourcesConfig.model_validate({"groups": {"finetune.*": {"gpu": 1}}})
 
 

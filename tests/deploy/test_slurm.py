@@ -148,7 +148,8 @@ def test_groups_not_to_submit_are_recorded_but_not_waited_for(groups, tmp_path):
 def test_a_refused_job_stops_the_submission_and_keeps_the_queued_ones(groups, tmp_path):
     fake = FakeSlurm(refuse="compare")
 
-    with pytest.raises(SlurmError, match="sbatch refused group 'compare': error: invalid partition"):
+    expected = "sbatch refused group 'compare': error: invalid partition"
+    with pytest.raises(SlurmError, match=expected):
         submit(_plan(groups, tmp_path / "s"), tmp_path / "s", run=fake)
 
     saved = Submission.load(tmp_path / "s")

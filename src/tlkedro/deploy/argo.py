@@ -109,12 +109,17 @@ def build_workflow(
         generate_name=config.generate_name,
         namespace=config.namespace,
         service_account_name=config.service_account,
+        security_context=(
+            m.PodSecurityContext(fs_group=config.fs_group) if config.fs_group is not None else None
+        ),
         entrypoint=ENTRYPOINT,
         templates=templates,
         volumes=[
             m.Volume(
                 name=v.name,
-                persistent_volume_claim=m.PersistentVolumeClaimVolumeSource(claim_name=v.claim_name),
+                persistent_volume_claim=m.PersistentVolumeClaimVolumeSource(
+                    claim_name=v.claim_name
+                ),
             )
             for v in config.volumes
         ] or None,

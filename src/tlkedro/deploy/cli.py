@@ -1,4 +1,5 @@
-"""``kedro slurm`` and ``kedro argo``: Kedro project commands (entry point ``kedro.project_commands``).
+"""``kedro slurm`` and ``kedro argo``, Kedro project commands (entry point group
+``kedro.project_commands``).
 
 They work in any Kedro project of the environment that has tlkedro installed: they read the
 project's pipelines, its catalog and its ``deploy`` configuration (``conf/<env>/deploy*.yml``).

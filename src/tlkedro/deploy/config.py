@@ -111,8 +111,9 @@ class Resources(_Strict):
     Attributes:
         cpus: CPU cores (``--cpus-per-task``; the Kubernetes CPU request).
         memory: Memory in MiB, given as ``4G``, ``512M`` or MiB (``--mem``; the memory request).
-        gpus: GPUs (``--gpus``; the ``argo.gpu_resource`` request and limit, e.g. ``nvidia.com/gpu``).
-        time: Time limit, minutes or ``[D-]HH:MM:SS`` (``--time``; Argo's ``activeDeadlineSeconds``).
+        gpus: GPUs (``--gres=gpu:N``; in Argo a request and limit of ``argo.gpu_resource``).
+        time: Time limit, minutes or ``[D-]HH:MM:SS`` (``--time``; Argo's
+            ``activeDeadlineSeconds``).
         partition: Slurm only: ``--partition``; the cluster's default when unset.
         account: Slurm only: ``--account``; the user's default when unset.
         sbatch_options: Slurm only: extra ``#SBATCH`` options, e.g. ``["--qos=short"]``.
@@ -149,12 +150,18 @@ class ResourcesConfig(_Strict):
 
     @field_validator("groups")
     @classmethod
-    def _overrides_are_resources(cls, groups: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    def _overrides_are_resources(
+        cls, groups: dict[str, dict[str, Any]]
+    ) -> dict[str, dict[str, Any]]:
         for pattern, override in groups.items():
             try:
                 Resources.model_validate(override)
             except ValidationError as error:
-                raise ValueError(f"resources.groups[{pattern!r}]: {error}") from None
+                problems = "; ".join(
+                    f"resources.groups[{pattern!r}].{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                    for e in error.errors()
+                )
+                raise ValueError(problems) from None
         return groups
 
     def for_group(self, name: str) -> Resources:
@@ -219,6 +226,8 @@ class ArgoConfig(_Strict):
         gpu_resource: Extended resource name GPUs are requested under.
         volumes: Volumes mounted into every task; the catalog's ``data/`` must be one of them
             unless the catalog writes to object storage (an environment with ``s3://`` paths).
+        fs_group: Group id the pods give mounted volumes, so that the image's non-root user
+            (uid and gid 1000 in the Dockerfile) can write them; ``None`` leaves them as they are.
         command: The command that starts Kedro inside the image.
     """
 
@@ -230,6 +239,7 @@ class ArgoConfig(_Strict):
     retries: int = Field(0, ge=0)
     gpu_resource: str = "nvidia.com/gpu"
     volumes: list[Volume] = []
+    fs_group: int | None = 1000
     command: list[str] = ["kedro"]
 
 

@@ -116,7 +116,9 @@ def _group_key(namespace: str | None, node_name: str, by: GroupBy, depth: int) -
     return ".".join(namespace.split(".")[:depth])
 
 
-def group_pipeline(pipeline: Pipeline, by: GroupBy = "namespace", depth: int = 2) -> list[NodeGroup]:
+def group_pipeline(
+    pipeline: Pipeline, by: GroupBy = "namespace", depth: int = 2
+) -> list[NodeGroup]:
     """Split a pipeline into groups, each to run as one job.
 
     Args:
@@ -247,7 +249,7 @@ def missing_outputs(group: NodeGroup, catalog: CatalogProtocol) -> list[str]:
 
 
 def needs_run(group: NodeGroup, catalog: CatalogProtocol) -> bool:
-    """Whether a re-submission must run the group, by the rule of ``kedro run --only-missing-outputs``.
+    """Whether a submission must run the group (the rule of ``kedro run --only-missing-outputs``).
 
     Args:
         group: A group of the project's pipeline.

@@ -14,7 +14,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -325,7 +325,7 @@ def submit(planned: Sequence[PlannedJob], folder: Path, run: Runner = run_comman
     return submission
 
 
-class State(str, Enum):
+class State(StrEnum):
     """A group's state, as ``status`` shows it."""
 
     SKIPPED = "SKIPPED"
