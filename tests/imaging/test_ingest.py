@@ -35,7 +35,9 @@ def _volume(seed: int = 0, shape: tuple[int, ...] = (8, 8, 8)) -> np.ndarray:
 
 def _save(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0]) if affine is None else affine), path)
+    nib.save(
+        nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0]) if affine is None else affine), path
+    )
     return path
 
 
@@ -55,7 +57,9 @@ def _ukb_cohort(root: Path, n: int = 3) -> tuple[dict[str, Path], pd.DataFrame]:
 
 
 def _run(images, metadata, **options) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return ingest(images, metadata, IngestionConfig(workers=1, **options), metadata_label="raw_metadata")
+    return ingest(
+        images, metadata, IngestionConfig(workers=1, **options), metadata_label="raw_metadata"
+    )
 
 
 def _only_rejection(quarantine: pd.DataFrame, source: str) -> pd.Series:
@@ -95,7 +99,9 @@ def _with_inf(path: Path) -> None:
     _save(path, data)
 
 
-SINGULAR = np.array([[2.0, 2.0, 0, 0], [0, 0, 0, 0], [0, 0, 2.0, 0], [0, 0, 0, 1]])  # i and j both map to x
+SINGULAR = np.array(
+    [[2.0, 2.0, 0, 0], [0, 0, 0, 0], [0, 0, 2.0, 0], [0, 0, 0, 1]]
+)  # i and j both map to x
 CORRUPTIONS: dict[str, Callable[[Path], None]] = {
     "zero_byte": lambda path: path.write_bytes(b""),
     "truncated": _truncate,
@@ -164,7 +170,9 @@ def test_the_gzip_trailer_after_intact_voxels_is_verified(tmp_path, damage, code
 
 def test_a_nan_in_a_late_chunk_is_counted(tmp_path):
     data = _volume(shape=(16, 16, 16))
-    data[15, 15, 15] = data[0, 0, 15] = np.nan  # the last axis is the slowest: both lie in the last chunk
+    data[15, 15, 15] = data[0, 0, 15] = (
+        np.nan
+    )  # the last axis is the slowest: both lie in the last chunk
     path = _save(tmp_path / "scan.nii.gz", data)
     with pytest.raises(InvalidScanError, match="2 NaN voxels") as error:
         check_nifti(path, chunk_bytes=1024)
@@ -200,7 +208,9 @@ def test_a_single_volume_4d_image_is_accepted_as_3d(tmp_path):
 
 def test_ukb_manifest_describes_each_scan(tmp_path):
     images, metadata = _ukb_cohort(tmp_path, n=2)
-    psr = np.array([[0, 0, 1.5, 0], [-1.5, 0, 0, 0], [0, 1.5, 0, 0], [0, 0, 0, 1]])  # axes point P, S, R
+    psr = np.array(
+        [[0, 0, 1.5, 0], [-1.5, 0, 0, 0], [0, 1.5, 0, 0], [0, 0, 0, 1]]
+    )  # axes point P, S, R
     _save(images[f"1000002/{UKB_FILE}"], _volume(shape=(6, 7, 8)), psr)
 
     manifest, quarantine = _run(images, metadata)
@@ -224,7 +234,12 @@ def test_ukb_manifest_describes_each_scan(tmp_path):
         "voxel_k": 2.0,
         "orientation": "RAS",
     }
-    assert (second["sex"], second["dim_i"], second["voxel_k"], second["orientation"]) == (1, 6, 1.5, "PSR")
+    assert (second["sex"], second["dim_i"], second["voxel_k"], second["orientation"]) == (
+        1,
+        6,
+        1.5,
+        "PSR",
+    )
 
 
 def test_ukb_ids_and_sites_read_as_floats_lose_their_decimal_point(tmp_path):
@@ -277,7 +292,7 @@ def test_an_image_without_metadata_and_a_record_without_image(tmp_path):
     [
         (np.nan, "is missing"),
         (5.0, "outside age_range [18, 100]"),
-        ("fifty", "'fifty' of subject 1000002 is not a number"),
+        ("fifty", "age of subject 1000002 'fifty' is not a number"),
     ],
 )
 def test_invalid_age_quarantines_the_record_and_its_image(tmp_path, age, expected):
@@ -328,7 +343,9 @@ def test_duplicate_subject_in_the_metadata_quarantines_every_copy_and_the_image(
 
 def test_a_record_without_subject_id_is_quarantined(tmp_path):
     images, metadata = _ukb_cohort(tmp_path)
-    metadata = pd.concat([metadata, pd.DataFrame({"eid": [None], "21003-2.0": [60.0]})], ignore_index=True)
+    metadata = pd.concat(
+        [metadata, pd.DataFrame({"eid": [None], "21003-2.0": [60.0]})], ignore_index=True
+    )
     manifest, quarantine = _run(images, metadata)
     assert len(manifest) == 3
     assert _only_rejection(quarantine, "raw_metadata row 4")["reason_code"] == "missing_subject_id"
@@ -386,7 +403,7 @@ def test_numeric_bids_sex_is_ambiguous_unless_declared(tmp_path):
     assert set(quarantine["reason_code"]) == {"invalid_sex"}
     assert "ingestion.sex_codes" in quarantine.loc[0, "reason"]
 
-    manifest, _ = _run(images, participants, layout="bids", sex_codes={"1": 1, "2": 0})
+    manifest, _ = _run(images, participants, layout="bids", sex_codes={1: 1, 2: 0})
     assert manifest.loc[0, "sex"] == 1
 
 
@@ -407,16 +424,22 @@ def test_paths_that_break_the_bids_layout_are_rejected(key):
 def test_real_ixi_subset_is_accepted(caplog):
     if not (IXI / "participants.tsv").is_file():
         pytest.skip(f"real data not found at {IXI}")
-    images = {path.relative_to(IXI).as_posix(): path for path in IXI.glob("sub-*/**/anat/*_T1w.nii.gz")}
+    images = {
+        path.relative_to(IXI).as_posix(): path for path in IXI.glob("sub-*/**/anat/*_T1w.nii.gz")
+    }
     participants = pd.read_csv(IXI / "participants.tsv", sep="\t")
 
     with caplog.at_level(logging.INFO, logger="tlkedro.imaging.ingest"):
-        manifest, quarantine = ingest(images, participants, IngestionConfig(layout="bids", workers=1))
+        manifest, quarantine = ingest(
+            images, participants, IngestionConfig(layout="bids", workers=1)
+        )
 
     assert quarantine.empty
     assert len(manifest) == 40
     assert set(manifest["orientation"]) == {"PSR"}
-    assert manifest[["dim_i", "dim_j", "dim_k"]].drop_duplicates().values.tolist() == [[120, 120, 90]]
+    assert manifest[["dim_i", "dim_j", "dim_k"]].drop_duplicates().values.tolist() == [
+        [120, 120, 90]
+    ]
     assert set(manifest["sex"]) == {0, 1}
     assert manifest["age"].between(18, 100).all()
     assert "40 scans found, 40 accepted, 0 quarantined" in caplog.text

@@ -30,7 +30,9 @@ def cohort(tmp_path) -> tuple[dict[str, SimpleNamespace], pd.DataFrame]:
         nib.save(nib.Nifti1Image(np.ones((6, 6, 6), np.float32), np.eye(4)), path)
         images[f"{eid}/T1/T1_brain_to_MNI.nii.gz"] = SimpleNamespace(path=path)
     path.write_bytes(path.read_bytes()[:40])
-    metadata = pd.DataFrame({"eid": [1000001, 1000002], "31-0.0": [1, 0], "21003-2.0": [61.5, 70.0]})
+    metadata = pd.DataFrame(
+        {"eid": [1000001, 1000002], "31-0.0": [1, 0], "21003-2.0": [61.5, 70.0]}
+    )
     return images, metadata
 
 
@@ -49,7 +51,9 @@ def test_pipeline_writes_manifest_and_quarantine_from_the_chosen_source(cohort, 
     SequentialRunner().run(create_pipeline(source=source), catalog)
 
     manifest, quarantine = catalog.load("manifest"), catalog.load("quarantine")
-    assert manifest[["subject_id", "age", "sex", "site"]].values.tolist() == [["1000001", 61.5, 1, ""]]
+    assert manifest[["subject_id", "age", "sex", "site"]].values.tolist() == [
+        ["1000001", 61.5, 1, ""]
+    ]
     assert quarantine[["subject_id", "reason_code"]].values.tolist() == [["1000002", "truncated"]]
 
 
@@ -64,7 +68,9 @@ def test_metadata_records_are_named_after_the_source_entry(cohort):
 
 
 def test_strict_mode_fails_the_run(cohort):
-    with pytest.raises(QuarantineError, match=r"1000002/T1/T1_brain_to_MNI.nii.gz: .* \[truncated\]"):
+    with pytest.raises(
+        QuarantineError, match=r"1000002/T1/T1_brain_to_MNI.nii.gz: .* \[truncated\]"
+    ):
         SequentialRunner().run(create_pipeline(), _catalog(*cohort, prefix="raw", strict=True))
 
 
@@ -76,12 +82,16 @@ def test_the_default_pipeline_reads_raw_entries_and_its_node_is_named():
 
 
 def test_an_unknown_source_is_an_error_listing_the_valid_ones():
-    with pytest.raises(ValueError, match=r"ingestion.source must be one of \['raw', 'synthetic'\], got 'ukb'"):
+    with pytest.raises(
+        ValueError, match=r"ingestion.source must be one of \['raw', 'synthetic'\], got 'ukb'"
+    ):
         create_pipeline(source="ukb")
 
 
 def test_base_parameters_are_valid():
-    parameters = yaml.safe_load((PROJECT / "conf" / "base" / "parameters_ingestion.yml").read_text())
+    parameters = yaml.safe_load(
+        (PROJECT / "conf" / "base" / "parameters_ingestion.yml").read_text()
+    )
     params = IngestionParams.model_validate(parameters["ingestion"])
     assert params.source in {"raw", "synthetic"}
 
@@ -90,5 +100,7 @@ def test_kedro_validates_the_typed_parameters_before_running():
     validator = ParameterValidator({"ingestion": create_pipeline()})
     validated = validator.validate_raw_params({"ingestion": {"layout": "bids"}})
     assert validated["ingestion"] == IngestionParams(layout="bids")
-    with pytest.raises(ParameterValidationError, match=r"ingestion(.|\n)*layout(.|\n)*input_value='nifti'"):
+    with pytest.raises(
+        ParameterValidationError, match=r"ingestion(.|\n)*layout(.|\n)*input_value='nifti'"
+    ):
         validator.validate_raw_params({"ingestion": {"layout": "nifti"}})

@@ -51,7 +51,12 @@ MANIFEST_COLUMNS: dict[str, str] = {
     "voxel_k": "float64",
     "orientation": "str",
 }
-QUARANTINE_COLUMNS: dict[str, str] = {"source": "str", "subject_id": "str", "reason_code": "str", "reason": "str"}
+QUARANTINE_COLUMNS: dict[str, str] = {
+    "source": "str",
+    "subject_id": "str",
+    "reason_code": "str",
+    "reason": "str",
+}
 
 # UK Biobank showcase field codes: 31 sex, 21003 age when attending the assessment centre, 54 centre;
 # instance 2 is the first imaging visit.
@@ -94,7 +99,8 @@ class IngestionConfig(BaseModel):
     voxel_size_range: tuple[float, float] = (0.1, 10.0)
     workers: int | None = Field(default=None, ge=1)
     columns: dict[ColumnRole, str] = Field(default_factory=dict)
-    sex_codes: dict[str, Literal[0, 1]] | None = None
+    # YAML reads an unquoted numeric code such as 1 as an int key.
+    sex_codes: dict[str | int, Literal[0, 1]] | None = None
 
     @field_validator("age_range", "voxel_size_range")
     @classmethod
@@ -106,8 +112,12 @@ class IngestionConfig(BaseModel):
 
     @field_validator("sex_codes")
     @classmethod
-    def _lowercase_codes(cls, value: dict[str, int] | None) -> dict[str, int] | None:
-        return None if value is None else {str(code).strip().lower(): sex for code, sex in value.items()}
+    def _lowercase_codes(cls, value: dict[str | int, int] | None) -> dict[str, int] | None:
+        return (
+            None
+            if value is None
+            else {str(code).strip().lower(): sex for code, sex in value.items()}
+        )
 
     def metadata_columns(self) -> dict[ColumnRole, str]:
         """Column name per role: the layout's defaults updated with ``columns``."""
@@ -122,12 +132,15 @@ class QuarantineError(RuntimeError):
     """Raised in strict mode when anything was quarantined; ``quarantine`` holds the full table."""
 
     def __init__(self, quarantine: pd.DataFrame) -> None:
-        lines = [f"- {row.source}: {row.reason} [{row.reason_code}]" for row in quarantine.itertuples()]
+        lines = [
+            f"- {row.source}: {row.reason} [{row.reason_code}]" for row in quarantine.itertuples()
+        ]
         more = len(lines) - _MAX_LISTED_IN_ERROR
         listed = lines[:_MAX_LISTED_IN_ERROR] + ([f"... and {more} more"] if more > 0 else [])
         super().__init__(
             f"strict mode is on and {len(quarantine)} file(s) or metadata record(s) were quarantined "
-            "(set strict: false to write them to the quarantine table instead):\n" + "\n".join(listed)
+            "(set strict: false to write them to the quarantine table instead):\n"
+            + "\n".join(listed)
         )
         self.quarantine = quarantine
 
@@ -143,11 +156,16 @@ class _Rejections:
         self.rows: list[dict[str, str]] = []
 
     def add(self, source: str, subject_id: str, code: str, reason: str) -> None:
-        self.rows.append({"source": source, "subject_id": subject_id, "reason_code": code, "reason": reason})
+        self.rows.append(
+            {"source": source, "subject_id": subject_id, "reason_code": code, "reason": reason}
+        )
 
     def summary(self) -> str:
         counts = Counter(row["reason_code"] for row in self.rows)
-        by_code = ", ".join(f"{code}: {n}" for code, n in sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+        by_code = ", ".join(
+            f"{code}: {n}"
+            for code, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        )
         return f"{len(self.rows)} quarantined" + (f" ({by_code})" if by_code else "")
 
 
@@ -205,12 +223,19 @@ def ingest(
     imaged = {scan.subject_id for scan in scans}
     scans = _drop_duplicate_scans(scans, rejected_files)
 
-    records, bad_subjects = _read_metadata(metadata, config, imaged, metadata_label, rejected_records)
+    records, bad_subjects = _read_metadata(
+        metadata, config, imaged, metadata_label, rejected_records
+    )
     candidates = []
     for scan in scans:
         if scan.subject_id in bad_subjects:
             code, reason = bad_subjects[scan.subject_id]
-            rejected_files.add(str(scan.path), scan.subject_id, code, f"its subject's metadata is unusable: {reason}")
+            rejected_files.add(
+                str(scan.path),
+                scan.subject_id,
+                code,
+                f"its subject's metadata is unusable: {reason}",
+            )
         elif scan.subject_id not in records:
             reason = f"subject {scan.subject_id} has no metadata record in {metadata_label}"
             rejected_files.add(str(scan.path), scan.subject_id, "no_metadata", reason)
@@ -260,8 +285,8 @@ def parse_scan_key(key: str, layout: Layout) -> tuple[str, str]:
             raise ValueError(f"path {key!r} is not inside a <eid>/ folder (ukb layout)")
         return parts[0], ""
     mismatch = ValueError(
-        f"path {key!r} does not follow sub-<id>/[ses-<session>/]anat/sub-<id>[_ses-<session>]_<suffix>.nii[.gz]"
-        " (bids layout)"
+        f"path {key!r} does not follow sub-<id>/[ses-<session>/]anat/"
+        "sub-<id>[_ses-<session>]_<suffix>.nii[.gz] (bids layout)"
     )
     try:
         entities = parse_bids_filename(key)["entities"]
@@ -322,34 +347,37 @@ def _read_metadata(
     ids = [_label(value, prefix) for value in metadata[columns["subject_id"]]]
     counts = Counter(ids)
     ages = pd.to_numeric(metadata[columns["age"]], errors="coerce")
-    sites = metadata[columns["site"]] if columns["site"] in metadata.columns else [None] * len(metadata)
+    sites = (
+        metadata[columns["site"]] if columns["site"] in metadata.columns else [None] * len(metadata)
+    )
     sex_codes = config.sex_mapping()
-    low, high = config.age_range
 
     records: dict[str, _Record] = {}
     bad: dict[str, tuple[str, str]] = {}
     for row, (subject_id, raw_age, age, raw_sex, site) in enumerate(
-        zip(ids, metadata[columns["age"]], ages, metadata[columns["sex"]], sites, strict=True), start=1
+        zip(ids, metadata[columns["age"]], ages, metadata[columns["sex"]], sites, strict=True),
+        start=1,
     ):
         source = f"{label} row {row}"
         sex = sex_codes.get(_label(raw_sex).lower())
         if not subject_id:
-            code, reason = "missing_subject_id", f"has no subject id in column {columns['subject_id']!r}"
+            code, reason = "missing_subject_id", f"has no id in column {columns['subject_id']!r}"
         elif counts[subject_id] > 1:
-            code, reason = "duplicate_subject", f"subject {subject_id} has {counts[subject_id]} metadata records"
+            code, reason = (
+                "duplicate_subject",
+                f"subject {subject_id} has {counts[subject_id]} records",
+            )
         elif subject_id not in imaged:
             code, reason = "no_image", f"subject {subject_id} has no image"
-        elif math.isnan(age) or not low <= age <= high:
-            code = "invalid_age"
-            if pd.isna(raw_age):
-                reason = f"age of subject {subject_id} is missing"
-            elif math.isnan(age):
-                reason = f"age {str(raw_age)!r} of subject {subject_id} is not a number"
-            else:
-                reason = f"age {age:g} of subject {subject_id} is outside age_range [{low:g}, {high:g}]"
+        elif age_problem := _age_problem(raw_age, age, config.age_range):
+            code, reason = "invalid_age", f"age of subject {subject_id} {age_problem}"
         elif sex is None:
+            given = (
+                f"{_label(raw_sex)!r} is not one of {sorted(sex_codes)}"
+                if _label(raw_sex)
+                else "is missing"
+            )
             code = "invalid_sex"
-            given = f"{_label(raw_sex)!r} is not one of the codes {sorted(sex_codes)}" if _label(raw_sex) else "is missing"
             reason = (
                 f"sex of subject {subject_id} {given} "
                 f"(layout {config.layout}; declare others with ingestion.sex_codes)"
@@ -363,13 +391,25 @@ def _read_metadata(
     return records, bad
 
 
+def _age_problem(raw: Any, age: float, age_range: tuple[float, float]) -> str | None:
+    """What is wrong with an age (``raw`` as given, ``age`` as a number or NaN); None if nothing."""
+    low, high = age_range
+    if pd.isna(raw):
+        return "is missing"
+    if math.isnan(age):
+        return f"{str(raw)!r} is not a number"
+    if not low <= age <= high:
+        return f"{age:g} is outside age_range [{low:g}, {high:g}]"
+    return None
+
+
 def _auto_workers(paths: list[Path]) -> int:
     total = sum(path.stat().st_size for path in paths if path.is_file())
     return max(1, min(resolve_workers(None), total // _BYTES_PER_AUTO_WORKER))
 
 
 def _label(value: Any, prefix: str = "") -> str:
-    """A metadata value as an identifier: "" when missing, whole numbers without ".0", with ``prefix``."""
+    """A metadata value as text: "" when missing, whole numbers without ".0", ``prefix`` added."""
     if pd.isna(value):
         return ""
     if isinstance(value, float) and value.is_integer():

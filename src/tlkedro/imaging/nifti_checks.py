@@ -90,7 +90,8 @@ def check_nifti(
     try:
         size = path.stat().st_size
     except OSError as exc:
-        raise InvalidScanError(path, "unreadable", f"cannot be opened ({exc.strerror or exc})") from None
+        reason = f"cannot be opened ({exc.strerror or exc})"
+        raise InvalidScanError(path, "unreadable", reason) from None
     if size == 0:
         raise InvalidScanError(path, "zero_byte", "is empty (0 bytes)")
     compressed = path.name.lower().endswith(".gz")
@@ -98,36 +99,43 @@ def check_nifti(
         raise InvalidScanError(path, "not_nifti", "is not named .nii or .nii.gz")
     try:
         with gzip.open(path, "rb") if compressed else path.open("rb") as stream:
-            header = _read_header(path, stream, compressed)
+            header = _read_header(path, stream)
             info = _check_geometry(path, header, voxel_size_range)
             _check_voxels(path, stream, header, chunk_bytes, compressed)
     except HeaderDataError as exc:
-        raise InvalidScanError(path, "invalid_header", f"has an invalid NIfTI header ({exc})") from None
+        raise InvalidScanError(
+            path, "invalid_header", f"has an invalid NIfTI header ({exc})"
+        ) from None
     except OSError as exc:
-        raise InvalidScanError(path, "unreadable", f"cannot be read ({exc.strerror or exc})") from None
+        raise InvalidScanError(
+            path, "unreadable", f"cannot be read ({exc.strerror or exc})"
+        ) from None
     return info
 
 
-def _read_header(path: Path, stream: BinaryIO, compressed: bool) -> nib.Nifti1Header:
+def _read_header(path: Path, stream: BinaryIO) -> nib.Nifti1Header:
     try:
-        # Read exactly one header's worth at a time so no data bytes are consumed before the
-        # header says where the data start.
+        # Read one header size at a time: no data byte may be consumed before the header says
+        # where the data start.
         block = stream.read(nib.Nifti1Header.sizeof_hdr)
         klass: type[nib.Nifti1Header] | None = nib.Nifti1Header
         if not klass.may_contain_header(block):
             block += stream.read(nib.Nifti2Header.sizeof_hdr - len(block))
             klass = nib.Nifti2Header if nib.Nifti2Header.may_contain_header(block) else None
     except gzip.BadGzipFile as exc:
-        raise InvalidScanError(path, "not_nifti", f"is named .gz but is not gzip-compressed ({exc})") from None
+        reason = f"is named .gz but is not gzip-compressed ({exc})"
+        raise InvalidScanError(path, "not_nifti", reason) from None
     except EOFError:
-        raise InvalidScanError(path, "truncated", "ends inside the NIfTI header (file cut short)") from None
+        reason = "ends inside the NIfTI header (file cut short)"
+        raise InvalidScanError(path, "truncated", reason) from None
     except zlib.error as exc:
         raise InvalidScanError(path, "corrupt", f"has corrupt compressed data ({exc})") from None
     if klass is None:
         # An uncompressed file cut inside its header still starts with the header's size.
-        sizes = {int.from_bytes(block[:4], order) for order in ("little", "big")} if len(block) >= 4 else set()
-        if any(size in sizes and len(block) < size for size in (348, 540)):
-            raise InvalidScanError(path, "truncated", f"ends inside the NIfTI header ({len(block)} bytes)")
+        sizes = {int.from_bytes(block[:4], order) for order in ("little", "big")}
+        if len(block) >= 4 and any(size in sizes and len(block) < size for size in (348, 540)):
+            reason = f"ends inside the NIfTI header ({len(block)} bytes)"
+            raise InvalidScanError(path, "truncated", reason)
         raise InvalidScanError(path, "not_nifti", "has no NIfTI-1 or NIfTI-2 header")
     header = klass(block, check=True)
     header.get_slope_inter()  # raises for a valid slope with a non-finite intercept
@@ -141,31 +149,31 @@ def _read_header(path: Path, stream: BinaryIO, compressed: bool) -> nib.Nifti1He
     return header
 
 
-def _check_geometry(path: Path, header: nib.Nifti1Header, voxel_size_range: tuple[float, float]) -> ScanInfo:
+def _check_geometry(
+    path: Path, header: nib.Nifti1Header, voxel_size_range: tuple[float, float]
+) -> ScanInfo:
     shape = header.get_data_shape()
     shape_text = "x".join(map(str, shape))
     if len(shape) < 3 or min(shape[:3]) < 2:
         raise InvalidScanError(path, "not_3d", f"is not a 3D volume (shape {shape_text})")
     n_volumes = math.prod(shape[3:])
     if n_volumes != 1:
-        raise InvalidScanError(
-            path, "multi_volume", f"holds {n_volumes} volumes (shape {shape_text}); one 3D volume is expected"
-        )
+        reason = f"holds {n_volumes} volumes (shape {shape_text}); one 3D volume is expected"
+        raise InvalidScanError(path, "multi_volume", reason)
     dtype = header.get_data_dtype()
     if dtype.kind not in _NUMERIC_KINDS:
-        raise InvalidScanError(path, "unsupported_dtype", f"stores {dtype} voxels; a real-valued scalar type is expected")
+        reason = f"stores {dtype} voxels; a real-valued scalar type is expected"
+        raise InvalidScanError(path, "unsupported_dtype", reason)
     affine = header.get_best_affine()
     if not np.isfinite(affine).all() or np.linalg.cond(affine[:3, :3]) > _MAX_AFFINE_CONDITION:
-        raise InvalidScanError(
-            path, "singular_affine", f"has a singular or non-finite affine {affine[:3].round(4).tolist()}"
-        )
+        reason = f"has a singular or non-finite affine {affine[:3].round(4).tolist()}"
+        raise InvalidScanError(path, "singular_affine", reason)
     voxel_mm = tuple(float(v) for v in nib.affines.voxel_sizes(affine))
     low, high = voxel_size_range
     if not all(low <= v <= high for v in voxel_mm):
         sizes = " x ".join(f"{v:g}" for v in voxel_mm)
-        raise InvalidScanError(
-            path, "bad_voxel_size", f"has voxels of {sizes} mm, outside the plausible range [{low:g}, {high:g}] mm"
-        )
+        reason = f"has voxels of {sizes} mm, outside the plausible range [{low:g}, {high:g}] mm"
+        raise InvalidScanError(path, "bad_voxel_size", reason)
     return ScanInfo(
         shape=(int(shape[0]), int(shape[1]), int(shape[2])),
         voxel_mm=voxel_mm,  # type: ignore[arg-type]
@@ -173,14 +181,15 @@ def _check_geometry(path: Path, header: nib.Nifti1Header, voxel_size_range: tupl
     )
 
 
-def _check_voxels(path: Path, stream: BinaryIO, header: nib.Nifti1Header, chunk_bytes: int, compressed: bool) -> None:
+def _check_voxels(
+    path: Path, stream: BinaryIO, header: nib.Nifti1Header, chunk_bytes: int, compressed: bool
+) -> None:
     dtype = header.get_data_dtype()
     expected = math.prod(header.get_data_shape()) * dtype.itemsize
-    chunk = min(expected, max(chunk_bytes - chunk_bytes % dtype.itemsize, dtype.itemsize))
-    buffer = memoryview(bytearray(chunk))
+    chunk = max(chunk_bytes - chunk_bytes % dtype.itemsize, dtype.itemsize)  # whole voxels only
+    buffer = memoryview(bytearray(min(expected, chunk)))
     low = high = None
-    n_nan = n_inf = 0
-    done = 0
+    n_nan = n_inf = done = 0
     try:
         _skip(stream, int(header.get_data_offset()) - stream.tell(), buffer)
         while done < expected:
@@ -190,26 +199,31 @@ def _check_voxels(path: Path, stream: BinaryIO, header: nib.Nifti1Header, chunk_
             if got < wanted:
                 raise EOFError
             values = np.frombuffer(buffer[:got], dtype=dtype)
+            # min and max are two cheap passes that also reveal NaN (min is NaN) and infinities;
+            # counting them, the costly part, happens only in a chunk that has some.
             chunk_low, chunk_high = values.min(), values.max()
             if dtype.kind == "f" and not (np.isfinite(chunk_low) and np.isfinite(chunk_high)):
                 n_nan += int(np.isnan(values).sum())
                 n_inf += int(np.isinf(values).sum())
-                continue
-            low = chunk_low if low is None else min(low, chunk_low)
-            high = chunk_high if high is None else max(high, chunk_high)
+            else:
+                low = chunk_low if low is None else min(low, chunk_low)
+                high = chunk_high if high is None else max(high, chunk_high)
         if compressed:
             # Reading to the end makes gzip verify the stream's length and CRC trailer.
             while _fill(stream, buffer):
                 pass
     except EOFError:
-        where = "before the end of the compressed stream" if done == expected else (
-            f"before the {expected} data bytes its header declares"
+        where = (
+            "the end of the compressed stream"
+            if done == expected
+            else (f"the {expected} data bytes its header declares")
         )
-        raise InvalidScanError(path, "truncated", f"is cut short: it ends {where}") from None
+        raise InvalidScanError(path, "truncated", f"is cut short: it ends before {where}") from None
     except (gzip.BadGzipFile, zlib.error) as exc:
         raise InvalidScanError(path, "corrupt", f"has corrupt compressed data ({exc})") from None
     if n_nan:
-        raise InvalidScanError(path, "nan_voxels", f"contains {n_nan} NaN voxels" + (f" and {n_inf} infinite ones" if n_inf else ""))
+        infinite = f" and {n_inf} infinite ones" if n_inf else ""
+        raise InvalidScanError(path, "nan_voxels", f"contains {n_nan} NaN voxels{infinite}")
     if n_inf:
         raise InvalidScanError(path, "inf_voxels", f"contains {n_inf} infinite voxels")
     slope, inter = header.get_slope_inter()
@@ -230,7 +244,7 @@ def _fill(stream: BinaryIO, view: memoryview) -> int:
 
 
 def _skip(stream: BinaryIO, n_bytes: int, buffer: memoryview) -> None:
-    """Read past ``n_bytes`` of header extensions through ``buffer`` (a gzip stream cannot seek cheaply)."""
+    """Read past ``n_bytes`` of header extensions through ``buffer`` (gzip streams seek slowly)."""
     while n_bytes > 0:
         wanted = min(n_bytes, len(buffer))
         if _fill(stream, buffer[:wanted]) < wanted:
