@@ -41,7 +41,7 @@ class FreezeUpTo(Strategy):
         Raises:
             ValueError: If ``layer`` is not a layer of the model, listing the valid names.
         """
-        layers = list(ordered_layers(model))
+        layers = ordered_layers(model)
         if self.layer not in layers:
             close = difflib.get_close_matches(self.layer, layers, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""

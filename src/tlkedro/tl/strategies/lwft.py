@@ -4,7 +4,8 @@ Schedule: the source encoder's weights are loaded; the top ``k`` stages (output 
 the stages below them are frozen for the whole run (no gradients, BatchNorm running statistics kept). The
 head and the top stage train at the base learning rate; each trainable stage below the top one has its
 learning rate multiplied by ``lr_decay`` once more (``lr * lr_decay ** depth``, depth 0 at the top).
-``k = 0`` is a linear probe and ``k = len(stage_names)`` with ``lr_decay = 1`` is full fine-tuning.
+Only stages that hold parameters count (a ResNet's ``act1`` and ``maxpool`` have nothing to fine-tune),
+so on resnet18 ``k`` runs from 0 (a linear probe) to 6 (with ``lr_decay = 1``, full fine-tuning).
 Parameters the encoder holds outside its stages (a ViT's class token and position embedding) count as
 part of the bottom stage.
 
@@ -50,37 +51,50 @@ class LayerWiseFineTuning(Strategy):
         """Load the source encoder into ``model`` and freeze all but its top ``k`` stages.
 
         Raises:
-            ValueError: If ``k`` exceeds the number of stages, listing them.
+            ValueError: If ``k`` exceeds the number of stages with parameters, listing them.
         """
-        stages = list(model.stage_names)
-        if self.k > len(stages):
+        weighted = _weighted_stages(model)
+        if self.k > len(weighted):
             raise ValueError(
-                f"lwft: k={self.k} but {model.config['name']!r} has {len(stages)} stages: {', '.join(stages)}"
+                f"lwft: k={self.k} but {model.config['name']!r} has {len(weighted)} stages with parameters: "
+                f"{', '.join(weighted)}"
             )
         model = super().prepare(model, source_state)
-        freeze(model.encoder.get_submodule(stage) for stage in stages[: len(stages) - self.k])
+        stages = list(model.stage_names)
+        lowest_trained = stages.index(weighted[-self.k]) if self.k else len(stages)
+        # Parameter-free stages below the trained ones are frozen too: they may hold non-affine BatchNorms.
+        freeze(model.encoder.get_submodule(stage) for stage in stages[:lowest_trained])
         for name, param in model.encoder.named_parameters():
-            if _depth(stages, name) >= self.k:
+            if _depth(weighted, name) >= self.k:
                 param.requires_grad_(False)
         return model
 
     def param_groups(self, model: TLModel, lr: float) -> list[dict[str, Any]]:
         """One group per trainable stage at ``lr * lr_decay ** depth``, then the head's group at ``lr``."""
-        stages = list(model.stage_names)
+        weighted = _weighted_stages(model)
         by_depth: dict[int, list[nn.Parameter]] = {}
         for name, param in model.encoder.named_parameters():
             if param.requires_grad:
-                by_depth.setdefault(_depth(stages, name), []).append(param)
+                by_depth.setdefault(_depth(weighted, name), []).append(param)
         stage_groups = [
-            {"params": params, "lr": lr * self.lr_decay**depth, "name": f"encoder.{stages[-1 - depth]}"}
+            {"params": params, "lr": lr * self.lr_decay**depth, "name": f"encoder.{weighted[-1 - depth]}"}
             for depth, params in sorted(by_depth.items())
         ]
         other_groups = [group for group in super().param_groups(model, lr) if group["name"] != "encoder"]
         return stage_groups + other_groups
 
 
+def _weighted_stages(model: TLModel) -> list[str]:
+    """The stages that hold parameters, input side first."""
+    return [
+        stage
+        for stage in model.stage_names
+        if next(model.encoder.get_submodule(stage).parameters(), None) is not None
+    ]
+
+
 def _depth(stages: list[str], param_name: str) -> int:
-    """How many stages below the top one the encoder parameter ``param_name`` sits."""
+    """How many of ``stages`` below the top one the encoder parameter ``param_name`` sits."""
     for depth, stage in enumerate(reversed(stages)):
         if param_name.startswith(f"{stage}."):
             return depth
