@@ -49,6 +49,18 @@ def test_argo_render_writes_a_workflow_for_the_chosen_pipeline(toy_project):
     assert templates["train-small"]["retryStrategy"] == {"limit": 2}
 
 
+def test_nodes_in_no_namespace_can_be_grouped_by_registered_pipeline(toy_project):
+    result = run_kedro(toy_project, "argo", "render", "--group-by", "pipeline")
+
+    assert result.returncode == 0, result.stderr
+    manifest = Workflow.from_file(toy_project / "argo-workflow.yaml").to_dict()
+    dag = next(t for t in manifest["spec"]["templates"] if t["name"] == ENTRYPOINT)["dag"]
+    assert {t["name"]: set(t.get("dependencies", [])) for t in dag["tasks"]} == {
+        "data": set(), "train-small": {"data"}, "train-large": {"data"},
+        "reporting": {"train-small", "train-large"},
+    }
+
+
 def test_memory_datasets_crossing_groups_are_warned_about(toy_project):
     catalog = toy_project / "conf" / "base" / "catalog.yml"
     catalog.write_text(catalog.read_text().split('"train.{variant}.score"')[0])
@@ -75,4 +87,6 @@ def test_invalid_configuration_and_unknown_pipelines_are_reported(toy_project):
     result = run_kedro(toy_project, "slurm", "submit", "--dry-run", "--pipeline", "nope")
 
     assert result.returncode == 2
-    assert "no pipeline named 'nope'; registered: __default__, variants" in result.stderr
+    assert "no pipeline named 'nope'; registered: __default__, data, reporting, variants" in (
+        result.stderr
+    )

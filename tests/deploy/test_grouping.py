@@ -15,6 +15,7 @@ from tlkedro.deploy.grouping import (
     is_ephemeral,
     missing_outputs,
     needs_run,
+    pipeline_homes,
 )
 
 
@@ -97,7 +98,7 @@ def test_a_node_named_like_a_namespace_is_refused():
         Node(identity, "b", "c", name="train"),
     ])
 
-    with pytest.raises(ValueError, match=r"\['train'\] equal a namespace"):
+    with pytest.raises(ValueError, match=r"\['train'\] are both a namespace and a node"):
         group_pipeline(pipeline, depth=1)
 
 
@@ -162,3 +163,25 @@ def test_a_group_that_persists_nothing_always_needs_to_run():
     (group,) = group_pipeline(pipeline)
 
     assert needs_run(group, DataCatalog({"model": MemoryDataset(data=1)}))
+
+
+def test_nodes_in_no_namespace_can_be_grouped_by_their_registered_pipeline():
+    ingest = Pipeline([Node(identity, "raw", "manifest", name="ingest"),
+                       Node(identity, "manifest", "clean", name="check")])
+    variants = Pipeline([Node(identity, "clean", "model", name="fit")], namespace="train.a",
+                        inputs={"clean"})
+    report = Pipeline([Node(identity, "train.a.model", "table", name="tabulate"),
+                       Node(identity, "table", "plot", name="plot")])
+    registered = {"ingestion": ingest, "training": ingest + variants, "reporting": report,
+                  "__default__": ingest + variants + report}
+
+    homes = pipeline_homes(registered)
+    groups = group_pipeline(registered["__default__"], homes=homes)
+
+    # `check` is in `ingestion` and in the larger `training`: the smaller pipeline wins.
+    assert homes == {"ingest": "ingestion", "check": "ingestion", "tabulate": "reporting",
+                     "plot": "reporting"}
+    assert [(g.name, g.dependencies) for g in groups] == [
+        ("ingestion", ()), ("train.a", ("ingestion",)), ("reporting", ("train.a",)),
+    ]
+    assert groups[0].selector() == ["--nodes", "ingest,check"]

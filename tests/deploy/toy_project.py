@@ -61,7 +61,8 @@ def register_pipelines():
     report = Pipeline([
         Node(compare, ["train.small.score", "train.large.score"], "report", name="compare"),
     ])
-    return {{"__default__": upstream + variants + report, "variants": variants}}
+    return {{"__default__": upstream + variants + report, "variants": variants,
+             "data": upstream, "reporting": report}}
 ''',
     "conf/base/catalog.yml": """\
 raw:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial, wraps
 from pathlib import Path
@@ -18,7 +20,7 @@ from kedro.config import MissingConfigException
 from kedro.framework.cli.utils import _split_params, env_option
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import ProjectMetadata
-from kedro.io import CatalogProtocol
+from kedro.io import CatalogProtocol, DatasetError
 from pydantic import ValidationError
 
 from tlkedro.deploy import argo as argo_render
@@ -31,6 +33,7 @@ from tlkedro.deploy.grouping import (
     group_pipeline,
     is_ephemeral,
     needs_run,
+    pipeline_homes,
 )
 
 DEPLOY_CONFIG_PATTERNS = ["deploy*", "deploy*/**"]
@@ -71,6 +74,15 @@ def _deploy_config(context: Any) -> DeployConfig:
         raise click.ClickException(f"Invalid deploy configuration (conf/*/deploy*.yml):\n{error}")
 
 
+@contextmanager
+def _catalog_errors() -> Iterator[None]:
+    # A dataset entry that cannot be built would fail every job: say so before submitting any.
+    try:
+        yield
+    except DatasetError as error:
+        raise click.ClickException(f"The catalog cannot build a dataset: {error}")
+
+
 def _deployment(
     metadata: ProjectMetadata,
     env: str | None,
@@ -89,12 +101,18 @@ def _deployment(
             f"no pipeline named {name!r}; registered: {', '.join(sorted(pipelines))}",
             param_hint="--pipeline",
         )
+    homes = pipeline_homes(pipelines) if group_by == "pipeline" else None
     try:
-        groups = group_pipeline(pipelines[name], by=group_by, depth=depth)
+        groups = group_pipeline(
+            pipelines[name], by="node" if group_by == "node" else "namespace", depth=depth,
+            homes=homes,
+        )
     except ValueError as error:
         raise click.ClickException(str(error))
     catalog = context.catalog
-    for crossing in ephemeral_crossings(groups, partial(is_ephemeral, catalog)):
+    with _catalog_errors():
+        crossings = ephemeral_crossings(groups, partial(is_ephemeral, catalog))
+    for crossing in crossings:
         click.secho(f"Warning: {crossing}", err=True, fg="yellow")
     return _Deployment(
         project_path=Path(metadata.project_path),
@@ -112,11 +130,13 @@ def _pipeline_options(command: Any) -> Any:
                   help="Registered pipeline to deploy; `__default__` when not given.")
     @env_option
     @click.option("--params", default="", callback=_params_callback,
-                  help="Extra parameters, as for `kedro run --params`; every job gets them.")
-    @click.option("--group-by", type=click.Choice(["namespace", "node"]), default="namespace",
-                  show_default=True,
-                  help="One job per namespace (a variant; nodes in no namespace get one job "
-                       "each) or one job per node.")
+                  help="Extra parameters, as for `kedro run --params`; every job repeats them.")
+    @click.option("--group-by", type=click.Choice(["namespace", "pipeline", "node"]),
+                  default="namespace", show_default=True,
+                  help="namespace: one job per namespace (a variant), and one per node in no "
+                       "namespace; pipeline: the same, but nodes in no namespace grouped by the "
+                       "registered pipeline holding them (ingestion, reporting); node: one job "
+                       "per node.")
     @click.option("--depth", type=click.IntRange(min=1), default=2, show_default=True,
                   help="Leading parts of a namespace that name a group: 2 gives one job per "
                        "`finetune.<variant>`, 1 one job for all of `finetune`.")
@@ -162,9 +182,10 @@ def submit(
     """
     deployment = _deployment(metadata, env, pipeline, params, group_by, depth)
     config = deployment.config
-    to_submit = {
-        g.name for g in deployment.groups if submit_all or needs_run(g, deployment.catalog)
-    }
+    with _catalog_errors():
+        to_submit = {
+            g.name for g in deployment.groups if submit_all or needs_run(g, deployment.catalog)
+        }
     folder = slurm_jobs.new_submission_folder(deployment.project_path / config.slurm.logs_dir)
     planned = slurm_jobs.plan_jobs(
         deployment.groups,

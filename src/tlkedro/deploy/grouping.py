@@ -3,13 +3,14 @@
 A group is what one Slurm job or one Argo task runs. Grouped by namespace, a variant
 (``finetune.full``: the namespace cut to ``depth`` parts) is one group; nodes in no namespace
 (ingestion, preprocessing, reporting) are one group each, as in Kedro's own
-``Pipeline.group_nodes_by``. Grouped by node, every node is a group. A group depends on the groups
-whose outputs it loads, so a job starts only after the jobs producing its inputs have succeeded.
+``Pipeline.group_nodes_by``, or one group per registered pipeline holding them. Grouped by node,
+every node is a group. A group depends on the groups whose outputs it loads, so a job starts only
+after the jobs producing its inputs have succeeded.
 """
 from __future__ import annotations
 
 import graphlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -110,46 +111,73 @@ def _is_parameter(dataset: str) -> bool:
     return dataset == "parameters" or dataset.startswith("params:")
 
 
-def _group_key(namespace: str | None, node_name: str, by: GroupBy, depth: int) -> str:
-    if by == "node" or not namespace:
-        return node_name
-    return ".".join(namespace.split(".")[:depth])
+def pipeline_homes(pipelines: Mapping[str, Pipeline]) -> dict[str, str]:
+    """Name, for each node in no namespace, the registered pipeline it belongs to.
+
+    Args:
+        pipelines: The project's registered pipelines.
+
+    Returns:
+        ``{node name: pipeline name}``; a node in several pipelines gets the smallest (the most
+        specific, e.g. ``reporting`` rather than an ``all_reports`` superset), ties by name.
+        ``__default__`` names no node.
+    """
+    homes: dict[str, str] = {}
+    by_size = sorted(
+        (len(p.nodes), name, p) for name, p in pipelines.items() if name != "__default__"
+    )
+    for _, name, registered in by_size:
+        for node in registered.nodes:
+            if not node.namespace:
+                homes.setdefault(node.name, name)
+    return homes
 
 
 def group_pipeline(
-    pipeline: Pipeline, by: GroupBy = "namespace", depth: int = 2
+    pipeline: Pipeline,
+    by: GroupBy = "namespace",
+    depth: int = 2,
+    homes: Mapping[str, str] | None = None,
 ) -> list[NodeGroup]:
     """Split a pipeline into groups, each to run as one job.
 
     Args:
         pipeline: The pipeline to deploy.
-        by: ``"namespace"``: one group per namespace cut to ``depth`` parts, and one per node in
-            no namespace; ``"node"``: one group per node.
+        by: ``"namespace"``: one group per namespace cut to ``depth`` parts; a node in no
+            namespace is grouped by ``homes``, or alone. ``"node"``: one group per node.
         depth: How many leading parts of a namespace name a group; 2 makes each variant of
             ``finetune.<variant>`` a group, 1 groups all ``finetune.*`` variants together.
+        homes: Group name of nodes in no namespace, e.g. :func:`pipeline_homes` to make the
+            ingestion, preprocessing and reporting nodes one group each; nodes it does not name,
+            and all of them when it is ``None``, are groups of their own.
 
     Returns:
         The groups in an order where each comes after the groups it depends on.
 
     Raises:
-        ValueError: If ``by`` or ``depth`` is invalid, a node's name equals a namespace group's
-            name, or the groups depend on each other in a cycle.
+        ValueError: If ``by`` or ``depth`` is invalid, a group of nodes in no namespace has the
+            name of a namespace group, or the groups depend on each other in a cycle.
     """
     if by not in ("namespace", "node"):
         raise ValueError(f"group_by must be 'namespace' or 'node', got {by!r}")
     if depth < 1:
         raise ValueError(f"namespace depth must be at least 1, got {depth}")
-    node_by_name = {node.name: node for node in pipeline.nodes}
-    key_of = {
-        name: _group_key(node.namespace, name, by, depth) for name, node in node_by_name.items()
-    }
-    namespaced_keys = {key_of[name] for name, node in node_by_name.items() if node.namespace}
-    if by == "namespace" and (clash := namespaced_keys & {
-        name for name, node in node_by_name.items() if not node.namespace
-    }):
+    homes = homes or {}
+    key_of: dict[str, str] = {}
+    namespaced_keys: set[str] = set()
+    for node in pipeline.nodes:
+        if by == "node":
+            key_of[node.name] = node.name
+        elif node.namespace:
+            key_of[node.name] = ".".join(node.namespace.split(".")[:depth])
+            namespaced_keys.add(key_of[node.name])
+        else:
+            key_of[node.name] = homes.get(node.name, node.name)
+    plain_keys = {key_of[n.name] for n in pipeline.nodes if not n.namespace}
+    if by == "namespace" and (clash := sorted(namespaced_keys & plain_keys)):
         raise ValueError(
-            f"Node name(s) {sorted(clash)} equal a namespace: rename the node(s) so each group "
-            "has one name."
+            f"Group name(s) {clash} are both a namespace and a node or pipeline in no namespace: "
+            "rename one so each group has one name."
         )
 
     # Kedro's per-node grouping gives each node's parents, derived from the datasets they share.
