@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial, wraps
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import click
 from kedro.config import MissingConfigException
 from kedro.framework.cli.utils import _split_params, env_option
+from kedro.framework.context import KedroContext
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import ProjectMetadata
 from kedro.io import CatalogProtocol, DatasetError
@@ -53,14 +54,16 @@ def _params_callback(ctx: click.Context, param: click.Parameter, value: str) -> 
     return value, _split_params(ctx, param, value)
 
 
-def _load_context(metadata: ProjectMetadata, env: str | None, params: dict[str, Any]) -> Any:
+def _load_context(
+    metadata: ProjectMetadata, env: str | None, params: dict[str, Any]
+) -> KedroContext:
     with KedroSession.create(
         project_path=metadata.project_path, env=env, runtime_params=params
     ) as session:
         return session.load_context()
 
 
-def _deploy_config(context: Any) -> DeployConfig:
+def _deploy_config(context: KedroContext) -> DeployConfig:
     loader = context.config_loader
     # Projects whose settings.py lacks the "deploy" key still get their deploy*.yml read.
     loader.config_patterns.setdefault("deploy", DEPLOY_CONFIG_PATTERNS)
@@ -123,28 +126,29 @@ def _deployment(
     )
 
 
-def _pipeline_options(command: Any) -> Any:
+_PIPELINE_OPTIONS = (
+    click.option("--pipeline", "-p", default=None,
+                 help="Registered pipeline to deploy; `__default__` when not given."),
+    env_option,
+    click.option("--params", default="", callback=_params_callback,
+                 help="Extra parameters, as for `kedro run --params`; every job repeats them."),
+    click.option("--group-by", type=click.Choice(["namespace", "pipeline", "node"]),
+                 default="namespace", show_default=True,
+                 help="namespace: one job per namespace (a variant), and one per node in no "
+                      "namespace; pipeline: the same, but nodes in no namespace grouped by the "
+                      "registered pipeline holding them (ingestion, reporting); node: one job "
+                      "per node."),
+    click.option("--depth", type=click.IntRange(min=1), default=2, show_default=True,
+                 help="Leading parts of a namespace that name a group: 2 gives one job per "
+                      "`finetune.<variant>`, 1 one job for all of `finetune`."),
+)
+
+
+def _pipeline_options(command: Callable[..., None]) -> Callable[..., None]:
     """Add the options that choose what to deploy and how to split it into groups."""
-
-    @click.option("--pipeline", "-p", default=None,
-                  help="Registered pipeline to deploy; `__default__` when not given.")
-    @env_option
-    @click.option("--params", default="", callback=_params_callback,
-                  help="Extra parameters, as for `kedro run --params`; every job repeats them.")
-    @click.option("--group-by", type=click.Choice(["namespace", "pipeline", "node"]),
-                  default="namespace", show_default=True,
-                  help="namespace: one job per namespace (a variant), and one per node in no "
-                       "namespace; pipeline: the same, but nodes in no namespace grouped by the "
-                       "registered pipeline holding them (ingestion, reporting); node: one job "
-                       "per node.")
-    @click.option("--depth", type=click.IntRange(min=1), default=2, show_default=True,
-                  help="Leading parts of a namespace that name a group: 2 gives one job per "
-                       "`finetune.<variant>`, 1 one job for all of `finetune`.")
-    @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return command(*args, **kwargs)
-
-    return wrapper
+    for option in reversed(_PIPELINE_OPTIONS):
+        command = option(command)
+    return command
 
 
 @click.group(name="tlkedro-deploy")
@@ -260,7 +264,7 @@ def status(
             statuses = slurm_jobs.status(submission)
     except slurm_jobs.SlurmError as error:
         raise click.ClickException(str(error))
-    width = max(len(s.job.group) for s in statuses)
+    width = max((len(s.job.group) for s in statuses), default=0)
     for s in statuses:
         click.echo(f"{s.job.group:<{width}}  {s.job.job_id or '-':>8}  {s.state.value:<9}  "
                    f"{s.detail}".rstrip())
