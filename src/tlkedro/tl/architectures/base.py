@@ -12,8 +12,9 @@ every architecture shares, ``truncate_at``.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -91,13 +92,9 @@ class TLModel(nn.Module):
 
     def example_features(self) -> Tensor:
         """``forward_features`` of ``example_input()`` in eval mode, without gradients."""
-        was_training = self.training
-        self.eval()  # batch statistics of a single zero image would divide by zero in BatchNorm
-        try:
-            with torch.no_grad():
-                return self.forward_features(self.example_input())
-        finally:
-            self.train(was_training)
+        # Eval mode: the batch statistics of a single zero image would divide by zero in BatchNorm.
+        with eval_mode(self), torch.no_grad():
+            return self.forward_features(self.example_input())
 
     def infer_num_features(self) -> int:
         """The feature size, measured on ``example_features()``."""
@@ -121,6 +118,22 @@ class TLModel(nn.Module):
         self.num_outputs = num_outputs
         if self.config:
             self.config["num_outputs"] = num_outputs
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for a block, then restore every submodule's own training flag.
+
+    Restoring each flag, rather than calling ``model.train()``, keeps layers that were deliberately in
+    eval mode (frozen BatchNorm) as they were.
+    """
+    flags = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in flags:
+            module.training = training
 
 
 class GlobalAvgPool(nn.Module):

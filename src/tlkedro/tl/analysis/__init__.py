@@ -1,0 +1,1 @@
+"""Analyses of trained models for the reports: complexity (parameters, MACs, latency, size)."""
