@@ -25,7 +25,9 @@ import nibabel as nib
 import numpy as np
 from nibabel.spatialimages import HeaderDataError
 
-CHUNK_BYTES = 8 << 20
+# 1 MiB measured fastest (the chunk stays in cache between decompression and min/max) and keeps the
+# peak at about 4 MiB per file, whatever its size.
+CHUNK_BYTES = 1 << 20
 # Voxel sizes differ by less than this factor between axes in any real scan; a larger condition
 # number means the affine collapses (or nearly collapses) an axis.
 _MAX_AFFINE_CONDITION = 1e6
