@@ -1,0 +1,161 @@
+"""A folder of NIfTI files as one Kedro dataset, read lazily and written in parallel, atomically and safely."""
+
+from __future__ import annotations
+
+import fnmatch
+import gzip
+import os
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import nibabel as nib
+from kedro.io import AbstractDataset, DatasetError
+
+from tlkedro.parallel import run_recipes
+
+# Written into every folder this dataset creates. Saving into an existing, non-empty folder without it
+# is refused: that folder holds someone's data, and a collection must never overwrite it.
+MARKER = ".tlkedro-collection"
+_GZIP_LEVEL = 1  # nibabel's own default for .nii.gz: higher levels cost far more time than they save space
+
+
+@dataclass(frozen=True)
+class NiftiRef:
+    """A NIfTI file that has not been opened yet; picklable, so it can travel to worker processes.
+
+    Attributes:
+        path: Absolute path of the file.
+    """
+
+    path: Path
+
+    def load(self) -> nib.Nifti1Image:
+        """Open the file; the voxels stay on disk (nibabel array proxy) until they are read."""
+        return nib.load(self.path)
+
+
+class NiftiCollectionDataset(AbstractDataset[Mapping[str, Any], dict[str, NiftiRef]]):
+    """The NIfTI files under a folder that match a glob, keyed by their path relative to the folder.
+
+    Loading lists the files without opening them, so a damaged file reaches ingestion, which quarantines
+    it, instead of failing the load. Saving takes ``{relative_path: image or recipe}``, where a recipe is
+    a picklable zero-argument callable returning a nibabel image: recipes are evaluated in a process
+    pool (see :mod:`tlkedro.parallel`) and each worker writes its own file, so memory stays bounded
+    however many images there are. Every file is written to a temporary name in its folder and then
+    renamed, so an interrupted run never leaves a half-written ``.nii.gz``.
+
+    A save replaces the collection: files matching ``glob`` that an earlier save wrote and that the new
+    mapping lacks are removed. It only ever writes into a folder that it created (marked by a
+    ``.tlkedro-collection`` file) or that is empty.
+
+    Example catalog entry::
+
+        synthetic_images:
+          type: tlkedro.datasets.NiftiCollectionDataset
+          path: data/01_raw/synthetic/ukb
+          glob: "*/T1/T1_brain_to_MNI.nii.gz"
+
+    Args:
+        path: Root folder of the collection.
+        glob: Pattern of the files, relative to ``path`` (``**`` matches any number of folders).
+        workers: Processes used to save; ``None`` uses every available core.
+    """
+
+    def __init__(self, path: str, glob: str, workers: int | None = None) -> None:
+        self._root = Path(path)
+        self._glob = glob
+        self._workers = workers
+
+    def load(self) -> dict[str, NiftiRef]:
+        if not self._root.is_dir():
+            raise DatasetError(f"NIfTI collection folder {self._root} does not exist (or is not a folder).")
+        root = self._root.resolve()
+        files = (p for p in root.glob(self._glob) if p.is_file())
+        return {p.relative_to(root).as_posix(): NiftiRef(p) for p in sorted(files)}
+
+    def save(self, data: Mapping[str, Any]) -> None:
+        for key, item in data.items():
+            self._check_item(key, item)
+        self._claim_folder()
+        root = self._root.resolve()
+        stale = set(self.load()) - set(data)
+        jobs = (_WriteJob(root / key, item) for key, item in data.items())
+        for _ in run_recipes(jobs, workers=self._workers, desc=f"Writing {self._root}", total=len(data)):
+            pass
+        for key in stale:
+            (root / key).unlink()
+
+    def _exists(self) -> bool:
+        return self._root.is_dir() and any(p.is_file() for p in self._root.glob(self._glob))
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._root), "glob": self._glob, "workers": self._workers}
+
+    def _check_item(self, key: str, item: Any) -> None:
+        path = PurePosixPath(key)
+        if path.is_absolute() or ".." in path.parts or not _glob_matches(path.parts, PurePosixPath(self._glob).parts):
+            raise DatasetError(
+                f"Cannot save {key!r} into {self._root}: keys must be relative paths inside the folder "
+                f"that match the dataset's glob {self._glob!r} (otherwise loading would not find them "
+                "again). Do the catalog entry's glob and the layout of the data agree?"
+            )
+        if not key.endswith((".nii", ".nii.gz")):
+            raise DatasetError(f"Cannot save {key!r} into {self._root}: the file name must end in .nii or .nii.gz.")
+        if not (isinstance(item, nib.Nifti1Image) or callable(item)):
+            raise DatasetError(
+                f"Cannot save {key!r} into {self._root}: expected a nibabel Nifti1Image or a recipe "
+                f"(a zero-argument callable returning one), got {type(item).__name__}."
+            )
+
+    def _claim_folder(self) -> None:
+        marker = self._root / MARKER
+        if self._root.exists() and not marker.exists():
+            if not self._root.is_dir():
+                raise DatasetError(f"Refusing to write NIfTI files to {self._root}: it is not a folder.")
+            if any(self._root.iterdir()):
+                raise DatasetError(
+                    f"Refusing to write NIfTI files into {self._root}: the folder is not empty and was not "
+                    f"created by tlkedro (it has no {MARKER} file), so it may hold someone's data. "
+                    "Point the catalog entry at a new or empty folder."
+                )
+        self._root.mkdir(parents=True, exist_ok=True)
+        marker.write_text("Written by tlkedro.datasets.NiftiCollectionDataset; safe to overwrite.\n")
+
+
+def _glob_matches(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
+    """Whether path parts match pathlib-style glob parts, ``**`` standing for any number of folders."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return any(_glob_matches(parts[i:], pattern[1:]) for i in range(len(parts) + 1))
+    return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) and _glob_matches(parts[1:], pattern[1:])
+
+
+@dataclass(frozen=True)
+class _WriteJob:
+    """Materialise one image (evaluating its recipe, in a worker) and write it atomically."""
+
+    path: Path
+    item: nib.Nifti1Image | Callable[[], nib.Nifti1Image]
+
+    def __call__(self) -> None:
+        image = self.item if isinstance(self.item, nib.Nifti1Image) else self.item()
+        if not isinstance(image, nib.Nifti1Image):
+            raise DatasetError(f"The recipe for {self.path} returned {type(image).__name__}, not a Nifti1Image.")
+        payload = image.to_bytes()
+        if self.path.name.endswith(".gz"):
+            payload = gzip.compress(payload, compresslevel=_GZIP_LEVEL, mtime=0)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # The temporary name matches no NIfTI glob, and os.replace within one folder is atomic.
+        temporary = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(temporary, "wb") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.path)
+        finally:
+            temporary.unlink(missing_ok=True)

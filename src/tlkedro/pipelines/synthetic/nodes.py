@@ -1,0 +1,28 @@
+"""Node of the synthetic pipeline: a thin wrapper around ``tlkedro.imaging.synthetic``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import nibabel as nib
+import pandas as pd
+
+from tlkedro.imaging.synthetic import SyntheticCohortParams, cohort_metadata, cohort_recipes, draw_cohort
+
+
+def generate_synthetic_cohort(
+    params: SyntheticCohortParams,
+) -> tuple[dict[str, Callable[[], nib.Nifti1Image]], pd.DataFrame]:
+    """Draw the cohort and describe its images, without rendering them.
+
+    Args:
+        params: The ``synthetic`` parameters.
+
+    Returns:
+        One recipe per subject keyed by its relative image path (``synthetic_images`` renders and writes
+        them in parallel), and the metadata table with the labels and the ground truth.
+    """
+    # Kedro validates typed parameters in a session; a bare runner hands over the raw dictionary.
+    params = SyntheticCohortParams.model_validate(params)
+    subjects = draw_cohort(params)
+    return cohort_recipes(subjects, params), cohort_metadata(subjects, params.layout)
