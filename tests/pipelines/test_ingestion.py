@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
+from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
 from kedro.validation import ParameterValidationError, ParameterValidator
@@ -88,12 +88,21 @@ def test_an_unknown_source_is_an_error_listing_the_valid_ones():
         create_pipeline(source="ukb")
 
 
-def test_base_parameters_are_valid():
-    parameters = yaml.safe_load(
-        (PROJECT / "conf" / "base" / "parameters_ingestion.yml").read_text()
+@pytest.mark.parametrize(
+    ("runtime_params", "layout"), [({}, "ukb"), ({"synthetic": {"layout": "bids"}}, "bids")]
+)
+def test_base_parameters_are_valid_and_the_demo_layout_follows_the_generator(
+    runtime_params, layout
+):
+    loader = OmegaConfigLoader(
+        str(PROJECT / "conf"),
+        base_env="base",
+        default_run_env="base",
+        runtime_params=runtime_params,
     )
-    params = IngestionParams.model_validate(parameters["ingestion"])
+    params = IngestionParams.model_validate(loader["parameters"]["ingestion"])
     assert params.source in {"raw", "synthetic"}
+    assert params.layout == layout
 
 
 def test_kedro_validates_the_typed_parameters_before_running():
