@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -14,6 +13,7 @@ from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
 from kedro.validation import ParameterValidationError, ParameterValidator
 
+from tlkedro.datasets import NiftiCollectionDataset, NiftiRef
 from tlkedro.imaging.ingest import QuarantineError
 from tlkedro.pipelines.ingestion import IngestionParams, create_pipeline
 
@@ -21,15 +21,14 @@ PROJECT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def cohort(tmp_path) -> tuple[dict[str, SimpleNamespace], pd.DataFrame]:
+def cohort(tmp_path) -> tuple[dict[str, NiftiRef], pd.DataFrame]:
     """Two UK Biobank subjects, the second one's file truncated, as the images dataset loads them."""
-    images = {}
     for eid in (1000001, 1000002):
         path = tmp_path / str(eid) / "T1" / "T1_brain_to_MNI.nii.gz"
         path.parent.mkdir(parents=True)
         nib.save(nib.Nifti1Image(np.ones((6, 6, 6), np.float32), np.eye(4)), path)
-        images[f"{eid}/T1/T1_brain_to_MNI.nii.gz"] = SimpleNamespace(path=path)
     path.write_bytes(path.read_bytes()[:40])
+    images = NiftiCollectionDataset(str(tmp_path), "*/T1/T1_brain_to_MNI.nii.gz").load()
     metadata = pd.DataFrame(
         {"eid": [1000001, 1000002], "31-0.0": [1, 0], "21003-2.0": [61.5, 70.0]}
     )
