@@ -7,6 +7,8 @@ its default value.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import lightning
 import pytest
 import torch
@@ -37,6 +39,16 @@ HEAD_PARAMS = 512 * 2 + 2
 
 def build(num_outputs: int = 2, **kwargs: object) -> TLModel:
     return create_architecture("resnet18", num_outputs=num_outputs, img_size=IMG, **kwargs)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    # On tensors this small, intra-op threads cost more in synchronisation than they save, and on a
+    # shared machine they make a test ten times slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -183,11 +195,12 @@ def test_frozen_encoder_part_is_bit_identical_after_training(
     name: str, kwargs: dict[str, object], first_trained: str | None, source_state: dict[str, Tensor]
 ) -> None:
     strategy, model = prepared(name, source_state, **kwargs)
-    names = [name for name, _ in model.encoder.named_parameters()]
-    # Forward order of a timm BasicBlock runs downsample after conv2, but everything before conv1 is frozen.
-    cut = len(names) if first_trained is None else names.index(f"{first_trained}.weight")
-    frozen = {f"encoder.{name}" for name in names[:cut]}
-    assert {name for name, p in model.named_parameters() if not p.requires_grad} == frozen
+    encoder_params = [param_name for param_name, _ in model.encoder.named_parameters()]
+    # A timm resnet registers its parameters in forward order (a block's downsample, registered last, runs
+    # after conv2), so what is frozen is a prefix of named_parameters.
+    cut = len(encoder_params) if first_trained is None else encoder_params.index(f"{first_trained}.weight")
+    frozen = {f"encoder.{param_name}" for param_name in encoder_params[:cut]}
+    assert {param_name for param_name, p in model.named_parameters() if not p.requires_grad} == frozen
 
     before = frozen_state(model)
     assert any("running_mean" in key for key in before)

@@ -1,7 +1,7 @@
 """Transfer-learning strategies: how source weights become the target model, and how it is trained.
 
-A strategy is one module with one registered class; importing this package registers them all. Look one
-up with ``create_strategy(name, **kwargs)``; ``list_strategies()`` gives the valid names.
+A strategy is one module with one registered class; importing this package registers them all. Look
+one up with ``create_strategy(name, **kwargs)``; ``list_strategies()`` gives the valid names.
 """
 
 from __future__ import annotations

@@ -1,18 +1,20 @@
 """The ``Strategy`` base class, its registry and the helpers strategies share.
 
-A strategy turns a freshly built ``TLModel`` and the source model's state dict into the model to train
-(``prepare``), and says how to train it (``param_groups``, ``penalty``, ``callbacks``). The base class
-is the plain transfer: load the source encoder, train everything, one parameter group per top-level part
-of the model (``encoder``, ``head``), no penalty, no callbacks. Strategies override what they change.
+A strategy turns a freshly built ``TLModel`` and the source model's state dict into the model to
+train (``prepare``), and says how to train it (``param_groups``, ``penalty``, ``callbacks``). The
+base class is the plain transfer: load the source encoder, train everything, one parameter group per
+top-level part of the model (``encoder``, ``head``), no penalty, no callbacks. Strategies override
+what they change.
 
-Freezing (``freeze``) sets ``requires_grad=False`` and keeps every frozen BatchNorm layer in eval mode
-through a forward pre-hook. A hook, rather than a Lightning callback or ``BaseFinetuning.freeze``, makes
-the frozen model self-contained: ``model.train()`` from Lightning, a notebook loop or anything else cannot
-put those layers back into batch statistics, so their running statistics stay bit-identical and the
-frozen layers compute the same function in training and evaluation. (``BaseFinetuning.freeze`` with
-``train_bn=False`` only stops the running statistics from updating; in training mode the layer would
-still normalise with the batch's statistics.) The hook survives ``copy.deepcopy`` and pickling; it does
-not survive ``SyncBatchNorm.convert_sync_batchnorm``, which builds new modules.
+Freezing (``freeze``) sets ``requires_grad=False`` and keeps every frozen BatchNorm layer in eval
+mode through a forward pre-hook. A hook, rather than a Lightning callback or
+``BaseFinetuning.freeze``, makes the frozen model self-contained: ``model.train()`` from Lightning,
+a notebook loop or anything else cannot put those layers back into batch statistics, so their
+running statistics stay bit-identical and the frozen layers compute the same function in training
+and evaluation. (``BaseFinetuning.freeze`` with ``train_bn=False`` only stops the running statistics
+from updating; in training mode the layer would still normalise with the batch's statistics.) The
+hook survives ``copy.deepcopy`` and pickling; it does not survive
+``SyncBatchNorm.convert_sync_batchnorm``, which builds new modules.
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
 """``freeze_up_to``: freeze the transferred encoder below a given layer, fine-tune the rest.
 
-Schedule: the source encoder's weights are loaded; every encoder layer before ``layer`` in forward order
-is frozen for the whole run (no gradients, BatchNorm running statistics kept); ``layer``, the layers after
-it and the new head are trained at the base learning rate. On resnet18 the levels compared in TLIMB are
-``layer3.1.conv1``, ``layer4.0.conv1`` and ``layer4.1.conv1`` (and no freezing: strategy ``full``).
+Schedule: the source encoder's weights are loaded; every encoder layer before ``layer`` in forward
+order is frozen for the whole run (no gradients, BatchNorm running statistics kept); ``layer``, the
+layers after it and the new head are trained at the base learning rate. On resnet18 the levels
+compared in TLIMB are ``layer3.1.conv1``, ``layer4.0.conv1`` and ``layer4.1.conv1`` (and no
+freezing: strategy ``full``).
 
 Reference: Yosinski et al., "How transferable are features in deep neural networks?", NeurIPS 2014
-(transfer of the first n layers, frozen); the layer levels follow the TLIMB brain-MRI transfer benchmark.
+(transfer of the first n layers, frozen); the layer levels follow the TLIMB brain-MRI transfer
+benchmark.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """``l2sp``: full fine-tuning regularised towards the starting point (L2-SP).
 
 Schedule: the source encoder's weights ``w0`` are loaded and everything is fine-tuned at the base
-learning rate, with the penalty ``alpha/2 * ||w - w0||^2`` on the transferred (encoder) parameters plus
-``beta/2 * ||w||^2`` on the new ones (the head) added to the loss. ``w0`` is a detached copy kept by the
-strategy, never trained. The penalty replaces weight decay, whose pull towards zero would fight the pull
-towards ``w0``, so the parameter groups set ``weight_decay`` to 0.
+learning rate, with the penalty ``alpha/2 * ||w - w0||^2`` on the transferred (encoder) parameters
+plus ``beta/2 * ||w||^2`` on the new ones (the head) added to the loss. ``w0`` is a detached copy
+kept by the strategy, never trained. The penalty replaces weight decay, whose pull towards zero
+would fight the pull towards ``w0``, so the parameter groups set ``weight_decay`` to 0.
 
 Reference: Li, Grandvalet and Davoine, "Explicit Inductive Bias for Transfer Learning with
 Convolutional Networks", ICML 2018.

@@ -1,10 +1,11 @@
 """``linear_probe``: the transferred encoder as a fixed feature extractor.
 
-Schedule: the source encoder's weights are loaded and frozen for the whole run (no gradients, BatchNorm
-running statistics kept); only the new head is trained, at the base learning rate.
+Schedule: the source encoder's weights are loaded and frozen for the whole run (no gradients,
+BatchNorm running statistics kept); only the new head is trained, at the base learning rate.
 
-Reference: Kornblith, Shlens and Le, "Do Better ImageNet Models Transfer Better?", CVPR 2019 (logistic
-regression on fixed features), and Yosinski et al., NeurIPS 2014 (the "frozen" transfer condition).
+Reference: Kornblith, Shlens and Le, "Do Better ImageNet Models Transfer Better?", CVPR 2019
+(logistic regression on fixed features), and Yosinski et al., NeurIPS 2014 (the "frozen" transfer
+condition).
 """
 
 from __future__ import annotations

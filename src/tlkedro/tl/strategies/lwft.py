@@ -1,18 +1,18 @@
 """``lwft``: layer-wise fine-tuning of the top ``k`` encoder stages.
 
-Schedule: the source encoder's weights are loaded; the top ``k`` stages (output side) are fine-tuned and
-the stages below them are frozen for the whole run (no gradients, BatchNorm running statistics kept). The
-head and the top stage train at the base learning rate; each trainable stage below the top one has its
-learning rate multiplied by ``lr_decay`` once more (``lr * lr_decay ** depth``, depth 0 at the top).
-Only stages that hold parameters count (a ResNet's ``act1`` and ``maxpool`` have nothing to fine-tune),
-so on resnet18 ``k`` runs from 0 (a linear probe) to 6 (with ``lr_decay = 1``, full fine-tuning).
-Parameters the encoder holds outside its stages (a ViT's class token and position embedding) count as
-part of the bottom stage.
+Schedule: the source encoder's weights are loaded; the top ``k`` stages (output side) are fine-tuned
+and the stages below them are frozen for the whole run (no gradients, BatchNorm running statistics
+kept). The head and the top stage train at the base learning rate; each trainable stage below the
+top one has its learning rate multiplied by ``lr_decay`` once more (``lr * lr_decay ** depth``,
+depth 0 at the top). Only stages that hold parameters count (a ResNet's ``act1`` and ``maxpool``
+have nothing to fine-tune), so on resnet18 ``k`` runs from 0 (a linear probe) to 6 (with ``lr_decay
+= 1``, full fine-tuning). Parameters the encoder holds outside its stages (a ViT's class token and
+position embedding) count as part of the bottom stage.
 
-References: Tajbakhsh et al., "Convolutional Neural Networks for Medical Image Analysis: Full Training or
-Fine Tuning?", IEEE TMI 2016 (layer-wise fine-tuning, from the top layers down); the per-stage learning
-rate decay is the discriminative fine-tuning of Howard and Ruder, "Universal Language Model Fine-tuning
-for Text Classification", ACL 2018.
+References: Tajbakhsh et al., "Convolutional Neural Networks for Medical Image Analysis: Full
+Training or Fine Tuning?", IEEE TMI 2016 (layer-wise fine-tuning, from the top layers down); the
+per-stage learning rate decay is the discriminative fine-tuning of Howard and Ruder, "Universal
+Language Model Fine-tuning for Text Classification", ACL 2018.
 """
 
 from __future__ import annotations

@@ -1,17 +1,18 @@
 """``mean_var``: Mean-Var initialisation, the pretrained weights' scaling without their features.
 
-Schedule: the source encoder's weights are loaded, then every encoder parameter tensor (convolution and
-linear weights and biases, BatchNorm scales and shifts) is re-drawn i.i.d. from a normal distribution with
-that tensor's own mean and standard deviation; the head is new. Everything is fine-tuned at the base
-learning rate. This keeps the per-layer scale of the pretrained weights and destroys what they encode,
-which separates the two benefits of transfer.
+Schedule: the source encoder's weights are loaded, then every encoder parameter tensor (convolution
+and linear weights and biases, BatchNorm scales and shifts) is re-drawn i.i.d. from a normal
+distribution with that tensor's own mean and standard deviation; the head is new. Everything is
+fine-tuned at the base learning rate. This keeps the per-layer scale of the pretrained weights and
+destroys what they encode, which separates the two benefits of transfer.
 
 BatchNorm running statistics: the paper specifies the re-drawing for the weights only. The running
-means and variances measured the activations of the pretrained weights, which no longer exist, so they
-are reset (mean 0, variance 1) and re-estimated while fine-tuning, as for a randomly initialised model.
+means and variances measured the activations of the pretrained weights, which no longer exist, so
+they are reset (mean 0, variance 1) and re-estimated while fine-tuning, as for a randomly
+initialised model.
 
-Reference: Raghu, Zhang, Kleinberg and Bengio, "Transfusion: Understanding Transfer Learning for Medical
-Imaging", NeurIPS 2019 (Section 6, "Mean Var Init").
+Reference: Raghu, Zhang, Kleinberg and Bengio, "Transfusion: Understanding Transfer Learning for
+Medical Imaging", NeurIPS 2019 (Section 6, "Mean Var Init").
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """``scratch``: no transfer, the baseline every transfer strategy is compared with.
 
-Schedule: the freshly built model keeps its random initialisation and every parameter is trained at the
-base learning rate. A source model, if one is given, is ignored, so a variant can switch to ``scratch``
-without also clearing ``init_from``.
+Schedule: the freshly built model keeps its random initialisation and every parameter is trained at
+the base learning rate. A source model, if one is given, is ignored, so a variant can switch to
+``scratch`` without also clearing ``init_from``.
 
-Reference: the "random initialisation" baseline of Raghu et al., "Transfusion: Understanding Transfer
-Learning for Medical Imaging", NeurIPS 2019.
+Reference: the "random initialisation" baseline of Raghu et al., "Transfusion: Understanding
+Transfer Learning for Medical Imaging", NeurIPS 2019.
 """
 
 from __future__ import annotations

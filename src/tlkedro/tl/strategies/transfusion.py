@@ -1,13 +1,14 @@
-"""``transfusion``: TransFusion, pretrained lower stages under slimmer, randomly initialised upper stages.
+"""``transfusion``: TransFusion, pretrained lower stages under slimmer, randomly initialised upper
+stages.
 
 Schedule: the model is rebuilt with every stage above ``cutoff`` at ``width_factor`` of its channels
-(half by default) and random initialisation; the stages up to and including ``cutoff`` get the source
-encoder's weights; the head is new. Everything is fine-tuned at the base learning rate. The lower layers
-carry most of the useful transferred features, while the over-parameterised upper layers can be slimmed
-and trained from scratch at a fraction of the cost.
+(half by default) and random initialisation; the stages up to and including ``cutoff`` get the
+source encoder's weights; the head is new. Everything is fine-tuned at the base learning rate. The
+lower layers carry most of the useful transferred features, while the over-parameterised upper
+layers can be slimmed and trained from scratch at a fraction of the cost.
 
-Reference: Raghu, Zhang, Kleinberg and Bengio, "Transfusion: Understanding Transfer Learning for Medical
-Imaging", NeurIPS 2019 (Section 6, hybrid approaches).
+Reference: Raghu, Zhang, Kleinberg and Bengio, "Transfusion: Understanding Transfer Learning for
+Medical Imaging", NeurIPS 2019 (Section 6, hybrid approaches).
 """
 
 from __future__ import annotations

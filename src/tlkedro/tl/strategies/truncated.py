@@ -1,10 +1,11 @@
 """``truncated``: TruncatedTL, fine-tuning the transferred encoder cut at a chosen depth.
 
-Schedule: the source encoder's weights are loaded; the encoder is truncated after ``cutoff`` (a stage
-such as ``layer3`` or a block inside one such as ``layer3.1``), followed by a new global pooling and a
-new head; the whole kept encoder and the head are fine-tuned at the base learning rate. Deep features are
-often too specific to the source task, so the best cutoff is searched: first over stage boundaries, then
-around the best stage (``truncation_candidates``), selecting by validation AUPRC.
+Schedule: the source encoder's weights are loaded; the encoder is truncated after ``cutoff`` (a
+stage such as ``layer3`` or a block inside one such as ``layer3.1``), followed by a new global
+pooling and a new head; the whole kept encoder and the head are fine-tuned at the base learning
+rate. Deep features are often too specific to the source task, so the best cutoff is searched: first
+over stage boundaries, then around the best stage (``truncation_candidates``), selecting by
+validation AUPRC.
 
 Reference: Peng, Liang, Luo, Li and Sun, "Rethinking Transfer Learning for Medical Image
 Classification", BMVC 2023 (arXiv:2106.05152).
