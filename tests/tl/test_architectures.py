@@ -16,7 +16,12 @@ import torch
 from monai.networks import nets as monai_nets
 from torch import nn
 
-from tlkedro.tl.architectures import TLModel, create_architecture, list_architectures, register_architecture
+from tlkedro.tl.architectures import (
+    TLModel,
+    create_architecture,
+    list_architectures,
+    register_architecture,
+)
 from tlkedro.tl.registry import UnknownComponentError
 
 # Spatial size of the test input per architecture: 32x32 slices (five stride-2 reductions; ViT patch 8
@@ -46,7 +51,10 @@ TEST_IMG_SIZE = {
     "vit_tiny_3d": 32,
 }
 # Parameters a timm ViT keeps on the encoder itself, outside every stage.
-ENCODER_LEVEL_PARAMETERS = {"vit_tiny": {"cls_token", "pos_embed"}, "vit_small": {"cls_token", "pos_embed"}}
+ENCODER_LEVEL_PARAMETERS = {
+    "vit_tiny": {"cls_token", "pos_embed"},
+    "vit_small": {"cls_token", "pos_embed"},
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -130,7 +138,9 @@ def test_config_rebuilds_the_same_architecture(model: TLModel) -> None:
 def test_stages_run_in_order_and_hold_the_encoder_parameters(model: TLModel) -> None:
     called: list[str] = []
     handles = [
-        model.encoder.get_submodule(stage).register_forward_hook(lambda *_, stage=stage: called.append(stage))
+        model.encoder.get_submodule(stage).register_forward_hook(
+            lambda *_, stage=stage: called.append(stage)
+        )
         for stage in model.stage_names
     ]
     try:
@@ -148,7 +158,9 @@ def test_stages_run_in_order_and_hold_the_encoder_parameters(model: TLModel) -> 
 
 
 @pytest.mark.parametrize(("name", "spatial_dims", "size"), [("sfcn", 2, 32), ("cbr_tiny", 3, 16)])
-def test_spatial_dims_switches_between_slices_and_volumes(name: str, spatial_dims: int, size: int) -> None:
+def test_spatial_dims_switches_between_slices_and_volumes(
+    name: str, spatial_dims: int, size: int
+) -> None:
     model = create_architecture(name, spatial_dims=spatial_dims, img_size=size, num_outputs=3)
     assert model.spatial_dims == spatial_dims
     model.eval()
@@ -177,7 +189,9 @@ def test_sfcn_matches_the_published_parameter_count() -> None:
 def test_monai_resnets_are_monais_resnets(name: str, monai_builder: type[nn.Module]) -> None:
     with torch.device("meta"):
         model = create_architecture(name)
-        reference = monai_builder(spatial_dims=3, n_input_channels=1, conv1_t_stride=2, feed_forward=False)
+        reference = monai_builder(
+            spatial_dims=3, n_input_channels=1, conv1_t_stride=2, feed_forward=False
+        )
     shapes = {k: v.shape for k, v in model.encoder.state_dict().items()}
     assert shapes == {k: v.shape for k, v in reference.state_dict().items()}
 
@@ -191,7 +205,9 @@ def test_monai_resnets_are_monais_resnets(name: str, monai_builder: type[nn.Modu
         ("cbr_tiny", [64, 128, 256, 512], 5),
     ],
 )
-def test_cbr_networks_have_the_papers_widths_and_kernels(name: str, channels: list[int], kernel: int) -> None:
+def test_cbr_networks_have_the_papers_widths_and_kernels(
+    name: str, channels: list[int], kernel: int
+) -> None:
     with torch.device("meta"):
         model = create_architecture(name)
     convs = [model.encoder.get_submodule(f"{stage}.conv") for stage in model.stage_names]
@@ -215,7 +231,9 @@ def test_unknown_name_lists_the_valid_names() -> None:
 
 
 def test_unexpected_argument_lists_the_accepted_ones() -> None:
-    with pytest.raises(TypeError, match="accepts in_channels, num_outputs, dropout, img_size, width_factors"):
+    with pytest.raises(
+        TypeError, match="accepts in_channels, num_outputs, dropout, img_size, width_factors"
+    ):
         create_architecture("resnet18", depth=3)
 
 

@@ -21,7 +21,11 @@ from tlkedro.tl.architectures import create_architecture
 def _tiny() -> nn.Sequential:
     # conv 1*4*3*3 + 4 = 40, BatchNorm 2*4 = 8, linear 4*2 + 2 = 10
     return nn.Sequential(
-        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)
+        nn.Conv2d(1, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 2),
     )
 
 
@@ -41,14 +45,20 @@ def test_parameter_counts_by_hand() -> None:
         (nn.Linear(16, 3), (16,), 16 * 3),
     ],
 )
-def test_macs_of_a_single_layer_are_analytic(layer: nn.Module, input_shape: tuple[int, ...], macs: int) -> None:
+def test_macs_of_a_single_layer_are_analytic(
+    layer: nn.Module, input_shape: tuple[int, ...], macs: int
+) -> None:
     assert macs_per_image(layer, input_shape) == macs
 
 
 def test_macs_of_cbr_small_are_analytic() -> None:
     # 7x7 "same" convolutions at 32, 16, 8 and 4 pixels (each pooling halves), then a 256 -> 1 head.
     expected = 49 * (1 * 32 * 32**2 + 32 * 64 * 16**2 + 64 * 128 * 8**2 + 128 * 256 * 4**2) + 256
-    assert macs_per_image(create_architecture("cbr_small", img_size=32), (1, 32, 32)) == expected == 78_676_224
+    assert (
+        macs_per_image(create_architecture("cbr_small", img_size=32), (1, 32, 32))
+        == expected
+        == 78_676_224
+    )
 
 
 def test_measurements_leave_training_mode_and_statistics_alone() -> None:

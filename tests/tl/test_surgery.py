@@ -36,8 +36,14 @@ def test_truncating_any_architecture_at_its_middle_stage(meta_model: TLModel) ->
     assert truncated.stage_names == stages[: len(stages) // 2 + 1]
     removed = [f"encoder.{stage}." for stage in stages[len(stages) // 2 + 1 :]]
     assert not [name for name in _parameter_names(truncated) if name.startswith(tuple(removed))]
-    assert truncated.head.in_features == truncated.num_features == truncated.example_features().shape[1]
-    assert meta_model.stage_names == stages and "truncate_at" not in meta_model.config  # the original is kept
+    assert (
+        truncated.head.in_features
+        == truncated.num_features
+        == truncated.example_features().shape[1]
+    )
+    assert (
+        meta_model.stage_names == stages and "truncate_at" not in meta_model.config
+    )  # the original is kept
 
     with torch.device("meta"):
         rebuilt = create_architecture(**truncated.config)
@@ -65,7 +71,10 @@ def test_truncated_resnet_keeps_the_weights_below_the_cutoff() -> None:
     assert not [name for name in _parameter_names(truncated) if name.startswith("encoder.layer4.")]
     assert truncated.num_features == truncated.head.in_features == 256
     torch.testing.assert_close(
-        truncated.encoder.layer3[1].conv2.weight, model.encoder.layer3[1].conv2.weight, rtol=0, atol=0
+        truncated.encoder.layer3[1].conv2.weight,
+        model.encoder.layer3[1].conv2.weight,
+        rtol=0,
+        atol=0,
     )
     truncated.eval()
     with torch.no_grad():
@@ -107,7 +116,9 @@ def test_truncation_points_are_stages_and_sequential_sub_blocks() -> None:
 
 def test_invalid_cutoffs_are_rejected_with_the_valid_ones() -> None:
     model = _meta("resnet18")
-    with pytest.raises(ValueError, match=r"Cannot truncate 'resnet18' at 'layer3.1.conv1'.*layer3\.0"):
+    with pytest.raises(
+        ValueError, match=r"Cannot truncate 'resnet18' at 'layer3.1.conv1'.*layer3\.0"
+    ):
         truncate(model, "layer3.1.conv1")  # inside a residual block, which is not a plain sequence
     with pytest.raises(ValueError, match="Valid cutoffs, input side first: conv1, .*, layer2$"):
         truncate(truncate(model, "layer2"), "layer3")  # already cut below layer3
@@ -123,13 +134,19 @@ def test_invalid_cutoffs_are_rejected_with_the_valid_ones() -> None:
         ("cbr_large_t", {"spatial_dims": 3}, "layer3"),
     ],
 )
-def test_width_factors_halve_the_stages_above_the_cutoff(name: str, kwargs: dict, cutoff: str) -> None:
+def test_width_factors_halve_the_stages_above_the_cutoff(
+    name: str, kwargs: dict, cutoff: str
+) -> None:
     full = _meta(name, **kwargs)
     above = full.stage_names[full.stage_names.index(cutoff) + 1 :]
     slim = _meta(name, **kwargs, width_factors=dict.fromkeys(above, 0.5))
 
     def conv_widths(model: TLModel) -> dict[str, int]:
-        return {n: m.out_channels for n, m in model.encoder.named_modules() if isinstance(m, nn.modules.conv._ConvNd)}
+        return {
+            n: m.out_channels
+            for n, m in model.encoder.named_modules()
+            if isinstance(m, nn.modules.conv._ConvNd)
+        }
 
     full_widths, slim_widths = conv_widths(full), conv_widths(slim)
     assert full_widths.keys() == slim_widths.keys()
@@ -140,12 +157,16 @@ def test_width_factors_halve_the_stages_above_the_cutoff(name: str, kwargs: dict
 
 
 def test_width_factor_on_a_stage_without_its_own_width_changes_nothing() -> None:
-    shapes = {k: v.shape for k, v in _meta("resnet18", width_factors={"bn1": 0.5}).state_dict().items()}
+    shapes = {
+        k: v.shape for k, v in _meta("resnet18", width_factors={"bn1": 0.5}).state_dict().items()
+    }
     assert shapes == {k: v.shape for k, v in _meta("resnet18").state_dict().items()}
 
 
 def test_width_factors_are_validated() -> None:
-    with pytest.raises(ValueError, match="does not support width_factors; these do: .*resnet18.*sfcn"):
+    with pytest.raises(
+        ValueError, match="does not support width_factors; these do: .*resnet18.*sfcn"
+    ):
         _meta("vit_tiny", width_factors={"blocks.11": 0.5})
     with pytest.raises(ValueError, match=r"unknown stages \['layer5'\]"):
         _meta("resnet18", width_factors={"layer5": 0.5})
@@ -163,6 +184,17 @@ def test_stage_of_matches_whole_path_components() -> None:
 
 def test_ordered_layers_of_a_resnet_run_in_forward_order() -> None:
     layers = ordered_layers(_meta("resnet18"))
-    assert layers[:6] == ["conv1", "bn1", "layer1.0.conv1", "layer1.0.bn1", "layer1.0.conv2", "layer1.0.bn2"]
-    assert layers.index("layer2.0.bn2") < layers.index("layer2.0.downsample.0") < layers.index("layer2.1.conv1")
+    assert layers[:6] == [
+        "conv1",
+        "bn1",
+        "layer1.0.conv1",
+        "layer1.0.bn1",
+        "layer1.0.conv2",
+        "layer1.0.bn2",
+    ]
+    assert (
+        layers.index("layer2.0.bn2")
+        < layers.index("layer2.0.downsample.0")
+        < layers.index("layer2.1.conv1")
+    )
     assert layers[-1] == "layer4.1.bn2"

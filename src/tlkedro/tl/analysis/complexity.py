@@ -41,7 +41,11 @@ def macs_per_image(model: nn.Module, input_shape: Sequence[int]) -> int:
 
 
 def cpu_latency_ms(
-    model: nn.Module, input_shape: Sequence[int], batch_size: int = 1, warmup: int = 2, repeats: int = 10
+    model: nn.Module,
+    input_shape: Sequence[int],
+    batch_size: int = 1,
+    warmup: int = 2,
+    repeats: int = 10,
 ) -> float:
     """Median wall time, in milliseconds, of a forward pass of a batch on the CPU, in inference mode.
 
@@ -76,7 +80,9 @@ def model_file_size_bytes(model: nn.Module) -> int:
     return buffer.getbuffer().nbytes
 
 
-def complexity_report(model: nn.Module, input_shape: Sequence[int], batch_size: int = 1) -> dict[str, float]:
+def complexity_report(
+    model: nn.Module, input_shape: Sequence[int], batch_size: int = 1
+) -> dict[str, float]:
     """All the complexity figures of ``model`` for images of ``input_shape``, as a flat dict of numbers.
 
     Keys: ``params_total``, ``params_trainable``, ``macs_per_image``, ``cpu_latency_ms`` (median per

@@ -41,10 +41,18 @@ def main() -> None:
         with torch.device("meta"):
             model = create_architecture(name)
         total, _ = count_parameters(model)
-        rows.append((name, f"{model.spatial_dims}D", f"{total / 1e6:.1f}M", compact_stages(model.stage_names)))
+        rows.append(
+            (
+                name,
+                f"{model.spatial_dims}D",
+                f"{total / 1e6:.1f}M",
+                compact_stages(model.stage_names),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        print(*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[3], sep="  ")  # noqa: T201
+    for *cells, stages in rows:
+        padded = (cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
+        print(*padded, stages, sep="  ")  # noqa: T201  (the command's output)
 
 
 if __name__ == "__main__":

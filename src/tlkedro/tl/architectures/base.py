@@ -70,7 +70,9 @@ class TLModel(nn.Module):
     ) -> None:
         super().__init__()
         if len(input_size) != spatial_dims:
-            raise ValueError(f"input_size {tuple(input_size)} does not have {spatial_dims} spatial dimensions")
+            raise ValueError(
+                f"input_size {tuple(input_size)} does not have {spatial_dims} spatial dimensions"
+            )
         self.encoder = encoder
         self.pool = pool if pool is not None else nn.Identity()
         self.stage_names = tuple(stage_names)
@@ -100,7 +102,9 @@ class TLModel(nn.Module):
         """The feature size, measured on ``example_features()``."""
         features = self.example_features()
         if features.ndim != 2:
-            raise ValueError(f"the encoder and pool give features of shape {tuple(features.shape)}, not (B, C)")
+            raise ValueError(
+                f"the encoder and pool give features of shape {tuple(features.shape)}, not (B, C)"
+            )
         return features.shape[1]
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -114,7 +118,9 @@ class TLModel(nn.Module):
     def reset_head(self, num_outputs: int) -> None:
         """Replace the head by a freshly initialised one with ``num_outputs`` outputs."""
         weight = self.head.weight
-        self.head = nn.Linear(self.num_features, num_outputs, device=weight.device, dtype=weight.dtype)
+        self.head = nn.Linear(
+            self.num_features, num_outputs, device=weight.device, dtype=weight.dtype
+        )
         self.num_outputs = num_outputs
         if self.config:
             self.config["num_outputs"] = num_outputs
@@ -178,7 +184,9 @@ def register_architecture(name: str) -> Callable[[Callable[..., TLModel]], Calla
                 truncate_in_place(model, truncate_at)
             return model
 
-        build.__doc__ = getattr(builder, "func", builder).__doc__  # a functools.partial documents its function
+        build.__doc__ = getattr(
+            builder, "func", builder
+        ).__doc__  # a functools.partial documents its function
         ARCHITECTURES.register(name)(build)
         _ACCEPTED[name] = accepted
         return builder
@@ -222,7 +230,9 @@ def spatial_size(img_size: int | Sequence[int] | None, spatial_dims: int) -> tup
         return (size,) * spatial_dims
     size = tuple(int(s) for s in size)
     if len(size) != spatial_dims:
-        raise ValueError(f"img_size {size} should have {spatial_dims} entries for a {spatial_dims}D model")
+        raise ValueError(
+            f"img_size {size} should have {spatial_dims} entries for a {spatial_dims}D model"
+        )
     return size
 
 
@@ -232,7 +242,10 @@ def stage_paths(encoder: nn.Module, spec: Sequence[str]) -> tuple[str, ...]:
     for item in spec:
         if item.endswith("*"):
             container = item[:-1]
-            paths.extend(f"{container}.{child}" for child, _ in encoder.get_submodule(container).named_children())
+            paths.extend(
+                f"{container}.{child}"
+                for child, _ in encoder.get_submodule(container).named_children()
+            )
         else:
             paths.append(item)
     return tuple(paths)
@@ -255,8 +268,12 @@ def scale_widths(
     factors = dict(width_factors or {})
     unknown = sorted(set(factors) - set(stages))
     if unknown:
-        raise ValueError(f"width_factors names unknown stages {unknown}; the stages are {', '.join(stages)}")
+        raise ValueError(
+            f"width_factors names unknown stages {unknown}; the stages are {', '.join(stages)}"
+        )
     bad = {stage: f for stage, f in factors.items() if not f > 0}
     if bad:
         raise ValueError(f"width_factors must be positive, got {bad}")
-    return {stage: max(1, round(width * factors.get(stage, 1.0))) for stage, width in widths.items()}
+    return {
+        stage: max(1, round(width * factors.get(stage, 1.0))) for stage, width in widths.items()
+    }

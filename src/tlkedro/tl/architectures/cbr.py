@@ -30,7 +30,13 @@ from functools import partial
 from monai.networks.layers.factories import Conv, Norm, Pool
 from torch import nn
 
-from tlkedro.tl.architectures.base import GlobalAvgPool, TLModel, register_architecture, scale_widths, spatial_size
+from tlkedro.tl.architectures.base import (
+    GlobalAvgPool,
+    TLModel,
+    register_architecture,
+    scale_widths,
+    spatial_size,
+)
 
 # name -> (channels per layer, kernel size), from the paper's appendix
 _CBRS = {
@@ -41,8 +47,14 @@ _CBRS = {
 }
 
 
-def _layer(in_channels: int, out_channels: int, kernel_size: int, spatial_dims: int) -> nn.Sequential:
-    conv, norm, pool = Conv[Conv.CONV, spatial_dims], Norm[Norm.BATCH, spatial_dims], Pool[Pool.MAX, spatial_dims]
+def _layer(
+    in_channels: int, out_channels: int, kernel_size: int, spatial_dims: int
+) -> nn.Sequential:
+    conv, norm, pool = (
+        Conv[Conv.CONV, spatial_dims],
+        Norm[Norm.BATCH, spatial_dims],
+        Pool[Pool.MAX, spatial_dims],
+    )
     return nn.Sequential(
         OrderedDict(
             conv=conv(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
@@ -65,12 +77,15 @@ def _cbr(
     width_factors: Mapping[str, float] | None = None,
 ) -> TLModel:
     """A CBR network (Raghu et al. 2019); ``img_size`` only sets the example input size."""
-    input_size = spatial_size(img_size, spatial_dims)  # checks spatial_dims before any layer is built
+    input_size = spatial_size(
+        img_size, spatial_dims
+    )  # checks spatial_dims before any layer is built
     stages = tuple(f"layer{i + 1}" for i in range(len(channels)))
     widths = scale_widths(dict(zip(stages, channels, strict=True)), width_factors, stages)
     sizes = [in_channels, *widths.values()]
     layers = OrderedDict(
-        (stage, _layer(sizes[i], sizes[i + 1], kernel_size, spatial_dims)) for i, stage in enumerate(stages)
+        (stage, _layer(sizes[i], sizes[i + 1], kernel_size, spatial_dims))
+        for i, stage in enumerate(stages)
     )
     return TLModel(
         nn.Sequential(layers),

@@ -23,17 +23,30 @@ from collections.abc import Mapping, Sequence
 from monai.networks.layers.factories import Conv, Norm, Pool
 from torch import nn
 
-from tlkedro.tl.architectures.base import GlobalAvgPool, TLModel, register_architecture, scale_widths, spatial_size
+from tlkedro.tl.architectures.base import (
+    GlobalAvgPool,
+    TLModel,
+    register_architecture,
+    scale_widths,
+    spatial_size,
+)
 
 _WIDTHS = {"conv_0": 32, "conv_1": 64, "conv_2": 128, "conv_3": 256, "conv_4": 256, "conv_5": 64}
 
 
 def _block(in_channels: int, out_channels: int, spatial_dims: int, *, last: bool) -> nn.Sequential:
-    conv, norm, pool = Conv[Conv.CONV, spatial_dims], Norm[Norm.BATCH, spatial_dims], Pool[Pool.MAX, spatial_dims]
+    conv, norm, pool = (
+        Conv[Conv.CONV, spatial_dims],
+        Norm[Norm.BATCH, spatial_dims],
+        Pool[Pool.MAX, spatial_dims],
+    )
     if last:
         return nn.Sequential(conv(in_channels, out_channels, 1), norm(out_channels), nn.ReLU())
     return nn.Sequential(
-        conv(in_channels, out_channels, 3, padding=1), norm(out_channels), pool(2, stride=2), nn.ReLU()
+        conv(in_channels, out_channels, 3, padding=1),
+        norm(out_channels),
+        pool(2, stride=2),
+        nn.ReLU(),
     )
 
 
@@ -51,7 +64,9 @@ def sfcn(
 
     Five max-poolings need inputs of at least 32 per side.
     """
-    input_size = spatial_size(img_size, spatial_dims)  # checks spatial_dims before any layer is built
+    input_size = spatial_size(
+        img_size, spatial_dims
+    )  # checks spatial_dims before any layer is built
     widths = scale_widths(_WIDTHS, width_factors, tuple(_WIDTHS))
     channels = [in_channels, *widths.values()]
     blocks = OrderedDict(

@@ -29,7 +29,9 @@ def stage_of(model: TLModel, name: str) -> str:
         ValueError: If ``name`` lies in no stage (e.g. a pooling module, or the class token and position
             embedding that a timm ViT keeps on the encoder itself), listing the stages.
     """
-    matches = [stage for stage in model.stage_names if name == stage or name.startswith(f"{stage}.")]
+    matches = [
+        stage for stage in model.stage_names if name == stage or name.startswith(f"{stage}.")
+    ]
     if not matches:
         raise ValueError(
             f"{name!r} lies in no stage of {_describe(model)}; its stages are {', '.join(model.stage_names)}"

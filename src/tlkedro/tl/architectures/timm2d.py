@@ -25,7 +25,13 @@ from typing import Any
 
 import timm
 
-from tlkedro.tl.architectures.base import TLModel, register_architecture, scale_widths, spatial_size, stage_paths
+from tlkedro.tl.architectures.base import (
+    TLModel,
+    register_architecture,
+    scale_widths,
+    spatial_size,
+    stage_paths,
+)
 
 _RESNET_SPEC = ("conv1", "bn1", "act1", "maxpool", "layer1", "layer2", "layer3", "layer4")
 _RESNET_WIDTHS = {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
@@ -51,7 +57,9 @@ def _timm_model(
     input_size: tuple[int, ...],
     **timm_kwargs: Any,
 ) -> TLModel:
-    encoder = timm.create_model(timm_name, pretrained=False, in_chans=in_channels, num_classes=0, **timm_kwargs)
+    encoder = timm.create_model(
+        timm_name, pretrained=False, in_chans=in_channels, num_classes=0, **timm_kwargs
+    )
     return TLModel(
         encoder,
         stage_names=stage_paths(encoder, spec),
