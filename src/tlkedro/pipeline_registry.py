@@ -41,7 +41,9 @@ def use_config_loader(config_loader: AbstractConfigLoader) -> None:
 
 def load_parameters() -> dict[str, Any]:
     """The parameters the pipelines are built from (see the module docstring)."""
-    loader = _session_config_loader or settings.CONFIG_LOADER_CLASS(
+    if _session_config_loader is not None:  # a config loader is a mapping: never test its truth
+        return _session_config_loader["parameters"]
+    loader = settings.CONFIG_LOADER_CLASS(
         conf_source=str(_project_root() / settings.CONF_SOURCE),
         env=os.environ.get("KEDRO_ENV"),
         **settings.CONFIG_LOADER_ARGS,
