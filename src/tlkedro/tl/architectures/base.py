@@ -13,6 +13,7 @@ every architecture shares, ``truncate_at``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -179,14 +180,14 @@ def register_architecture(name: str) -> Callable[[Callable[..., TLModel]], Calla
             bound = signature.bind(**kwargs)
             bound.apply_defaults()
             model = builder(**bound.arguments)
-            model.config = {"name": name, **bound.arguments}
+            # A copy: the caller's dicts (width_factors) must not alias the config of the model.
+            model.config = {"name": name, **copy.deepcopy(bound.arguments)}
             if truncate_at is not None:
                 truncate_in_place(model, truncate_at)
             return model
 
-        build.__doc__ = getattr(
-            builder, "func", builder
-        ).__doc__  # a functools.partial documents its function
+        # A family registers functools.partials of one builder; the documentation is the builder's.
+        build.__doc__ = getattr(builder, "func", builder).__doc__
         ARCHITECTURES.register(name)(build)
         _ACCEPTED[name] = accepted
         return builder
