@@ -15,12 +15,12 @@ from torch import Tensor
 
 from tlkedro.tl.architectures import TLModel, create_architecture
 
-_PLAIN = (str, int, float, bool, type(None))
+_PLAIN = (str, int, float, bool, type(None), Tensor)
 
 
 def _plain(value: Any, where: str) -> Any:
     """``value`` with tuples as lists; raises for anything ``torch.load(weights_only=True)`` would reject."""
-    if isinstance(value, _PLAIN | Tensor):
+    if isinstance(value, _PLAIN):
         return value
     if isinstance(value, Mapping):
         return {str(key): _plain(item, f"{where}.{key}") for key, item in value.items()}

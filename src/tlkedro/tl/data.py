@@ -264,17 +264,26 @@ class MRIDataModule(L.LightningDataModule):
         self.train_dataset = ArrayDataset(images, self.targets, self.train_indices, transform, seed)
         self.val_dataset = ArrayDataset(images, self.targets, self.val_indices)
         self.train_sampler = EpochShuffleSampler(self.train_dataset, seed)
+        self.generator = torch.Generator().manual_seed(seed)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled, augmented training batches."""
-        # A run resumed from a checkpoint creates this loader's first iterator before Lightning calls
-        # set_epoch, so the epoch is set here too.
-        self.train_sampler.set_epoch(self.trainer.current_epoch if self.trainer is not None else 0)
+        # A resumed run creates this loader's first iterator (and, with workers, prefetches from it)
+        # before Lightning calls set_epoch, so the epoch is set here too, with the count Lightning uses:
+        # a checkpoint saved at the end of an epoch has the epoch processed but not yet completed.
+        self.train_sampler.set_epoch(
+            self.trainer.fit_loop.epoch_progress.current.processed if self.trainer is not None else 0
+        )
         return DataLoader(
             self.train_dataset,
             batch_size=self.batch_size,
             sampler=self.train_sampler,
             num_workers=self.num_workers,
+            # Creating an iterator draws a base seed for the workers. Drawn from the global generator, it
+            # would shift the random numbers the model gets (dropout), since a resumed run creates its
+            # first iterator before the epoch starts and a fresh run after. The workers need no seed of
+            # their own: augmentation is seeded per item.
+            generator=self.generator,
             # Persistent workers would keep the dataset of the first epoch, and its augmentation seeds.
             persistent_workers=False,
             # BatchNorm cannot train on a batch of one image.

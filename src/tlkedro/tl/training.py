@@ -43,7 +43,10 @@ from tlkedro.tl.strategies import create_strategy
 log = logging.getLogger(__name__)
 
 _FINGERPRINT = "fingerprint.txt"
-_LAST = "last.ckpt"
+# Lightning warns about a non-empty checkpoint directory on a fresh start, so the fingerprint lives beside it.
+_CHECKPOINTS = "checkpoints"
+_LAST_NAME = "last"
+_LAST = f"{_LAST_NAME}.ckpt"
 _BEST = "best"
 _SAMPLED_ROWS = 64
 
@@ -100,8 +103,14 @@ class _Recorder(L.Callback):
         self.images = 0
         self.seconds = 0.0
         self._epoch_start = self._last_batch_end = 0.0
+        self._lrs: dict[str, float] = {}
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The epoch's learning rates: epoch-level schedulers step before on_train_epoch_end.
+        self._lrs = {
+            f"lr/{group.get('name', index)}": float(group["lr"])
+            for index, group in enumerate(trainer.optimizers[0].param_groups)
+        }
         self._epoch_start = self._last_batch_end = time.perf_counter()
 
     def on_train_batch_end(
@@ -115,8 +124,7 @@ class _Recorder(L.Callback):
         self.seconds += self._last_batch_end - self._epoch_start
         row = {"epoch": float(trainer.current_epoch)}
         row.update({name: float(value) for name, value in sorted(trainer.callback_metrics.items())})
-        for index, group in enumerate(trainer.optimizers[0].param_groups):
-            row[f"lr/{group.get('name', index)}"] = float(group["lr"])
+        row.update(self._lrs)
         self.rows.append(row)
 
     def state_dict(self) -> dict[str, Any]:
@@ -150,7 +158,7 @@ def _fingerprint(
 
 
 def _checkpoints(directory: Path) -> list[Path]:
-    return [directory / _LAST, *directory.glob(f"{_BEST}*.ckpt")]
+    return [directory / _CHECKPOINTS / _LAST, *(directory / _CHECKPOINTS).glob(f"{_BEST}*.ckpt")]
 
 
 def _clear(directory: Path) -> None:
@@ -161,7 +169,7 @@ def _clear(directory: Path) -> None:
 def _resume_point(directory: Path, fingerprint: str) -> Path | None:
     """``last.ckpt`` if it was written by a run of this configuration and data; otherwise a clean start."""
     marker = directory / _FINGERPRINT
-    last = directory / _LAST
+    last = directory / _CHECKPOINTS / _LAST
     if last.is_file() and marker.is_file() and marker.read_text() == fingerprint:
         log.info("Resuming from %s", last)
         return last
@@ -238,15 +246,19 @@ def fit(
     with _working_directory(workdir) as directory:
         resume = _resume_point(directory, _fingerprint(config, images, labels, source))
         recorder = _Recorder()
+        # Two checkpoint callbacks: since Lightning 2.6, save_last=True writes last.ckpt only in epochs
+        # that also save a top-k checkpoint, and resuming needs every epoch. Both save at the end of the
+        # training epoch, after the epoch's history row is recorded, so that last.ckpt holds it.
         best = ModelCheckpoint(
-            dirpath=directory,
+            dirpath=directory / _CHECKPOINTS,
             filename=_BEST,
             monitor="val/loss",
             mode="min",
             save_top_k=1,
-            save_last=True,
-            # Saving after the epoch's history row is recorded, so that last.ckpt holds it.
             save_on_train_epoch_end=True,
+        )
+        latest = ModelCheckpoint(
+            dirpath=directory / _CHECKPOINTS, filename=_LAST_NAME, save_top_k=1, save_on_train_epoch_end=True
         )
         settings = config.trainer
         trainer = L.Trainer(
@@ -266,6 +278,7 @@ def fit(
                 recorder,
                 EarlyStopping(monitor="val/loss", mode="min", patience=settings.early_stopping_patience),
                 best,
+                latest,
             ],
         )
         start = time.perf_counter()
@@ -351,8 +364,8 @@ def evaluate(
 
     table = pd.DataFrame({"subject_id": per_subject.index, "split": split})
     if info.task == "classification":
-        probabilities = torch.from_numpy(per_subject.to_numpy())
-        subject_targets = torch.from_numpy(subject_labels(subjects, targets).loc[per_subject.index].to_numpy())
+        probabilities = torch.tensor(per_subject.to_numpy())
+        subject_targets = torch.tensor(subject_labels(subjects, targets).loc[per_subject.index].to_numpy())
         table["target"] = subject_targets.numpy()
         table["prediction"] = probabilities.argmax(dim=1).numpy()
         if info.num_classes == 2:
@@ -366,8 +379,8 @@ def evaluate(
         table["target"] = mean_targets.loc[per_subject.index].to_numpy()
         table["prediction"] = per_subject[0].to_numpy()
         metric_inputs = (
-            torch.from_numpy(table["prediction"].to_numpy()).float(),
-            torch.from_numpy(table["target"].to_numpy()).float(),
+            torch.tensor(table["prediction"].to_numpy(), dtype=torch.float32),
+            torch.tensor(table["target"].to_numpy(), dtype=torch.float32),
         )
     metrics = metric_collection(info, split)
     metrics.update(*metric_inputs)
