@@ -8,6 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from tlkedro.imaging.transforms import (
     NORMALISATIONS,
@@ -169,3 +170,17 @@ def test_a_4d_series_is_rejected(tmp_path):
     nib.save(nib.Nifti1Image(np.ones((4, 4, 4, 3), dtype=np.float32), np.eye(4)), path)
     with pytest.raises(VolumeReadError, match=r"series\.nii\.gz: expected one 3D volume, found shape \(4, 4, 4, 3\)"):
         load_volume(path)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint8, np.float32])
+def test_load_volume_applies_the_header_scaling_like_nibabel(tmp_path, dtype):
+    data = np.arange(6 * 5 * 4, dtype=np.float32).reshape(6, 5, 4)
+    image = nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0]))
+    image.set_data_dtype(dtype)
+    if dtype != np.float32:
+        image.header.set_slope_inter(0.5, 10.0)
+    path = tmp_path / "scaled.nii.gz"
+    nib.save(image, path)
+    volume = load_volume(path)
+    assert volume.shape == (1, 6, 5, 4) and volume.dtype == torch.float32
+    np.testing.assert_allclose(np.asarray(volume[0]), nib.load(path).get_fdata(), rtol=1e-6)

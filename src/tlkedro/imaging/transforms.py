@@ -17,9 +17,9 @@ mode, so the background and the zero padding of step 5 agree.
 
 The normalisations follow MONAI's ``NormalizeIntensity(nonzero=True)`` and
 ``ScaleIntensityRangePercentiles`` but are plain NumPy functions plugged in with ``Lambdad``: because
-zeros add nothing to a sum, the masked mean and variance come from two full reductions instead of
-boolean indexing, which made MONAI's version the slowest step of the chain (about 20 ms against 4 ms
-for a 2 mm MNI volume).
+zeros add nothing to a sum, the masked statistics come from full reductions instead of boolean
+indexing, which made MONAI's version the slowest step of the chain (about 20 ms against 4.5 ms for a
+2 mm MNI volume).
 
 MONAI and torch are imported inside the functions that need them: importing them costs about 7 s and
 0.9 GB of resident memory per process, which only the worker processes that preprocess images should
@@ -98,7 +98,13 @@ def load_volume(path: str | os.PathLike[str]) -> MetaTensor:
     if len(shape) != 3:
         raise VolumeReadError(f"{path}: expected one 3D volume, found shape {image.shape}")
     try:
-        data = np.asarray(image.dataobj, dtype=np.float32).reshape(shape)
+        # Scaling the stored integers in float32 here is about 6 ms faster per 2 mm volume than nibabel,
+        # which scales in float64 and casts.
+        data = np.asanyarray(image.dataobj.get_unscaled()).astype(np.float32).reshape(shape)
+        slope, inter = image.dataobj.slope, image.dataobj.inter
+        if (slope, inter) != (1.0, 0.0):
+            data *= np.float32(slope)
+            data += np.float32(inter)
     except (OSError, EOFError, ValueError) as exc:
         raise VolumeReadError(f"{path}: voxel data unreadable ({type(exc).__name__}: {exc})") from exc
     affine = torch.as_tensor(image.affine, dtype=torch.float64)
@@ -108,13 +114,14 @@ def load_volume(path: str | os.PathLike[str]) -> MetaTensor:
 def zscore_brain(image: np.ndarray) -> np.ndarray:
     """Zero mean and unit (population) standard deviation over the nonzero voxels; zeros stay zero."""
     image = np.ascontiguousarray(image, dtype=np.float32)
-    n = np.count_nonzero(image)
+    mask = image != 0
+    n = np.count_nonzero(mask)
     if n == 0:
         return image
-    mean = image.sum(dtype=np.float64) / n
-    variance = max(np.square(image, dtype=np.float64).sum() / n - mean**2, 0.0)
-    std = np.sqrt(variance) or 1.0  # a constant brain has no spread to divide by
-    return np.where(image != 0, (image - np.float32(mean)) / np.float32(std), np.float32(0))
+    centred = np.subtract(image, np.float32(image.sum() / n), where=mask, out=np.zeros_like(image))
+    std = np.sqrt(np.vdot(centred, centred) / n) or 1.0  # a constant brain has no spread to divide by
+    centred /= np.float32(std)
+    return centred
 
 
 def divide_by_mean(image: np.ndarray) -> np.ndarray:
