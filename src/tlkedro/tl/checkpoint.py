@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import torch
+import numpy as np
 from torch import Tensor
 
 from tlkedro.tl.architectures import TLModel, create_architecture
@@ -19,7 +19,13 @@ _PLAIN = (str, int, float, bool, type(None), Tensor)
 
 
 def _plain(value: Any, where: str) -> Any:
-    """``value`` with tuples as lists; raises for anything ``torch.load(weights_only=True)`` would reject."""
+    """``value`` with tuples as lists and NumPy scalars as Python ones.
+
+    Raises:
+        TypeError: For anything else that ``torch.load(weights_only=True)`` would refuse to load.
+    """
+    if isinstance(value, np.generic):
+        return value.item()
     if isinstance(value, _PLAIN):
         return value
     if isinstance(value, Mapping):
