@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from tlkedro.parallel import imap_ordered, resolve_workers, run_recipes
+from tlkedro.parallel import MIN_ITEMS_FOR_POOL, imap_ordered, resolve_workers, run_recipes
 
 
 def _square(x: int) -> int:
@@ -22,23 +22,29 @@ def _fail_on_three(x: int) -> int:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_results_come_back_in_input_order(workers):
-    assert list(imap_ordered(_square, range(20), workers=workers)) == [x * x for x in range(20)]
+    assert list(imap_ordered(_square, range(100), workers=workers)) == [x * x for x in range(100)]
 
 
 def test_two_workers_use_other_processes():
-    pids = {pid for pid, _ in imap_ordered(_pid_and_value, range(8), workers=2)}
+    pids = {pid for pid, _ in imap_ordered(_pid_and_value, range(MIN_ITEMS_FOR_POOL), workers=2)}
     assert os.getpid() not in pids
 
 
+def test_small_inputs_run_in_this_process():
+    pids = {pid for pid, _ in imap_ordered(_pid_and_value, range(MIN_ITEMS_FOR_POOL - 1), workers=2)}
+    assert pids == {os.getpid()}
+
+
 def test_recipes_are_evaluated_lazily_from_a_generator():
-    recipes = (functools.partial(_square, x) for x in range(5))
-    assert list(run_recipes(recipes, workers=2, total=5)) == [0, 1, 4, 9, 16]
+    n = MIN_ITEMS_FOR_POOL
+    recipes = (functools.partial(_square, x) for x in range(n))
+    assert list(run_recipes(recipes, workers=2, total=n)) == [x * x for x in range(n)]
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_worker_errors_propagate(workers):
     with pytest.raises(ValueError, match="item 3 is bad"):
-        list(imap_ordered(_fail_on_three, range(6), workers=workers))
+        list(imap_ordered(_fail_on_three, range(MIN_ITEMS_FOR_POOL), workers=workers))
 
 
 def test_resolve_workers_defaults_to_available_cores():

@@ -19,6 +19,10 @@ from tqdm.auto import tqdm
 T = TypeVar("T")
 R = TypeVar("R")
 
+#: Below this many items a process pool costs more than it saves: each worker imports numpy, nibabel and
+#: often torch and MONAI first, which takes seconds.
+MIN_ITEMS_FOR_POOL = 64
+
 
 def resolve_workers(workers: int | None) -> int:
     """``None`` or ``0`` means one worker per available core."""
@@ -67,6 +71,8 @@ def imap_ordered(
     n_workers = resolve_workers(workers)
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
+    if total is not None and total < MIN_ITEMS_FOR_POOL:
+        n_workers = 1
     bar = tqdm(total=total, desc=desc, disable=desc is None, unit="item", dynamic_ncols=True)
     try:
         if n_workers == 1:
