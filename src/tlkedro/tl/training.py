@@ -153,7 +153,7 @@ def _fingerprint(
     if source is not None:
         for name, tensor in sorted(source["state_dict"].items()):
             digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
