@@ -94,8 +94,9 @@ def test_across_the_cohort_grey_matter_falls_and_ventricles_grow_with_age():
     ages = [s.age for s in subjects]
     grey_fraction = [m["gm"].sum() / m["mask"].sum() for m in maps]
 
-    assert stats.spearmanr(ages, grey_fraction).statistic < -0.5
-    # Individual ventricle size varies a lot at any age, so the trend is clear but far from perfect.
+    # Individual cortex and ventricle size vary a lot at any age (so that no volume alone gives the age
+    # away): the trends are clear but far from perfect, as in UK Biobank.
+    assert stats.spearmanr(ages, grey_fraction).statistic < -0.3
     assert stats.spearmanr(ages, [_ventricle_csf_ml(m) for m in maps]).statistic > 0.3
 
 

@@ -1,0 +1,144 @@
+"""NiftiCollectionDataset: lazy loading, parallel round trips, atomic writes, and never overwriting user data."""
+
+from __future__ import annotations
+
+import functools
+import pickle
+
+import nibabel as nib
+import numpy as np
+import pytest
+from kedro.io import DatasetError
+
+from tlkedro.datasets import NiftiCollectionDataset, NiftiRef
+from tlkedro.datasets.nifti import MARKER
+
+UKB_GLOB = "*/T1/T1_brain_to_MNI.nii.gz"
+
+
+def _image(value: int) -> nib.Nifti1Image:
+    data = np.full((4, 5, 6), value, dtype=np.int16)
+    return nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0]))
+
+
+def _ukb_key(eid: int) -> str:
+    return f"{eid}/T1/T1_brain_to_MNI.nii.gz"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_images_and_recipes_round_trip_as_sorted_lazy_references(tmp_path, workers):
+    dataset = NiftiCollectionDataset(path=str(tmp_path / "ukb"), glob=UKB_GLOB, workers=workers)
+    dataset.save({_ukb_key(3000000): _image(3), _ukb_key(1000000): functools.partial(_image, 1)})
+
+    loaded = dataset.load()
+
+    assert list(loaded) == [_ukb_key(1000000), _ukb_key(3000000)]
+    ref = loaded[_ukb_key(1000000)]
+    assert isinstance(ref, NiftiRef) and ref.path.is_absolute()
+    assert ref.path == (tmp_path / "ukb" / _ukb_key(1000000)).resolve()
+    img = pickle.loads(pickle.dumps(ref)).load()
+    assert np.array_equal(np.asarray(img.dataobj), np.full((4, 5, 6), 1))
+    assert np.allclose(img.affine, np.diag([2.0, 2.0, 2.0, 1.0]))
+    assert ref.path.read_bytes()[:2] == b"\x1f\x8b"  # gzip, as the .nii.gz name says
+
+
+def test_loading_lists_files_without_opening_them(tmp_path):
+    broken = tmp_path / "1000001" / "T1" / "T1_brain_to_MNI.nii.gz"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"")
+    (tmp_path / "1000001" / "T1" / "notes.txt").write_text("not matched by the glob")
+
+    loaded = NiftiCollectionDataset(path=str(tmp_path), glob=UKB_GLOB).load()
+
+    assert list(loaded) == [_ukb_key(1000001)]  # the empty file reaches ingestion, which quarantines it
+
+
+def test_double_star_matches_any_number_of_folders(tmp_path):
+    dataset = NiftiCollectionDataset(path=str(tmp_path / "bids"), glob="sub-*/**/anat/*_T1w.nii.gz", workers=1)
+    keys = ["sub-1/anat/sub-1_T1w.nii.gz", "sub-2/ses-a/anat/sub-2_ses-a_T1w.nii.gz"]
+    dataset.save({key: _image(0) for key in keys})
+    assert list(dataset.load()) == keys
+
+
+def test_loading_a_missing_folder_names_it(tmp_path):
+    with pytest.raises(DatasetError, match=str(tmp_path / "absent")):
+        NiftiCollectionDataset(path=str(tmp_path / "absent"), glob=UKB_GLOB).load()
+
+
+def test_refuses_to_write_into_a_foreign_non_empty_folder(tmp_path):
+    user_file = tmp_path / "1000001" / "T1" / "T1_brain_to_MNI.nii.gz"
+    user_file.parent.mkdir(parents=True)
+    user_file.write_bytes(b"someone's scan")
+    dataset = NiftiCollectionDataset(path=str(tmp_path), glob=UKB_GLOB, workers=1)
+
+    with pytest.raises(DatasetError, match=rf"Refusing to write .* into {tmp_path}: the folder is not empty"):
+        dataset.save({_ukb_key(1000001): _image(1)})
+
+    assert user_file.read_bytes() == b"someone's scan"
+    assert not (tmp_path / MARKER).exists()
+
+
+def test_writes_into_an_existing_empty_folder_and_marks_it(tmp_path):
+    dataset = NiftiCollectionDataset(path=str(tmp_path), glob=UKB_GLOB, workers=1)
+    dataset.save({_ukb_key(1000001): _image(1)})
+    assert (tmp_path / MARKER).is_file()
+    assert list(dataset.load()) == [_ukb_key(1000001)]
+
+
+def test_saving_again_replaces_its_own_collection(tmp_path):
+    dataset = NiftiCollectionDataset(path=str(tmp_path / "ukb"), glob=UKB_GLOB, workers=1)
+    dataset.save({_ukb_key(1000001): _image(1), _ukb_key(1000002): _image(2)})
+    (tmp_path / "ukb" / "ukb_showcase.csv").write_text("eid\n")  # a sibling file the glob does not match
+
+    dataset.save({_ukb_key(1000002): _image(5)})
+
+    loaded = dataset.load()
+    assert list(loaded) == [_ukb_key(1000002)]
+    assert np.asarray(loaded[_ukb_key(1000002)].load().dataobj).max() == 5
+    assert (tmp_path / "ukb" / "ukb_showcase.csv").exists()
+
+
+def test_an_interrupted_write_leaves_no_partial_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    dataset = NiftiCollectionDataset(path=str(tmp_path), glob=UKB_GLOB, workers=1)
+    dataset.save({_ukb_key(1000001): _image(1)})
+    old_bytes = (tmp_path / _ukb_key(1000001)).read_bytes()
+
+    def crash(fd: int) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr("tlkedro.datasets.nifti.os.fsync", crash)
+    with pytest.raises(DatasetError, match="disk full"):
+        dataset.save({_ukb_key(1000001): _image(9), _ukb_key(1000002): _image(2)})
+
+    assert (tmp_path / _ukb_key(1000001)).read_bytes() == old_bytes
+    assert not (tmp_path / _ukb_key(1000002)).exists()
+    leftovers = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != MARKER]
+    assert leftovers == [tmp_path / _ukb_key(1000001)]
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("sub-1/anat/sub-1_T1w.nii.gz", "match the dataset's glob"),
+        ("../1000001/T1/T1_brain_to_MNI.nii.gz", "relative paths inside the folder"),
+    ],
+)
+def test_keys_that_loading_would_not_find_are_refused_before_writing(tmp_path, key, message):
+    dataset = NiftiCollectionDataset(path=str(tmp_path / "ukb"), glob=UKB_GLOB, workers=1)
+    with pytest.raises(DatasetError, match=message):
+        dataset.save({key: _image(1)})
+    assert not (tmp_path / "ukb").exists()
+
+
+def test_items_must_be_images_or_recipes(tmp_path):
+    dataset = NiftiCollectionDataset(path=str(tmp_path), glob=UKB_GLOB, workers=1)
+    with pytest.raises(DatasetError, match="expected a nibabel Nifti1Image or a recipe"):
+        dataset.save({_ukb_key(1000001): np.zeros((2, 2, 2))})
+
+
+def test_exists_and_describe(tmp_path):
+    dataset = NiftiCollectionDataset(path=str(tmp_path / "ukb"), glob=UKB_GLOB, workers=1)
+    assert not dataset.exists()
+    dataset.save({_ukb_key(1000001): _image(1)})
+    assert dataset.exists()
+    assert dataset._describe() == {"path": str(tmp_path / "ukb"), "glob": UKB_GLOB, "workers": 1}
