@@ -20,12 +20,16 @@ def checkpoint() -> dict:
     return make_checkpoint(model, {"task": "classification", "num_classes": 2, "target": "sex"})
 
 
-def test_round_trip_rebuilds_a_model_with_identical_outputs(tmp_path: Path, checkpoint: dict) -> None:
+def test_round_trip_rebuilds_a_model_with_identical_outputs(
+    tmp_path: Path, checkpoint: dict
+) -> None:
     dataset = TorchCheckpointDataset(filepath=str(tmp_path / "model" / "model.pt"))
     assert not dataset.exists()
     dataset.save(checkpoint)
     assert dataset.exists()
-    assert [p.name for p in (tmp_path / "model").iterdir()] == ["model.pt"]  # no temporary file left
+    assert [p.name for p in (tmp_path / "model").iterdir()] == [
+        "model.pt"
+    ]  # no temporary file left
     loaded = dataset.load()
     assert loaded["meta"] == checkpoint["meta"]
     images = torch.randn(2, 1, 32, 32)
@@ -54,7 +58,11 @@ def test_failed_save_keeps_the_previous_file(tmp_path: Path, checkpoint: dict) -
 
 
 def test_versioned_catalog_entry_loads_the_latest_save(tmp_path: Path, checkpoint: dict) -> None:
-    entry = {"type": "tlkedro.datasets.TorchCheckpointDataset", "filepath": str(tmp_path / "model.pt"), "versioned": True}
+    entry = {
+        "type": "tlkedro.datasets.TorchCheckpointDataset",
+        "filepath": str(tmp_path / "model.pt"),
+        "versioned": True,
+    }
     DataCatalog.from_config({"model": entry}).save("model", checkpoint)
     second = {**checkpoint, "meta": {**checkpoint["meta"], "seed": 2}}
     DataCatalog.from_config({"model": entry}).save("model", second)
@@ -64,5 +72,6 @@ def test_versioned_catalog_entry_loads_the_latest_save(tmp_path: Path, checkpoin
 
 
 def test_describe_names_the_file(tmp_path: Path) -> None:
-    assert str(tmp_path / "model.pt") in str(TorchCheckpointDataset(filepath=str(tmp_path / "model.pt")))
-
+    assert str(tmp_path / "model.pt") in str(
+        TorchCheckpointDataset(filepath=str(tmp_path / "model.pt"))
+    )

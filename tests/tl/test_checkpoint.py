@@ -20,12 +20,22 @@ def model():
 
 
 def test_round_trip_with_weights_only_gives_identical_outputs(model) -> None:
-    meta = {"task": "classification", "num_classes": np.int64(3), "target_mean": np.float32(0.5), "bins": (1, 2)}
+    meta = {
+        "task": "classification",
+        "num_classes": np.int64(3),
+        "target_mean": np.float32(0.5),
+        "bins": (1, 2),
+    }
     buffer = io.BytesIO()
     torch.save(make_checkpoint(model, meta), buffer)
     buffer.seek(0)
     checkpoint = torch.load(buffer, weights_only=True)
-    assert checkpoint["meta"] == {"task": "classification", "num_classes": 3, "target_mean": 0.5, "bins": [1, 2]}
+    assert checkpoint["meta"] == {
+        "task": "classification",
+        "num_classes": 3,
+        "target_mean": 0.5,
+        "bins": [1, 2],
+    }
     assert checkpoint["config"]["name"] == "resnet18"
     rebuilt = build_model(checkpoint)
     assert not rebuilt.training

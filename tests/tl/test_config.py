@@ -72,12 +72,16 @@ def test_unknown_augmentation_names_the_closest_monai_transform() -> None:
 
 
 def test_augmentation_kwargs_are_checked_by_monai() -> None:
-    found = errors(with_change("data.augmentation", [{"name": "RandFlip", "kwargs": {"probability": 1}}]))
+    found = errors(
+        with_change("data.augmentation", [{"name": "RandFlip", "kwargs": {"probability": 1}}])
+    )
     assert "probability" in found[("data", "augmentation", 0)]["msg"]
 
 
 def test_dictionary_transforms_are_not_array_augmentations() -> None:
-    assert ("data", "augmentation", 0) in errors(with_change("data.augmentation", [{"name": "RandFlipd"}]))
+    assert ("data", "augmentation", 0) in errors(
+        with_change("data.augmentation", [{"name": "RandFlipd"}])
+    )
 
 
 def test_unknown_architecture_suggests_the_registered_name() -> None:
@@ -87,12 +91,16 @@ def test_unknown_architecture_suggests_the_registered_name() -> None:
 
 
 def test_strategy_kwargs_are_checked() -> None:
-    found = errors(with_change("strategy", {"name": "freeze_up_to", "kwargs": {"layers": "layer3"}}))
+    found = errors(
+        with_change("strategy", {"name": "freeze_up_to", "kwargs": {"layers": "layer3"}})
+    )
     assert "layer" in found[("strategy",)]["msg"]
 
 
 def test_objective_kwargs_are_checked() -> None:
-    found = errors(with_change("objective", {"name": "cross_entropy", "kwargs": {"smoothing": 0.1}}))
+    found = errors(
+        with_change("objective", {"name": "cross_entropy", "kwargs": {"smoothing": 0.1}})
+    )
     assert "label_smoothing" in found[("objective",)]["msg"]
 
 
@@ -103,21 +111,32 @@ def test_objective_must_fit_the_task() -> None:
 
 
 def test_num_outputs_is_not_an_architecture_kwarg() -> None:
-    assert ("architecture", "kwargs") in errors(with_change("architecture.kwargs", {"num_outputs": 3}))
+    assert ("architecture", "kwargs") in errors(
+        with_change("architecture.kwargs", {"num_outputs": 3})
+    )
 
 
 def test_scheduler_kwargs_set_by_the_module_are_rejected() -> None:
-    error = errors(with_change("scheduler", {"name": "cosine", "kwargs": {"T_max": 5}}))[("scheduler",)]
+    error = errors(with_change("scheduler", {"name": "cosine", "kwargs": {"T_max": 5}}))[
+        ("scheduler",)
+    ]
     assert "T_max" in error["msg"]
     assert "eta_min" in error["msg"]
-    config = TrainConfig.model_validate(with_change("scheduler", {"name": "plateau", "kwargs": {"factor": 0.5}}))
+    config = TrainConfig.model_validate(
+        with_change("scheduler", {"name": "plateau", "kwargs": {"factor": 0.5}})
+    )
     assert config.scheduler.kwargs == {"factor": 0.5}
 
 
 @pytest.mark.parametrize(
     ("path", "value"),
-    [("data.val_fraction", 1.0), ("trainer.max_epochs", 0), ("trainer.limit_train_batches", 1.5),
-     ("trainer.precision", "8-true"), ("task", "segmentation")],
+    [
+        ("data.val_fraction", 1.0),
+        ("trainer.max_epochs", 0),
+        ("trainer.limit_train_batches", 1.5),
+        ("trainer.precision", "8-true"),
+        ("task", "segmentation"),
+    ],
 )
 def test_out_of_range_values_are_rejected_at_their_key(path: str, value: Any) -> None:
     assert tuple(path.split(".")) in errors(with_change(path, value))

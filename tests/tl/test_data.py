@@ -28,7 +28,9 @@ def cohort(subjects: int = 20) -> pd.DataFrame:
     ids = np.repeat([f"sub-{i:02d}" for i in range(subjects)], SLICES)
     sex = np.repeat((np.arange(subjects) % 10 < 3).astype(int), SLICES)
     age = np.repeat(np.linspace(45, 80, subjects), SLICES)
-    return pd.DataFrame({"subject_id": ids, "sex": sex, "age": age, "slice": np.tile(np.arange(SLICES), subjects)})
+    return pd.DataFrame(
+        {"subject_id": ids, "sex": sex, "age": age, "slice": np.tile(np.arange(SLICES), subjects)}
+    )
 
 
 @pytest.fixture
@@ -107,7 +109,9 @@ def test_sampler_permutation_depends_only_on_seed_and_epoch() -> None:
 
 
 def test_augmentation_is_seeded_per_item_and_epoch(memmap: np.ndarray) -> None:
-    transform = compose_augmentation([AugmentationConfig(name="RandGaussianNoise", kwargs={"prob": 1.0})])
+    transform = compose_augmentation(
+        [AugmentationConfig(name="RandGaussianNoise", kwargs={"prob": 1.0})]
+    )
     dataset = ArrayDataset(memmap, np.zeros(60), transform=transform, seed=5)
     first = dataset[3][0]
     dataset[4]  # another item in between changes nothing for item 3
@@ -121,23 +125,37 @@ def test_augmentation_is_seeded_per_item_and_epoch(memmap: np.ndarray) -> None:
 def test_augmentation_transform_reports_unknown_names() -> None:
     with pytest.raises(ValueError, match="Closest: RandGaussianNoise"):
         augmentation_transform("RandGausianNoise", {})
-    assert type(augmentation_transform("RandFlip", {"prob": 1.0, "spatial_axis": 0})).__name__ == "RandFlip"
+    assert (
+        type(augmentation_transform("RandFlip", {"prob": 1.0, "spatial_axis": 0})).__name__
+        == "RandFlip"
+    )
 
 
 def test_datamodule_augments_training_images_only(memmap: np.ndarray) -> None:
     labels = cohort()
     flip = [AugmentationConfig(name="RandFlip", kwargs={"prob": 1.0, "spatial_axis": 0})]
     module = MRIDataModule(
-        memmap, labels, target="sex", task="classification", val_fraction=0.2, batch_size=4, seed=0,
+        memmap,
+        labels,
+        target="sex",
+        task="classification",
+        val_fraction=0.2,
+        batch_size=4,
+        seed=0,
         augmentation=flip,
     )
     row = int(module.train_indices[0])
     raw = torch.from_numpy(memmap[row].astype(np.float32))
     assert torch.equal(module.train_dataset[0][0], raw.flip(1))
     val_row = int(module.val_indices[0])
-    assert torch.equal(module.val_dataset[0][0], torch.from_numpy(memmap[val_row].astype(np.float32)))
+    assert torch.equal(
+        module.val_dataset[0][0], torch.from_numpy(memmap[val_row].astype(np.float32))
+    )
     images, targets = next(iter(module.val_dataloader()))
-    assert images.shape == (4, 1, 8, 8) and targets.tolist() == module.targets[module.val_indices[:4]].tolist()
+    assert (
+        images.shape == (4, 1, 8, 8)
+        and targets.tolist() == module.targets[module.val_indices[:4]].tolist()
+    )
 
 
 def test_datamodule_drops_a_final_batch_of_one(memmap: np.ndarray) -> None:

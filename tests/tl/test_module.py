@@ -15,7 +15,9 @@ from tlkedro.tl.module import TransferModule
 from tlkedro.tl.objectives import Objective, TaskInfo, create_objective
 from tlkedro.tl.strategies import Strategy, create_strategy
 
-AGES = TaskInfo(task="regression", target_mean=60.0, target_std=10.0, target_min=45.0, target_max=80.0)
+AGES = TaskInfo(
+    task="regression", target_mean=60.0, target_std=10.0, target_min=45.0, target_max=80.0
+)
 SEX = TaskInfo(task="classification", num_classes=2)
 
 
@@ -32,7 +34,9 @@ class TinyNet(nn.Module):
 
     def __init__(self, num_outputs: int) -> None:
         super().__init__()
-        self.encoder = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        )
         self.head = nn.Linear(4, num_outputs)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -67,7 +71,9 @@ class ConstantPenalty(Strategy):
 class OutputMean:
     name = "output_mean"
 
-    def __call__(self, model: nn.Module, inputs: Tensor, outputs: Tensor, targets: Tensor) -> Tensor:
+    def __call__(
+        self, model: nn.Module, inputs: Tensor, outputs: Tensor, targets: Tensor
+    ) -> Tensor:
         return outputs.mean()
 
 
@@ -91,8 +97,13 @@ def make_module(
 
 def trainer(max_epochs: int = 1) -> L.Trainer:
     return L.Trainer(
-        max_epochs=max_epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
     )
 
 
@@ -114,9 +125,13 @@ def test_optimizer_gets_only_trainable_parameters_and_a_cosine_schedule() -> Non
     optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
     assert isinstance(optimizer, torch.optim.AdamW)
     assert [group["name"] for group in optimizer.param_groups] == ["head"]
-    assert {id(p) for p in optimizer.param_groups[0]["params"]} == {id(p) for p in module.model.head.parameters()}
+    assert {id(p) for p in optimizer.param_groups[0]["params"]} == {
+        id(p) for p in module.model.head.parameters()
+    }
     assert optimizer.param_groups[0]["weight_decay"] == 1e-3
-    assert isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR) and scheduler.T_max == 4
+    assert (
+        isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR) and scheduler.T_max == 4
+    )
 
 
 def test_sgd_with_momentum_and_a_plateau_schedule_on_the_validation_loss() -> None:
@@ -132,7 +147,9 @@ def test_sgd_with_momentum_and_a_plateau_schedule_on_the_validation_loss() -> No
 
 
 def test_no_schedule_gives_the_bare_optimizer() -> None:
-    configured = make_module(optimizer=OptimizerConfig(name="adam"), scheduler=SchedulerConfig(name="none"))
+    configured = make_module(
+        optimizer=OptimizerConfig(name="adam"), scheduler=SchedulerConfig(name="none")
+    )
     assert isinstance(configured.configure_optimizers(), torch.optim.Adam)
 
 
@@ -145,19 +162,29 @@ def test_a_fully_frozen_model_is_an_error() -> None:
 
 def test_training_loss_adds_auxiliary_terms_and_the_strategy_penalty() -> None:
     strategy = ConstantPenalty()
-    objective = Objective(create_objective("cross_entropy").primary, auxiliary=[(0.1, OutputMean())])
+    objective = Objective(
+        create_objective("cross_entropy").primary, auxiliary=[(0.1, OutputMean())]
+    )
     module = make_module(objective=objective, strategy=strategy)
     run = trainer(max_epochs=2)
     run.fit(module, train_dataloaders=loader(SEX), val_dataloaders=loader(SEX))
     metrics = {name: float(value) for name, value in run.callback_metrics.items()}
     assert metrics["train/loss_penalty"] == 5.0
-    parts = metrics["train/loss_primary"] + metrics["train/loss_output_mean"] + metrics["train/loss_penalty"]
+    parts = (
+        metrics["train/loss_primary"]
+        + metrics["train/loss_output_mean"]
+        + metrics["train/loss_penalty"]
+    )
     assert metrics["train/loss"] == pytest.approx(parts, rel=1e-5)
-    assert {"val/loss", "val/auroc", "val/auprc", "val/balanced_accuracy", "train/accuracy"} <= set(metrics)
+    assert {"val/loss", "val/auroc", "val/auprc", "val/balanced_accuracy", "train/accuracy"} <= set(
+        metrics
+    )
     assert strategy.counter.epochs == 2  # the strategy's callbacks reach the trainer
 
 
-@pytest.mark.filterwarnings("ignore:The variance of predictions")  # constant predictions: Pearson r is nan
+@pytest.mark.filterwarnings(
+    "ignore:The variance of predictions"
+)  # constant predictions: Pearson r is nan
 def test_regression_metrics_are_in_the_target_units() -> None:
     net = TinyNet(1)
     nn.init.zeros_(net.head.weight)
@@ -166,4 +193,6 @@ def test_regression_metrics_are_in_the_target_units() -> None:
     (metrics,) = trainer().validate(module, dataloaders=loader(AGES), verbose=False)
     ages = torch.linspace(45.0, 80.0, 16)
     assert metrics["val/mae"] == pytest.approx((ages - 60.0).abs().mean().item(), rel=1e-5)
-    assert metrics["val/loss"] == pytest.approx((((ages - 60.0) / 10.0) ** 2).mean().item(), rel=1e-5)
+    assert metrics["val/loss"] == pytest.approx(
+        (((ages - 60.0) / 10.0) ** 2).mean().item(), rel=1e-5
+    )

@@ -12,7 +12,9 @@ from torch import Tensor, nn
 from tlkedro.tl.objectives import Objective, TaskInfo, create_objective, list_objectives
 from tlkedro.tl.registry import UnknownComponentError
 
-AGES = TaskInfo(task="regression", target_mean=60.0, target_std=10.0, target_min=44.0, target_max=80.0)
+AGES = TaskInfo(
+    task="regression", target_mean=60.0, target_std=10.0, target_min=44.0, target_max=80.0
+)
 SEX = TaskInfo(task="classification", num_classes=2)
 
 
@@ -28,8 +30,15 @@ def test_task_info_measures_classes_on_all_rows_and_statistics_on_training_rows(
     info = TaskInfo.from_targets("classification", np.array([0, 1, 0]), np.array([0, 1, 2, 0]))
     assert info.num_classes == 3
     info = TaskInfo.from_targets("regression", np.array([50.0, 70.0]), np.array([50.0, 70.0, 99.0]))
-    assert (info.target_mean, info.target_std, info.target_min, info.target_max) == (60.0, 10.0, 50.0, 70.0)
-    assert TaskInfo.from_targets("regression", np.array([5.0, 5.0]), np.array([5.0])).target_std == 1.0
+    assert (info.target_mean, info.target_std, info.target_min, info.target_max) == (
+        60.0,
+        10.0,
+        50.0,
+        70.0,
+    )
+    assert (
+        TaskInfo.from_targets("regression", np.array([5.0, 5.0]), np.array([5.0])).target_std == 1.0
+    )
     assert TaskInfo.from_dict({**info.as_dict(), "seed": 1}) == info
 
 
@@ -80,19 +89,27 @@ def test_soft_labels_sum_to_one_and_peak_at_the_true_bin() -> None:
     term = create_objective("soft_label_kl").primary
     soft = term.soft_labels(torch.tensor([60.3, 44.5, 95.0]), AGES)
     assert soft.sum(dim=1).tolist() == pytest.approx([1.0, 1.0, 1.0])
-    assert soft.argmax(dim=1).tolist() == [18, 2, 39]  # bins [60, 61), [44, 45) and the last (clamped)
+    assert soft.argmax(dim=1).tolist() == [
+        18,
+        2,
+        39,
+    ]  # bins [60, 61), [44, 45) and the last (clamped)
     # Mass of N(60.3, 1) in [60, 61): Phi(0.7) - Phi(-0.3) (nearly all of it lies in [42, 82)).
     assert soft[0, 18].item() == pytest.approx(0.7580 - 0.3821, abs=1e-4)
 
 
 def test_soft_label_kl_is_zero_at_the_soft_label_and_predicts_its_mean() -> None:
     objective = create_objective("soft_label_kl")
-    targets = torch.tensor([55.5, 70.5])  # bin centres, so the soft labels are symmetric around them
+    targets = torch.tensor(
+        [55.5, 70.5]
+    )  # bin centres, so the soft labels are symmetric around them
     # Clamped: far from the target, bins get no mass at all, and a -inf output is no network's output.
     log_soft = objective.primary.soft_labels(targets, AGES).clamp_min(1e-30).log()
     assert objective.loss(log_soft, targets, AGES).item() == pytest.approx(0.0, abs=1e-6)
     assert objective.loss(torch.zeros(2, 40), targets, AGES).item() > 1.0
-    assert objective.predict(log_soft, AGES).values.tolist() == pytest.approx([55.5, 70.5], abs=1e-4)
+    assert objective.predict(log_soft, AGES).values.tolist() == pytest.approx(
+        [55.5, 70.5], abs=1e-4
+    )
 
 
 @pytest.mark.parametrize("kwargs", [{"sigma": 0.0}, {"bin_width": -1.0}, {"bin_range": [50, 50.5]}])
@@ -106,7 +123,9 @@ class MeanOutput:
 
     name = "mean_output"
 
-    def __call__(self, model: nn.Module, inputs: Tensor, outputs: Tensor, targets: Tensor) -> Tensor:
+    def __call__(
+        self, model: nn.Module, inputs: Tensor, outputs: Tensor, targets: Tensor
+    ) -> Tensor:
         return outputs.mean()
 
 
@@ -123,4 +142,6 @@ def test_auxiliary_terms_are_weighted_and_named() -> None:
 
 def test_auxiliary_term_names_must_be_unique() -> None:
     with pytest.raises(ValueError, match="unique"):
-        Objective(create_objective("mse").primary, auxiliary=[(1.0, MeanOutput()), (2.0, MeanOutput())])
+        Objective(
+            create_objective("mse").primary, auxiliary=[(1.0, MeanOutput()), (2.0, MeanOutput())]
+        )

@@ -64,8 +64,15 @@ def config(**changes: object) -> TrainConfig:
         "task": "regression",
         "architecture": {"name": "resnet18", "kwargs": {"dropout": 0.3}},
         "objective": {"name": "mse"},
-        "trainer": {"max_epochs": 2, "batch_size": 8, "accelerator": "cpu", "enable_progress_bar": False},
-        "data": {"augmentation": [{"name": "RandGaussianNoise", "kwargs": {"prob": 0.5, "std": 0.3}}]},
+        "trainer": {
+            "max_epochs": 2,
+            "batch_size": 8,
+            "accelerator": "cpu",
+            "enable_progress_bar": False,
+        },
+        "data": {
+            "augmentation": [{"name": "RandGaussianNoise", "kwargs": {"prob": 0.5, "std": 0.3}}]
+        },
     }
     return TrainConfig.model_validate({**parameters, **changes})
 
@@ -87,15 +94,32 @@ def test_result_holds_history_summary_and_a_loadable_checkpoint(
 ) -> None:
     history, summary, meta = reference.history, reference.summary, reference.checkpoint["meta"]
     assert history["epoch"].tolist() == [0, 1]
-    assert {"train/loss", "val/loss", "val/mae", "val/r2", "train/mae", "lr/encoder", "lr/head"} <= set(history)
+    assert {
+        "train/loss",
+        "val/loss",
+        "val/mae",
+        "val/r2",
+        "train/mae",
+        "lr/encoder",
+        "lr/head",
+    } <= set(history)
     assert summary["epochs_run"] == 2 and summary["resumed"] is False
-    assert summary["best_epoch"] == history["epoch"][history["val/loss"].idxmin()] == meta["best_epoch"]
+    assert (
+        summary["best_epoch"]
+        == history["epoch"][history["val/loss"].idxmin()]
+        == meta["best_epoch"]
+    )
     assert summary["best_val_loss"] == pytest.approx(history["val/loss"].min())
     assert summary["total_params"] == summary["trainable_params"] > 0
     assert summary["fit_seconds"] > 0 and summary["train_images_per_second"] > 0
     train, _ = subject_split(labels["subject_id"], 0.2, seed=3)
     assert meta["target_mean"] == pytest.approx(labels["age"].iloc[train].mean(), rel=1e-5)
-    assert (meta["task"], meta["target"], meta["seed"], meta["objective"]["name"]) == ("regression", "age", 3, "mse")
+    assert (meta["task"], meta["target"], meta["seed"], meta["objective"]["name"]) == (
+        "regression",
+        "age",
+        3,
+        "mse",
+    )
     buffer = io.BytesIO()
     torch.save(reference.checkpoint, buffer)
     buffer.seek(0)
@@ -121,7 +145,9 @@ def test_interrupted_run_resumes_from_last_checkpoint_to_the_same_result(
         if module.current_epoch == 1:
             raise RuntimeError("killed")
 
-    monkeypatch.setattr(TransferModule, "on_train_epoch_start", killed_in_second_epoch, raising=False)
+    monkeypatch.setattr(
+        TransferModule, "on_train_epoch_start", killed_in_second_epoch, raising=False
+    )
     with pytest.raises(RuntimeError, match="killed"):
         fit(config(), images, labels, workdir=tmp_path)
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
@@ -136,8 +162,14 @@ def test_a_different_seed_gives_a_different_model_and_never_resumes_another_seed
     reference: FitResult, images: np.ndarray, labels: pd.DataFrame
 ) -> None:
     other = config(seed=4)
-    assert training._fingerprint(other, images, labels, None) != training._fingerprint(config(), images, labels, None)
-    result = fit(other.model_copy(update={"trainer": other.trainer.model_copy(update={"max_epochs": 1})}), images, labels)
+    assert training._fingerprint(other, images, labels, None) != training._fingerprint(
+        config(), images, labels, None
+    )
+    result = fit(
+        other.model_copy(update={"trainer": other.trainer.model_copy(update={"max_epochs": 1})}),
+        images,
+        labels,
+    )
     assert result.history["train/loss"][0] != reference.history["train/loss"][0]
 
 
@@ -145,8 +177,11 @@ def test_finetuning_a_source_with_a_linear_probe_trains_only_the_head(
     reference: FitResult, images: np.ndarray, labels: pd.DataFrame
 ) -> None:
     probe = config(
-        target="sex", task="classification", objective={"name": "cross_entropy"},
-        strategy={"name": "linear_probe"}, trainer={"max_epochs": 1, "batch_size": 8, "enable_progress_bar": False},
+        target="sex",
+        task="classification",
+        objective={"name": "cross_entropy"},
+        strategy={"name": "linear_probe"},
+        trainer={"max_epochs": 1, "batch_size": 8, "enable_progress_bar": False},
     )
     result = fit(probe, images, labels, source=reference.checkpoint)
     assert result.summary["trainable_params"] == 512 * 2 + 2
@@ -163,16 +198,29 @@ def row_outputs(checkpoint: dict, images: np.ndarray) -> torch.Tensor:
         return build_model(checkpoint)(torch.from_numpy(images.astype(np.float32)))
 
 
-def test_evaluate_averages_class_probabilities_per_subject(images: np.ndarray, labels: pd.DataFrame) -> None:
+def test_evaluate_averages_class_probabilities_per_subject(
+    images: np.ndarray, labels: pd.DataFrame
+) -> None:
     torch.manual_seed(0)
     model = create_architecture("resnet18", num_outputs=2, img_size=32)
     info = TaskInfo(task="classification", num_classes=2)
-    checkpoint = make_checkpoint(model, {**info.as_dict(), "target": "sex", "objective": {"name": "cross_entropy", "kwargs": {}}})
-    metrics, predictions = evaluate(checkpoint, images, labels, target="sex", split="test", batch_size=5)
+    checkpoint = make_checkpoint(
+        model,
+        {**info.as_dict(), "target": "sex", "objective": {"name": "cross_entropy", "kwargs": {}}},
+    )
+    metrics, predictions = evaluate(
+        checkpoint, images, labels, target="sex", split="test", batch_size=5
+    )
 
     rows = row_outputs(checkpoint, images).softmax(dim=1).numpy()
     expected = pd.DataFrame(rows, index=labels["subject_id"]).groupby(level=0).mean()
-    assert list(predictions.columns) == ["subject_id", "split", "target", "prediction", "probability"]
+    assert list(predictions.columns) == [
+        "subject_id",
+        "split",
+        "target",
+        "prediction",
+        "probability",
+    ]
     assert predictions["subject_id"].tolist() == expected.index.tolist()
     assert (predictions["split"] == "test").all()
     assert predictions["probability"].to_numpy() == pytest.approx(expected[1].to_numpy(), abs=1e-6)
@@ -180,25 +228,40 @@ def test_evaluate_averages_class_probabilities_per_subject(images: np.ndarray, l
     assert predictions["target"].tolist() == [i % 2 for i in range(SUBJECTS)]
 
     collection = metric_collection(info, "test")
-    collection.update(torch.tensor(expected.to_numpy()), torch.tensor(predictions["target"].to_numpy()))
-    assert metrics == pytest.approx({name: float(value) for name, value in collection.compute().items()}, abs=1e-6)
+    collection.update(
+        torch.tensor(expected.to_numpy()), torch.tensor(predictions["target"].to_numpy())
+    )
+    assert metrics == pytest.approx(
+        {name: float(value) for name, value in collection.compute().items()}, abs=1e-6
+    )
 
 
 def test_evaluate_averages_regression_predictions_per_subject(
     reference: FitResult, images: np.ndarray, labels: pd.DataFrame
 ) -> None:
-    metrics, predictions = evaluate(reference.checkpoint, images, labels, target="age", split="external")
+    metrics, predictions = evaluate(
+        reference.checkpoint, images, labels, target="age", split="external"
+    )
     meta = reference.checkpoint["meta"]
-    years = row_outputs(reference.checkpoint, images)[:, 0].numpy() * meta["target_std"] + meta["target_mean"]
+    years = (
+        row_outputs(reference.checkpoint, images)[:, 0].numpy() * meta["target_std"]
+        + meta["target_mean"]
+    )
     expected = pd.Series(years, index=labels["subject_id"]).groupby(level=0).mean()
     assert len(predictions) == SUBJECTS
     assert predictions["prediction"].to_numpy() == pytest.approx(expected.to_numpy(), rel=1e-5)
     ages = labels.groupby("subject_id")["age"].first().to_numpy()
     assert predictions["target"].to_numpy() == pytest.approx(ages)
-    assert metrics["external/mae"] == pytest.approx(np.abs(expected.to_numpy() - ages).mean(), rel=1e-4)
-    assert set(metrics) == {f"external/{name}" for name in ("mae", "mse", "rmse", "pearson_r", "r2")}
+    assert metrics["external/mae"] == pytest.approx(
+        np.abs(expected.to_numpy() - ages).mean(), rel=1e-4
+    )
+    assert set(metrics) == {
+        f"external/{name}" for name in ("mae", "mse", "rmse", "pearson_r", "r2")
+    }
 
 
-def test_evaluate_refuses_another_target(reference: FitResult, images: np.ndarray, labels: pd.DataFrame) -> None:
+def test_evaluate_refuses_another_target(
+    reference: FitResult, images: np.ndarray, labels: pd.DataFrame
+) -> None:
     with pytest.raises(ValueError, match="predicts 'age', not 'sex'"):
         evaluate(reference.checkpoint, images, labels, target="sex", split="test")

@@ -33,7 +33,11 @@ class TorchCheckpointDataset(AbstractVersionedDataset[dict[str, Any], dict[str, 
     """
 
     def __init__(
-        self, *, filepath: str, version: Version | None = None, metadata: dict[str, Any] | None = None
+        self,
+        *,
+        filepath: str,
+        version: Version | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(filepath=PurePosixPath(filepath), version=version)
         self.metadata = metadata
@@ -45,10 +49,14 @@ class TorchCheckpointDataset(AbstractVersionedDataset[dict[str, Any], dict[str, 
     def save(self, data: dict[str, Any]) -> None:
         """Write ``data`` atomically (temporary file, then ``os.replace``)."""
         if not isinstance(data, dict):
-            raise DatasetError(f"{self._filepath}: expected a checkpoint dict, got {type(data).__name__}")
+            raise DatasetError(
+                f"{self._filepath}: expected a checkpoint dict, got {type(data).__name__}"
+            )
         path = Path(self._get_save_path())
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        handle, temporary = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=".part"
+        )
         try:
             with os.fdopen(handle, "wb") as stream:
                 torch.save(data, stream)

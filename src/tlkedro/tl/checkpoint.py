@@ -48,7 +48,9 @@ def make_checkpoint(model: TLModel, meta: Mapping[str, Any]) -> dict[str, Any]:
     """
     return {
         "config": _plain(model.config, "config"),
-        "state_dict": {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()},
+        "state_dict": {
+            name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()
+        },
         "meta": _plain(meta, "meta"),
     }
 

@@ -37,7 +37,9 @@ def _array_transform_names() -> list[str]:
     return sorted(
         name
         for name, value in vars(monai.transforms).items()
-        if inspect.isclass(value) and issubclass(value, Transform) and not issubclass(value, MapTransform)
+        if inspect.isclass(value)
+        and issubclass(value, Transform)
+        and not issubclass(value, MapTransform)
     )
 
 
@@ -69,7 +71,9 @@ def augmentation_transform(name: str, kwargs: dict[str, Any]) -> Transform:
 def compose_augmentation(specs: Sequence[ComponentConfig]) -> Compose:
     """Chain the configured transforms; the result is a plain float32 tensor (no MONAI metadata)."""
     transforms = [augmentation_transform(spec.name, spec.kwargs) for spec in specs]
-    return Compose([*transforms, EnsureType(data_type="tensor", dtype=torch.float32, track_meta=False)])
+    return Compose(
+        [*transforms, EnsureType(data_type="tensor", dtype=torch.float32, track_meta=False)]
+    )
 
 
 def _item_seed(seed: int, epoch: int, row: int) -> int:
@@ -100,7 +104,9 @@ class ArrayDataset(Dataset[tuple[Tensor, Tensor]]):
             raise ValueError(f"images has {len(images)} rows but targets has {len(targets)}")
         self.images = images
         self.targets = targets
-        self.indices = np.arange(len(images)) if indices is None else np.asarray(indices, dtype=np.int64)
+        self.indices = (
+            np.arange(len(images)) if indices is None else np.asarray(indices, dtype=np.int64)
+        )
         self.transform = transform
         self.seed = seed
         self.epoch = 0
@@ -144,7 +150,9 @@ class EpochShuffleSampler(Sampler[int]):
         self.dataset.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[int]:
-        yield from np.random.default_rng([self.seed, self.epoch]).permutation(len(self.dataset)).tolist()
+        yield from (
+            np.random.default_rng([self.seed, self.epoch]).permutation(len(self.dataset)).tolist()
+        )
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -158,12 +166,16 @@ def target_values(labels: pd.DataFrame, target: str, task: Task) -> np.ndarray:
             class indices ``0..C-1``.
     """
     if target not in labels.columns:
-        raise ValueError(f"target {target!r} is not a column of the labels; columns: {list(labels.columns)}")
+        raise ValueError(
+            f"target {target!r} is not a column of the labels; columns: {list(labels.columns)}"
+        )
     values = labels[target].to_numpy()
     missing = pd.isna(values)
     if missing.any():
         subjects = labels.loc[missing, "subject_id"].head(5).tolist()
-        raise ValueError(f"target {target!r} is missing in {missing.sum()} rows (subjects {subjects}, ...)")
+        raise ValueError(
+            f"target {target!r} is missing in {missing.sum()} rows (subjects {subjects}, ...)"
+        )
     if task == "regression":
         return values.astype(np.float32)
     numeric = pd.to_numeric(values, errors="coerce")
@@ -209,7 +221,9 @@ def subject_split(
     """
     subjects = subjects.astype(str).reset_index(drop=True)
     if subjects.nunique() < 2:
-        raise ValueError(f"need at least 2 subjects to split off a validation set; got {subjects.nunique()}")
+        raise ValueError(
+            f"need at least 2 subjects to split off a validation set; got {subjects.nunique()}"
+        )
     if targets is None:
         splitter = GroupShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed)
         train, val = next(splitter.split(np.zeros(len(subjects)), groups=subjects))
@@ -272,7 +286,9 @@ class MRIDataModule(L.LightningDataModule):
         # before Lightning calls set_epoch, so the epoch is set here too, with the count Lightning uses:
         # a checkpoint saved at the end of an epoch has the epoch processed but not yet completed.
         self.train_sampler.set_epoch(
-            self.trainer.fit_loop.epoch_progress.current.processed if self.trainer is not None else 0
+            self.trainer.fit_loop.epoch_progress.current.processed
+            if self.trainer is not None
+            else 0
         )
         return DataLoader(
             self.train_dataset,
@@ -292,4 +308,6 @@ class MRIDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         """Validation batches in row order, without augmentation."""
-        return DataLoader(self.val_dataset, batch_size=self.batch_size, num_workers=self.num_workers)
+        return DataLoader(
+            self.val_dataset, batch_size=self.batch_size, num_workers=self.num_workers
+        )

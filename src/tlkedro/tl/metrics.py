@@ -51,7 +51,9 @@ def _classification_metrics(num_classes: int) -> dict[str, Metric]:
     if num_classes == 2:
         ranking: dict[str, Metric] = {
             "auroc": LambdaInputTransformer(BinaryAUROC(), transform_pred=_positive_class),
-            "auprc": LambdaInputTransformer(BinaryAveragePrecision(), transform_pred=_positive_class),
+            "auprc": LambdaInputTransformer(
+                BinaryAveragePrecision(), transform_pred=_positive_class
+            ),
         }
     else:
         ranking = {

@@ -81,7 +81,9 @@ class TransferModule(L.LightningModule):
             terms["penalty"] = penalty
         loss = torch.stack(list(terms.values())).sum()
         batch_size = len(images)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        self.log(
+            "train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size
+        )
         if len(terms) > 1:
             parts = {f"train/loss_{name}": value for name, value in terms.items()}
             self.log_dict(parts, on_step=False, on_epoch=True, batch_size=batch_size)
@@ -94,7 +96,9 @@ class TransferModule(L.LightningModule):
         images, targets = batch
         outputs = self.model(images)
         loss = self.objective.loss(outputs, targets, self.info)
-        self.log("val/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(images))
+        self.log(
+            "val/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(images)
+        )
         self._update_metrics(self.val_metrics, outputs, targets)
         self.log_dict(self.val_metrics, on_step=False, on_epoch=True)
 
@@ -117,12 +121,21 @@ class TransferModule(L.LightningModule):
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
                 optimizer, T_max=self.trainer.max_epochs, **schedule.kwargs
             )
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
-        if schedule.name == "plateau":
-            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", **schedule.kwargs)
             return {
                 "optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": "val/loss"},
+                "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+            }
+        if schedule.name == "plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min", **schedule.kwargs
+            )
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {
+                    "scheduler": scheduler,
+                    "interval": "epoch",
+                    "monitor": "val/loss",
+                },
             }
         return optimizer
 

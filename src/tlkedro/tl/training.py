@@ -28,12 +28,11 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.trainer.states import TrainerStatus
 from torch.utils.data import DataLoader
 
 from tlkedro.tl.architectures import create_architecture
 from tlkedro.tl.checkpoint import build_model, make_checkpoint
-from tlkedro.tl.config import TrainConfig
+from tlkedro.tl.config import TrainConfig, TrainerConfig
 from tlkedro.tl.data import ArrayDataset, MRIDataModule, subject_labels, target_values
 from tlkedro.tl.metrics import metric_collection
 from tlkedro.tl.module import TransferModule
@@ -87,7 +86,9 @@ class _SeedEachEpoch(L.Callback):
         self.seed = seed
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        L.seed_everything(_epoch_seed(self.seed, trainer.current_epoch), workers=True, verbose=False)
+        L.seed_everything(
+            _epoch_seed(self.seed, trainer.current_epoch), workers=True, verbose=False
+        )
 
 
 class _Recorder(L.Callback):
@@ -114,7 +115,12 @@ class _Recorder(L.Callback):
         self._epoch_start = self._last_batch_end = time.perf_counter()
 
     def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
     ) -> None:
         self.images += len(batch[0])
         self._last_batch_end = time.perf_counter()
@@ -174,7 +180,9 @@ def _resume_point(directory: Path, fingerprint: str) -> Path | None:
         log.info("Resuming from %s", last)
         return last
     if any(path.exists() for path in _checkpoints(directory)):
-        log.warning("Checkpoints in %s are from another configuration or data; starting afresh", directory)
+        log.warning(
+            "Checkpoints in %s are from another configuration or data; starting afresh", directory
+        )
     _clear(directory)
     directory.mkdir(parents=True, exist_ok=True)
     marker.write_text(fingerprint)
@@ -188,6 +196,41 @@ def _working_directory(workdir: str | Path | None) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="tlkedro-fit-") as temporary:
         yield Path(temporary)
+
+
+def _build_module(
+    config: TrainConfig, info: TaskInfo, image_shape: tuple[int, ...], source: dict | None
+) -> TransferModule:
+    """The configured model, prepared by the strategy from the source, in a TransferModule."""
+    objective = create_objective(config.objective.name, **config.objective.kwargs)
+    architecture_kwargs = {
+        "in_channels": int(image_shape[1]),
+        "img_size": [int(size) for size in image_shape[2:]],
+        **config.architecture.kwargs,
+        "num_outputs": objective.num_outputs(info),
+    }
+    model = create_architecture(config.architecture.name, **architecture_kwargs)
+    strategy = create_strategy(config.strategy.name, **config.strategy.kwargs)
+    model = strategy.prepare(model, source["state_dict"] if source is not None else None)
+    return TransferModule(model, objective, strategy, config.optimizer, config.scheduler, info)
+
+
+def _trainer(settings: TrainerConfig, directory: Path, callbacks: list[L.Callback]) -> L.Trainer:
+    return L.Trainer(
+        max_epochs=settings.max_epochs,
+        accelerator=settings.accelerator,
+        devices=settings.devices,
+        strategy=settings.strategy,
+        precision=settings.precision,
+        deterministic=settings.deterministic,
+        log_every_n_steps=settings.log_every_n_steps,
+        enable_progress_bar=settings.enable_progress_bar,
+        limit_train_batches=settings.limit_train_batches,
+        # The history is collected by _Recorder and returned; nothing else needs a logger's files.
+        logger=False,
+        default_root_dir=directory,
+        callbacks=callbacks,
+    )
 
 
 def fit(
@@ -229,19 +272,9 @@ def fit(
     info = TaskInfo.from_targets(
         config.task, datamodule.targets[datamodule.train_indices], datamodule.targets
     )
-    objective = create_objective(config.objective.name, **config.objective.kwargs)
-    architecture_kwargs = {
-        "in_channels": int(images.shape[1]),
-        "img_size": [int(size) for size in images.shape[2:]],
-        **config.architecture.kwargs,
-        "num_outputs": objective.num_outputs(info),
-    }
-    model = create_architecture(config.architecture.name, **architecture_kwargs)
-    strategy = create_strategy(config.strategy.name, **config.strategy.kwargs)
-    model = strategy.prepare(model, source["state_dict"] if source is not None else None)
-    total_params = sum(p.numel() for p in model.parameters())
-    trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    module = TransferModule(model, objective, strategy, config.optimizer, config.scheduler, info)
+    module = _build_module(config, info, images.shape, source)
+    total_params = sum(p.numel() for p in module.model.parameters())
+    trainable_params = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
 
     with _working_directory(workdir) as directory:
         resume = _resume_point(directory, _fingerprint(config, images, labels, source))
@@ -258,34 +291,19 @@ def fit(
             save_on_train_epoch_end=True,
         )
         latest = ModelCheckpoint(
-            dirpath=directory / _CHECKPOINTS, filename=_LAST_NAME, save_top_k=1, save_on_train_epoch_end=True
+            dirpath=directory / _CHECKPOINTS,
+            filename=_LAST_NAME,
+            save_top_k=1,
+            save_on_train_epoch_end=True,
         )
-        settings = config.trainer
-        trainer = L.Trainer(
-            max_epochs=settings.max_epochs,
-            accelerator=settings.accelerator,
-            devices=settings.devices,
-            strategy=settings.strategy,
-            precision=settings.precision,
-            deterministic=settings.deterministic,
-            log_every_n_steps=settings.log_every_n_steps,
-            enable_progress_bar=settings.enable_progress_bar,
-            limit_train_batches=settings.limit_train_batches,
-            logger=False,
-            default_root_dir=directory,
-            callbacks=[
-                _SeedEachEpoch(config.seed),
-                recorder,
-                EarlyStopping(monitor="val/loss", mode="min", patience=settings.early_stopping_patience),
-                best,
-                latest,
-            ],
+        early_stopping = EarlyStopping(
+            monitor="val/loss", mode="min", patience=config.trainer.early_stopping_patience
         )
+        callbacks = [_SeedEachEpoch(config.seed), recorder, early_stopping, best, latest]
+        trainer = _trainer(config.trainer, directory, callbacks)
         start = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
         fit_seconds = time.perf_counter() - start
-        if trainer.state.status != TrainerStatus.FINISHED:
-            raise RuntimeError(f"training did not finish (status {trainer.state.status}); rerun to resume")
         best_state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
         module.load_state_dict(best_state["state_dict"])
         best_val_loss = float(best.best_model_score)
@@ -311,7 +329,9 @@ def fit(
         "train_images_per_second": recorder.images / recorder.seconds if recorder.seconds else 0.0,
         "resumed": resume is not None,
     }
-    return FitResult(checkpoint=make_checkpoint(module.model, meta), history=history, summary=summary)
+    return FitResult(
+        checkpoint=make_checkpoint(module.model, meta), history=history, summary=summary
+    )
 
 
 def evaluate(
@@ -356,7 +376,9 @@ def evaluate(
     with torch.inference_mode():
         for batch, _ in loader:
             prediction = objective.predict(model(batch.to(device)), info)
-            kept = prediction.values if prediction.probabilities is None else prediction.probabilities
+            kept = (
+                prediction.values if prediction.probabilities is None else prediction.probabilities
+            )
             outputs.append(kept.float().cpu())
     rows = pd.DataFrame(torch.cat(outputs).numpy().reshape(len(targets), -1))
     subjects = labels["subject_id"].astype(str).reset_index(drop=True)
@@ -365,7 +387,9 @@ def evaluate(
     table = pd.DataFrame({"subject_id": per_subject.index, "split": split})
     if info.task == "classification":
         probabilities = torch.tensor(per_subject.to_numpy())
-        subject_targets = torch.tensor(subject_labels(subjects, targets).loc[per_subject.index].to_numpy())
+        subject_targets = torch.tensor(
+            subject_labels(subjects, targets).loc[per_subject.index].to_numpy()
+        )
         table["target"] = subject_targets.numpy()
         table["prediction"] = probabilities.argmax(dim=1).numpy()
         if info.num_classes == 2:

@@ -46,7 +46,9 @@ class TaskInfo:
     target_max: float = 0.0
 
     @classmethod
-    def from_targets(cls, task: Task, train_targets: np.ndarray, all_targets: np.ndarray) -> TaskInfo:
+    def from_targets(
+        cls, task: Task, train_targets: np.ndarray, all_targets: np.ndarray
+    ) -> TaskInfo:
         """Measure the target on the data.
 
         Args:
@@ -113,7 +115,9 @@ class AuxiliaryTerm(Protocol):
 
     name: str
 
-    def __call__(self, model: nn.Module, inputs: Tensor, outputs: Tensor, targets: Tensor) -> Tensor:
+    def __call__(
+        self, model: nn.Module, inputs: Tensor, outputs: Tensor, targets: Tensor
+    ) -> Tensor:
         """The term's loss for a batch; ``outputs`` are ``model(inputs)``."""
         ...
 

@@ -34,7 +34,9 @@ class StandardisedRegression(PrimaryTerm):
         return self._loss(outputs.squeeze(1), standardised)
 
     def predict(self, outputs: Tensor, info: TaskInfo) -> Prediction:
-        return Prediction(values=outputs.squeeze(1) * info.target_std + info.target_mean, probabilities=None)
+        return Prediction(
+            values=outputs.squeeze(1) * info.target_std + info.target_mean, probabilities=None
+        )
 
 
 @OBJECTIVES.register()

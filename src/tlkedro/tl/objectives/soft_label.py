@@ -39,7 +39,10 @@ class SoftLabelKL(PrimaryTerm):
     task = "regression"
 
     def __init__(
-        self, bin_range: tuple[float, float] | None = None, bin_width: float = 1.0, sigma: float = 1.0
+        self,
+        bin_range: tuple[float, float] | None = None,
+        bin_width: float = 1.0,
+        sigma: float = 1.0,
     ) -> None:
         check_positive("bin_width", bin_width)
         check_positive("sigma", sigma)
