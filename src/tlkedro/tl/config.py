@@ -19,7 +19,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, ReduceLROnPlateau
 from tlkedro.tl.architectures.base import ARCHITECTURES
 from tlkedro.tl.data import augmentation_transform
 from tlkedro.tl.objectives import OBJECTIVES, Task, create_objective
-from tlkedro.tl.registry import Registry, UnknownComponentError
+from tlkedro.tl.registry import UnknownComponentError
 from tlkedro.tl.strategies import create_strategy
 
 Precision = Literal["64-true", "32-true", "16-true", "16-mixed", "bf16-true", "bf16-mixed"]
@@ -54,7 +54,10 @@ class ArchitectureConfig(ComponentConfig):
     @field_validator("name")
     @classmethod
     def _registered(cls, name: str) -> str:
-        _require_registered(ARCHITECTURES, name)
+        try:
+            ARCHITECTURES.get(name)
+        except UnknownComponentError as error:
+            raise ValueError(str(error)) from None
         return name
 
     @field_validator("kwargs")
@@ -237,13 +240,6 @@ class TrainConfig(_Strict):
                 f"objectives for {self.task}: {', '.join(fitting)}"
             )
         return self
-
-
-def _require_registered(registry: Registry[Any], name: str) -> None:
-    try:
-        registry.get(name)
-    except UnknownComponentError as error:
-        raise ValueError(str(error)) from None
 
 
 def _check_builds(component: ComponentConfig, create: Callable[..., Any]) -> None:
