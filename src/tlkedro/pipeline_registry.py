@@ -9,6 +9,7 @@ reads ``conf/`` with the default run environment, or ``KEDRO_ENV`` where set.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -60,14 +61,11 @@ def register_pipelines() -> dict[str, Pipeline]:
     """
     parameters = load_parameters()
     source = parameters["ingestion"]["source"]
-    pipelines = {
-        "synthetic": create_synthetic_pipeline(),
-        "ingestion": create_ingestion_pipeline(source=source),
-        "preprocessing": create_preprocessing_pipeline(),
-        "pretrain": pretrain.create_pipeline(parameters),
-        "finetune": finetune.create_pipeline(parameters),
-        "reporting": reporting.create_pipeline(parameters),
-    }
+    with warnings.catch_warnings():
+        # Finetune variants read `pretrain.<variant>.model` and reporting reads every variant's outputs:
+        # consuming another namespace's datasets is the point of the design, not a naming mistake.
+        warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
+        pipelines = _build(parameters, source)
     # The demo generates its own cohort; with real data (`ingestion.source: raw`) nothing is generated.
     data = (pipelines["synthetic"] if source == "synthetic" else Pipeline([])) + pipelines["ingestion"]
     pipelines["data"] = data + pipelines["preprocessing"]
@@ -75,3 +73,14 @@ def register_pipelines() -> dict[str, Pipeline]:
         pipelines["data"] + pipelines["pretrain"] + pipelines["finetune"] + pipelines["reporting"]
     )
     return pipelines
+
+
+def _build(parameters: dict[str, Any], source: str) -> dict[str, Pipeline]:
+    return {
+        "synthetic": create_synthetic_pipeline(),
+        "ingestion": create_ingestion_pipeline(source=source),
+        "preprocessing": create_preprocessing_pipeline(),
+        "pretrain": pretrain.create_pipeline(parameters),
+        "finetune": finetune.create_pipeline(parameters),
+        "reporting": reporting.create_pipeline(parameters),
+    }

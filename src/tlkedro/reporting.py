@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 #: Columns shown first in a comparison table, when present.
 LEADING_COLUMNS = [
     "variant", "group", "architecture", "strategy", "init_from", "seed", "lr",
-    "total_params", "trainable_params", "macs_per_image", "latency_ms", "file_size_bytes",
+    "total_params", "trainable_params", "macs_per_image", "cpu_latency_ms", "file_size_bytes",
     "epochs_run", "fit_seconds",
 ]
 

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from tlkedro import reporting
 
 REPORT_COLUMNS_FIRST = ["variant", "strategy", "init_from", "seed", "trainable_params", "total_params",
-                        "macs_per_image", "latency_ms"]
+                        "macs_per_image", "cpu_latency_ms", "file_size_bytes"]
 
 
 def compare_variants(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import partial
+from tlkedro.pipelines import bind
 from typing import Any
 
 from kedro.pipeline import Node, Pipeline
@@ -27,17 +27,17 @@ def _report_nodes(pipeline_name: str, section: dict[str, Any], primary_metric: s
     predictions = [f"{name}.predictions_{first_split[name]}" for name in evaluated]
     out = f"{pipeline_name}_"
     nodes = [
-        Node(partial(compare_variants, title=f"{pipeline_name} variants", primary_metric=primary_metric),
+        Node(bind(compare_variants, title=f"{pipeline_name} variants", primary_metric=primary_metric),
              [f"{name}.metrics" for name in names], [f"{out}comparison", f"{out}report"],
              name=f"compare_{pipeline_name}_variants"),
-        Node(partial(plot_learning_curves, names=names), [f"{name}.history" for name in names],
+        Node(bind(plot_learning_curves, names=names), [f"{name}.history" for name in names],
              f"{out}learning_curves", name=f"plot_{pipeline_name}_learning_curves"),
     ]
     if evaluated:
         nodes += [
-            Node(partial(plot_test_predictions, names=evaluated, task=section["task"], target=section["target"]),
+            Node(bind(plot_test_predictions, names=evaluated, task=section["task"], target=section["target"]),
                  predictions, f"{out}predictions_plot", name=f"plot_{pipeline_name}_predictions"),
-            Node(partial(plot_primary_metric, names=evaluated, metric=primary_metric),
+            Node(bind(plot_primary_metric, names=evaluated, metric=primary_metric),
                  [f"{out}comparison", *predictions], f"{out}metric_plot",
                  name=f"plot_{pipeline_name}_primary_metric"),
         ]

@@ -95,7 +95,9 @@ def summarise_variant(
         "lr": config["optimizer"]["lr"],
     }
     record.update(summary)
-    record.update(complexity)
+    # Parameter counts come from the training summary: it knows what the strategy froze, whereas the
+    # reloaded model has every parameter trainable.
+    record.update({k: v for k, v in complexity.items() if not k.startswith("params_")})
     for metrics in split_metrics:
         record.update(metrics)
     return record

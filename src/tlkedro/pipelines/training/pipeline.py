@@ -7,7 +7,7 @@ by the catalog's dataset factories, and the shared model-input datasets stay un-
 
 from __future__ import annotations
 
-from functools import partial
+from tlkedro.pipelines import bind
 from typing import Any
 
 from kedro.pipeline import Node, Pipeline
@@ -47,12 +47,12 @@ def create_variant_pipeline(
         overrides: The variant's overrides (used when ``declared`` is ``False``).
     """
     namespace = f"{pipeline_name}.{variant}"
-    resolve = partial(resolve_config, namespace=namespace, wired_source=source)
+    resolve = bind(resolve_config, namespace=namespace, wired_source=source)
     resolve_inputs = {"base": "params:base", "runtime": "params:runtime"}
     if declared:
         resolve_inputs["overrides"] = "params:overrides"
     else:
-        resolve = partial(resolve, overrides=overrides)
+        resolve = bind(resolve, overrides=overrides)
     train_inputs = ["config", f"{train_split}_images", f"{train_split}_labels"]
     if source:
         train_inputs.append("source_model")
@@ -64,7 +64,7 @@ def create_variant_pipeline(
     for split in evaluate_on:
         nodes.append(
             Node(
-                partial(evaluate_model, split=split),
+                bind(evaluate_model, split=split),
                 ["config", "model", f"{split}_images", f"{split}_labels"],
                 [f"metrics_{split}", f"predictions_{split}"],
                 name=f"evaluate_{split}",

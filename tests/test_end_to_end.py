@@ -1,0 +1,94 @@
+"""End-to-end runs through the real ``kedro`` CLI: cohort -> report on the tiny environment (conf/tiny)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+KEDRO = str(Path(sys.executable).with_name("kedro"))
+FINETUNE_VARIANTS = ["scratch", "full", "linear_probe", "freeze_layer3_1"]
+
+pytestmark = pytest.mark.slow
+
+
+def kedro(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "COLUMNS": "200"}
+    result = subprocess.run([KEDRO, *args], cwd=project, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"kedro {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return result
+
+
+def output(project: Path, pipeline: str, variant: str, name: str) -> Path:
+    return project / "data" / "07_model_output" / pipeline / variant / name
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the project's configuration (the package is installed) after a full tiny run."""
+    root = tmp_path_factory.mktemp("project")
+    shutil.copytree(PROJECT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    (root / "conf" / "local").mkdir()
+    shutil.copy(PROJECT / "pyproject.toml", root / "pyproject.toml")
+    (root / "src").mkdir()  # Kedro insists on the source folder; the package itself is installed
+    kedro(root, "run", "--env", "tiny")
+    return root
+
+
+def test_default_pipeline_goes_from_cohort_to_report(project):
+    manifest = pd.read_parquet(project / "data/02_intermediate/manifest.parquet")
+    assert len(manifest) == 48
+    assert pd.read_parquet(project / "data/02_intermediate/quarantine.parquet").empty
+    [report] = (project / "data/08_reporting/finetune_report.md").glob("*/finetune_report.md")
+    text = report.read_text()
+    for variant in FINETUNE_VARIANTS:
+        assert f"| finetune.{variant} |" in text
+    [comparison] = (project / "data/08_reporting/finetune_comparison.csv").glob("*/*.csv")
+    table = pd.read_csv(comparison)
+    assert set(table["variant"]) == {f"finetune.{v}" for v in FINETUNE_VARIANTS}
+    assert {"test/auroc", "external/auroc", "trainable_params", "macs_per_image"} <= set(table.columns)
+    probe = table.set_index("variant").loc["finetune.linear_probe"]
+    assert probe["trainable_params"] < probe["total_params"]
+
+
+def test_each_run_records_its_configuration_and_provenance(project):
+    record = json.loads(output(project, "finetune", "linear_probe", "config.json").read_text())
+    assert record["config"]["strategy"]["name"] == "linear_probe"
+    assert record["config"]["optimizer"]["lr"] == pytest.approx(1e-3)  # the variant's override
+    assert record["config"]["seed"] == 42
+    assert record["run"]["packages"]["torch"]
+    assert record["run"]["git_revision"]
+
+
+def test_params_on_the_command_line_reach_every_variant_that_does_not_override_them(project):
+    nodes = ",".join(f"finetune.{v}.resolve_config" for v in ("full", "linear_probe"))
+    kedro(project, "run", "--env", "tiny", "--pipelines", "finetune", "--nodes", nodes,
+          "--params", "finetune.optimizer.lr=1e-4,finetune.variants.linear_probe.optimizer.weight_decay=0.5")
+    full = json.loads(output(project, "finetune", "full", "config.json").read_text())["config"]
+    probe = json.loads(output(project, "finetune", "linear_probe", "config.json").read_text())["config"]
+    assert full["optimizer"]["lr"] == pytest.approx(1e-4)
+    assert probe["optimizer"]["lr"] == pytest.approx(1e-3)  # its own override wins
+    assert probe["optimizer"]["weight_decay"] == pytest.approx(0.5)
+
+
+def test_same_configuration_and_seed_give_the_same_metrics(project):
+    before = json.loads(output(project, "finetune", "full", "metrics_test.json").read_text())
+    kedro(project, "run", "--env", "tiny", "--namespaces", "finetune.full")
+    after = json.loads(output(project, "finetune", "full", "metrics_test.json").read_text())
+    assert after == before
+
+
+def test_only_missing_outputs_skips_finished_variants(project):
+    output(project, "finetune", "scratch", "metrics.json").unlink()
+    result = kedro(project, "run", "--env", "tiny", "--pipelines", "finetune", "--only-missing-outputs")
+    log = result.stdout + result.stderr
+    assert "Completed node: finetune.scratch.summarise" in log
+    assert "Completed node: finetune.full.train" not in log
+    assert output(project, "finetune", "scratch", "metrics.json").exists()
