@@ -50,11 +50,14 @@ def test_loading_lists_files_without_opening_them(tmp_path):
 
     loaded = NiftiCollectionDataset(path=str(tmp_path), glob=UKB_GLOB).load()
 
-    assert list(loaded) == [_ukb_key(1000001)]  # the empty file reaches ingestion, which quarantines it
+    # The empty file is listed: it reaches ingestion, which quarantines it.
+    assert list(loaded) == [_ukb_key(1000001)]
 
 
 def test_double_star_matches_any_number_of_folders(tmp_path):
-    dataset = NiftiCollectionDataset(path=str(tmp_path / "bids"), glob="sub-*/**/anat/*_T1w.nii.gz", workers=1)
+    dataset = NiftiCollectionDataset(
+        path=str(tmp_path / "bids"), glob="sub-*/**/anat/*_T1w.nii.gz", workers=1
+    )
     keys = ["sub-1/anat/sub-1_T1w.nii.gz", "sub-2/ses-a/anat/sub-2_ses-a_T1w.nii.gz"]
     dataset.save({key: _image(0) for key in keys})
     assert list(dataset.load()) == keys
@@ -71,7 +74,9 @@ def test_refuses_to_write_into_a_foreign_non_empty_folder(tmp_path):
     user_file.write_bytes(b"someone's scan")
     dataset = NiftiCollectionDataset(path=str(tmp_path), glob=UKB_GLOB, workers=1)
 
-    with pytest.raises(DatasetError, match=rf"Refusing to write .* into {tmp_path}: the folder is not empty"):
+    with pytest.raises(
+        DatasetError, match=rf"Refusing to write .* into {tmp_path}: the folder is not empty"
+    ):
         dataset.save({_ukb_key(1000001): _image(1)})
 
     assert user_file.read_bytes() == b"someone's scan"
@@ -88,7 +93,8 @@ def test_writes_into_an_existing_empty_folder_and_marks_it(tmp_path):
 def test_saving_again_replaces_its_own_collection(tmp_path):
     dataset = NiftiCollectionDataset(path=str(tmp_path / "ukb"), glob=UKB_GLOB, workers=1)
     dataset.save({_ukb_key(1000001): _image(1), _ukb_key(1000002): _image(2)})
-    (tmp_path / "ukb" / "ukb_showcase.csv").write_text("eid\n")  # a sibling file the glob does not match
+    # A sibling file that the glob does not match stays.
+    (tmp_path / "ukb" / "ukb_showcase.csv").write_text("eid\n")
 
     dataset.save({_ukb_key(1000002): _image(5)})
 

@@ -69,7 +69,9 @@ def test_subject_is_reproducible_and_does_not_depend_on_cohort_size():
     for a, b in zip(small, large[:3], strict=False):
         assert dataclasses.replace(a, eid=b.eid) == b
     first = np.asarray(generate_subject(small[1], PARAMS).dataobj)
-    again = np.asarray(generate_subject(dataclasses.replace(large[1], eid=small[1].eid), PARAMS).dataobj)
+    again = np.asarray(
+        generate_subject(dataclasses.replace(large[1], eid=small[1].eid), PARAMS).dataobj
+    )
     assert np.array_equal(first, again)
 
 
@@ -80,12 +82,16 @@ def test_a_different_seed_gives_a_different_cohort():
 
 def test_ageing_thins_grey_matter_and_enlarges_ventricles_in_the_same_individual():
     for index in range(4):
-        young, old = (draw_subject(PARAMS, index, 1000000 + index, age=age, site=11025) for age in (50, 80))
+        young, old = (
+            draw_subject(PARAMS, index, 1000000 + index, age=age, site=11025) for age in (50, 80)
+        )
         young_maps, old_maps = tissue_maps(young, PARAMS), tissue_maps(old, PARAMS)
 
         assert old_maps["gm"].sum() < 0.93 * young_maps["gm"].sum()
         assert _ventricle_csf_ml(old_maps) > 1.25 * _ventricle_csf_ml(young_maps)
-        assert _dark_fraction(generate_subject(old, PARAMS)) > _dark_fraction(generate_subject(young, PARAMS))
+        assert _dark_fraction(generate_subject(old, PARAMS)) > _dark_fraction(
+            generate_subject(young, PARAMS)
+        )
 
 
 def test_across_the_cohort_grey_matter_falls_and_ventricles_grow_with_age():
@@ -134,11 +140,16 @@ def test_sex_differences_survive_registration_as_tissue_and_shape():
 
 def test_without_sex_effects_registered_women_and_men_are_identical():
     params = PARAMS.model_copy(
-        update={"sex": PARAMS.sex.model_copy(update={"cortex_mm": 0, "ventricle_ratio": 1, "contrast": 0, "shape_mm": 0})}
+        update={
+            "sex": PARAMS.sex.model_copy(
+                update={"cortex_mm": 0, "ventricle_ratio": 1, "contrast": 0, "shape_mm": 0}
+            )
+        }
     )
     woman, man = (draw_subject(params, 0, 1000000, sex=sex) for sex in (0, 1))
     assert np.array_equal(
-        np.asarray(generate_subject(woman, params).dataobj), np.asarray(generate_subject(man, params).dataobj)
+        np.asarray(generate_subject(woman, params).dataobj),
+        np.asarray(generate_subject(man, params).dataobj),
     )
 
 
@@ -151,26 +162,41 @@ def _with_sites(params: SyntheticCohortParams, **update: float) -> SyntheticCoho
 def test_site_noise_matches_its_parameter(site):
     subject = draw_subject(PARAMS, 0, 1000000, site=site)
     # Without blur and bias field, the 95th percentile of the brain is the white-matter level.
-    noisy = np.asarray(generate_subject(subject, _with_sites(PARAMS, blur_fwhm_mm=0, bias_field=0)).dataobj, float)
-    clean = np.asarray(generate_subject(subject, _with_sites(PARAMS, blur_fwhm_mm=0, bias_field=0, noise=0)).dataobj, float)
+    noisy = np.asarray(
+        generate_subject(subject, _with_sites(PARAMS, blur_fwhm_mm=0, bias_field=0)).dataobj, float
+    )
+    clean = np.asarray(
+        generate_subject(
+            subject, _with_sites(PARAMS, blur_fwhm_mm=0, bias_field=0, noise=0)
+        ).dataobj,
+        float,
+    )
     inside = ndimage.binary_erosion((noisy > 0) & (clean > 0), iterations=2)
     white_matter = np.percentile(clean[inside], 95)
 
-    assert np.std(noisy[inside] - clean[inside]) / white_matter == pytest.approx(PARAMS.sites[site].noise, rel=0.2)
+    assert np.std(noisy[inside] - clean[inside]) / white_matter == pytest.approx(
+        PARAMS.sites[site].noise, rel=0.2
+    )
 
 
 def test_site_blur_and_intensity_scale_change_the_image():
     base = _with_sites(PARAMS, noise=0, bias_field=0)
     subject = draw_subject(base, 0, 1000000, site=11025)
     sharp = np.asarray(generate_subject(subject, base).dataobj, float)
-    blurred = np.asarray(generate_subject(subject, _with_sites(base, blur_fwhm_mm=8.0)).dataobj, float)
-    dimmed = np.asarray(generate_subject(subject, _with_sites(base, intensity_scale=0.5)).dataobj, float)
+    blurred = np.asarray(
+        generate_subject(subject, _with_sites(base, blur_fwhm_mm=8.0)).dataobj, float
+    )
+    dimmed = np.asarray(
+        generate_subject(subject, _with_sites(base, intensity_scale=0.5)).dataobj, float
+    )
 
     def sharpness(v: np.ndarray) -> float:
         return float(np.mean(np.abs(np.diff(v, axis=0))[(v[1:] > 0) & (v[:-1] > 0)]))
 
     assert sharpness(blurred) < 0.8 * sharpness(sharp)
-    assert np.median(dimmed[dimmed > 0]) == pytest.approx(0.5 * np.median(sharp[sharp > 0]), rel=0.02)
+    assert np.median(dimmed[dimmed > 0]) == pytest.approx(
+        0.5 * np.median(sharp[sharp > 0]), rel=0.02
+    )
 
 
 def test_the_external_site_differs_most_from_the_others():
@@ -192,7 +218,8 @@ def test_ukb_metadata_has_showcase_columns_and_shuffled_seven_digit_eids():
     # Neither the row order nor the eid order follows age or sex.
     assert not table["eid"].is_monotonic_increasing
     assert abs(stats.spearmanr(table["eid"], table["21003-2.0"]).statistic) < 0.4
-    assert table["brain_age"].sub(table["21003-2.0"]).abs().mean() > 1  # ground truth kept beside the labels
+    # The ground truth is kept beside the labels.
+    assert table["brain_age"].sub(table["21003-2.0"]).abs().mean() > 1
 
 
 def test_bids_metadata_is_a_participants_table():

@@ -27,9 +27,13 @@ def _run(root: Path, layout: str, workers: int = 1, glob: str | None = None) -> 
     separator = "\t" if layout == "bids" else ","
     catalog = DataCatalog(
         {
-            "synthetic_images": NiftiCollectionDataset(str(root), glob or GLOBS[layout], workers=workers),
+            "synthetic_images": NiftiCollectionDataset(
+                str(root), glob or GLOBS[layout], workers=workers
+            ),
             "synthetic_metadata": CSVDataset(
-                filepath=str(metadata), load_args={"sep": separator}, save_args={"sep": separator, "index": False}
+                filepath=str(metadata),
+                load_args={"sep": separator},
+                save_args={"sep": separator, "index": False},
             ),
         }
     )
@@ -64,9 +68,13 @@ def test_images_do_not_depend_on_the_number_of_workers(tmp_path):
 
     one = sorted((tmp_path / "one").rglob("*.nii.gz"))
     two = sorted((tmp_path / "two").rglob("*.nii.gz"))
-    assert [p.relative_to(tmp_path / "one") for p in one] == [p.relative_to(tmp_path / "two") for p in two]
+    assert [p.relative_to(tmp_path / "one") for p in one] == [
+        p.relative_to(tmp_path / "two") for p in two
+    ]
     assert all(a.read_bytes() == b.read_bytes() for a, b in zip(one, two, strict=True))
-    assert (tmp_path / "one/../ukb_showcase.csv").read_text() == (tmp_path / "two/../ukb_showcase.csv").read_text()
+    assert (tmp_path / "one/../ukb_showcase.csv").read_text() == (
+        tmp_path / "two/../ukb_showcase.csv"
+    ).read_text()
 
 
 def test_a_catalog_glob_that_disagrees_with_the_layout_fails_before_generating(tmp_path):
@@ -78,20 +86,30 @@ def test_a_catalog_glob_that_disagrees_with_the_layout_fails_before_generating(t
 @pytest.mark.parametrize("layout", ["ukb", "bids"])
 def test_the_catalog_entries_follow_the_layout_chosen_at_run_time(layout):
     runtime = {"synthetic": {"layout": layout}} if layout == "bids" else {}
-    loader = OmegaConfigLoader(str(PROJECT / "conf"), base_env="base", default_run_env="base", runtime_params=runtime)
+    loader = OmegaConfigLoader(
+        str(PROJECT / "conf"), base_env="base", default_run_env="base", runtime_params=runtime
+    )
     catalog = loader["catalog"]
 
-    params = SyntheticCohortParams.model_validate({**loader["parameters"]["synthetic"], **runtime.get("synthetic", {})})
+    params = SyntheticCohortParams.model_validate(
+        {**loader["parameters"]["synthetic"], **runtime.get("synthetic", {})}
+    )
     assert params.layout == layout
     assert catalog["synthetic_images"]["glob"] == GLOBS[layout]
     assert catalog["synthetic_images"]["path"].endswith(f"synthetic/{layout}")
-    assert catalog["synthetic_metadata"]["filepath"].endswith("participants.tsv" if layout == "bids" else ".csv")
+    assert catalog["synthetic_metadata"]["filepath"].endswith(
+        "participants.tsv" if layout == "bids" else ".csv"
+    )
     # The generator's own entries never point at the user's raw data.
     assert not catalog["synthetic_images"]["path"].startswith(catalog["raw_images"]["path"])
 
 
 def test_kedro_validates_the_synthetic_parameters_before_running():
     validator = ParameterValidator({"synthetic": create_pipeline()})
-    assert validator.validate_raw_params({"synthetic": TINY})["synthetic"] == SyntheticCohortParams(**TINY)
-    with pytest.raises(ParameterValidationError, match=r"synthetic(.|\n)*n_subjects(.|\n)*input_value=0"):
+    assert validator.validate_raw_params({"synthetic": TINY})["synthetic"] == SyntheticCohortParams(
+        **TINY
+    )
+    with pytest.raises(
+        ParameterValidationError, match=r"synthetic(.|\n)*n_subjects(.|\n)*input_value=0"
+    ):
         validator.validate_raw_params({"synthetic": {**TINY, "n_subjects": 0}})

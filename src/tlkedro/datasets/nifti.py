@@ -19,7 +19,8 @@ from tlkedro.parallel import run_recipes
 # Written into every folder this dataset creates. Saving into an existing, non-empty folder without it
 # is refused: that folder holds someone's data, and a collection must never overwrite it.
 MARKER = ".tlkedro-collection"
-_GZIP_LEVEL = 1  # nibabel's own default for .nii.gz: higher levels cost far more time than they save space
+# nibabel's own default for .nii.gz: higher levels cost far more time than they save space.
+_GZIP_LEVEL = 1
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,9 @@ class NiftiCollectionDataset(AbstractDataset[Mapping[str, Any], dict[str, NiftiR
 
     def load(self) -> dict[str, NiftiRef]:
         if not self._root.is_dir():
-            raise DatasetError(f"NIfTI collection folder {self._root} does not exist (or is not a folder).")
+            raise DatasetError(
+                f"NIfTI collection folder {self._root} does not exist (or is not a folder)."
+            )
         root = self._root.resolve()
         files = (p for p in root.glob(self._glob) if p.is_file())
         return {p.relative_to(root).as_posix(): NiftiRef(p) for p in sorted(files)}
@@ -83,7 +86,9 @@ class NiftiCollectionDataset(AbstractDataset[Mapping[str, Any], dict[str, NiftiR
         root = self._root.resolve()
         stale = set(self.load()) - set(data)
         jobs = (_WriteJob(root / key, item) for key, item in data.items())
-        for _ in run_recipes(jobs, workers=self._workers, desc=f"Writing {self._root}", total=len(data)):
+        for _ in run_recipes(
+            jobs, workers=self._workers, desc=f"Writing {self._root}", total=len(data)
+        ):
             pass
         for key in stale:
             (root / key).unlink()
@@ -96,14 +101,20 @@ class NiftiCollectionDataset(AbstractDataset[Mapping[str, Any], dict[str, NiftiR
 
     def _check_item(self, key: str, item: Any) -> None:
         path = PurePosixPath(key)
-        if path.is_absolute() or ".." in path.parts or not _glob_matches(path.parts, PurePosixPath(self._glob).parts):
+        if (
+            path.is_absolute()
+            or ".." in path.parts
+            or not _glob_matches(path.parts, PurePosixPath(self._glob).parts)
+        ):
             raise DatasetError(
                 f"Cannot save {key!r} into {self._root}: keys must be relative paths inside the folder "
                 f"that match the dataset's glob {self._glob!r} (otherwise loading would not find them "
                 "again). Do the catalog entry's glob and the layout of the data agree?"
             )
         if not key.endswith((".nii", ".nii.gz")):
-            raise DatasetError(f"Cannot save {key!r} into {self._root}: the file name must end in .nii or .nii.gz.")
+            raise DatasetError(
+                f"Cannot save {key!r} into {self._root}: the file name must end in .nii or .nii.gz."
+            )
         if not (isinstance(item, nib.Nifti1Image) or callable(item)):
             raise DatasetError(
                 f"Cannot save {key!r} into {self._root}: expected a nibabel Nifti1Image or a recipe "
@@ -114,7 +125,9 @@ class NiftiCollectionDataset(AbstractDataset[Mapping[str, Any], dict[str, NiftiR
         marker = self._root / MARKER
         if self._root.exists() and not marker.exists():
             if not self._root.is_dir():
-                raise DatasetError(f"Refusing to write NIfTI files to {self._root}: it is not a folder.")
+                raise DatasetError(
+                    f"Refusing to write NIfTI files to {self._root}: it is not a folder."
+                )
             if any(self._root.iterdir()):
                 raise DatasetError(
                     f"Refusing to write NIfTI files into {self._root}: the folder is not empty and was not "
@@ -122,7 +135,9 @@ class NiftiCollectionDataset(AbstractDataset[Mapping[str, Any], dict[str, NiftiR
                     "Point the catalog entry at a new or empty folder."
                 )
         self._root.mkdir(parents=True, exist_ok=True)
-        marker.write_text("Written by tlkedro.datasets.NiftiCollectionDataset; safe to overwrite.\n")
+        marker.write_text(
+            "Written by tlkedro.datasets.NiftiCollectionDataset; safe to overwrite.\n"
+        )
 
 
 def _glob_matches(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
@@ -131,7 +146,11 @@ def _glob_matches(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
         return not parts
     if pattern[0] == "**":
         return any(_glob_matches(parts[i:], pattern[1:]) for i in range(len(parts) + 1))
-    return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) and _glob_matches(parts[1:], pattern[1:])
+    return (
+        bool(parts)
+        and fnmatch.fnmatchcase(parts[0], pattern[0])
+        and _glob_matches(parts[1:], pattern[1:])
+    )
 
 
 @dataclass(frozen=True)
@@ -144,7 +163,9 @@ class _WriteJob:
     def __call__(self) -> None:
         image = self.item if isinstance(self.item, nib.Nifti1Image) else self.item()
         if not isinstance(image, nib.Nifti1Image):
-            raise DatasetError(f"The recipe for {self.path} returned {type(image).__name__}, not a Nifti1Image.")
+            raise DatasetError(
+                f"The recipe for {self.path} returned {type(image).__name__}, not a Nifti1Image."
+            )
         payload = image.to_bytes()
         if self.path.name.endswith(".gz"):
             payload = gzip.compress(payload, compresslevel=_GZIP_LEVEL, mtime=0)

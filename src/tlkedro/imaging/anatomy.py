@@ -137,8 +137,14 @@ def interpolate_field(
     # Trilinear interpolation is separable: one matrix of hat-function weights per axis.
     weights = []
     for span, size, n_control in zip(box, shape, control.shape[1:], strict=True):
-        position = np.arange(span.start, span.stop, dtype=np.float32) * np.float32((n_control - 1) / (size - 1))
-        weights.append(np.maximum(0.0, 1.0 - np.abs(position[:, None] - np.arange(n_control, dtype=np.float32))))
+        position = np.arange(span.start, span.stop, dtype=np.float32) * np.float32(
+            (n_control - 1) / (size - 1)
+        )
+        weights.append(
+            np.maximum(
+                0.0, 1.0 - np.abs(position[:, None] - np.arange(n_control, dtype=np.float32))
+            )
+        )
     return np.einsum("cijk,xi,yj,zk->cxyz", control, *weights, optimize=True)
 
 
@@ -206,12 +212,16 @@ def load_template(voxel_size_mm: float) -> Template:
 
     # Tissue means from nearly pure voxels; white matter is the unit of intensity.
     t1 = t1 / np.median(t1[wm > 0.9])
-    means = tuple(float(np.median(t1[sel])) for sel in (gm > 0.8, wm > 0.9, (csf > 0.8) & (mask > 0.9)))
+    means = tuple(
+        float(np.median(t1[sel])) for sel in (gm > 0.8, wm > 0.9, (csf > 0.8) & (mask > 0.9))
+    )
     residual = (t1 - (gm * means[0] + wm * means[1] + csf * means[2])) * (mask > 0.5)
 
     t1_base = mask * means[2] + residual
     # A fixed seed: the sex pattern is the same anatomical difference in every cohort.
-    sex_control = control_points(np.random.default_rng(0x5E7), shape, spacing_vox=40.0 / voxel_size_mm)
+    sex_control = control_points(
+        np.random.default_rng(0x5E7), shape, spacing_vox=40.0 / voxel_size_mm
+    )
     sex_pattern = interpolate_field(sex_control, shape)
     ventricle_distance = _ventricle_distance(csf, mask, voxel_size_mm)
 

@@ -53,7 +53,15 @@ class _Params(BaseModel):
 
 
 class Demographics(_Params):
-    """Who is scanned: UK Biobank's imaging visit covers ages about 45 to 82, mean 64, SD 7.5."""
+    """Who is scanned: UK Biobank's imaging visit covers ages about 45 to 82, mean 64, SD 7.5.
+
+    Attributes:
+        age_mean: Mean of the normal distribution of ages, before truncation.
+        age_sd: Its standard deviation.
+        age_min: Youngest age (truncation).
+        age_max: Oldest age (truncation).
+        male_fraction: Share of men; sex, age and site are drawn independently, so none predicts another.
+    """
 
     age_mean: float = 64.0
     age_sd: PositiveFloat = 7.5
@@ -71,16 +79,30 @@ class Demographics(_Params):
 
 
 class HeadSize(_Params):
-    """Head size in native space (linear scale factors); registration to MNI removes it."""
+    """Head size in native space (linear scale factors); registration to MNI removes it.
+
+    Attributes:
+        male_ratio: Men's linear head size relative to women's (1.045: about 14% more brain volume).
+        sd: Standard deviation of the individual log scale.
+    """
 
     male_ratio: PositiveFloat = 1.045
     sd: NonNegativeFloat = 0.035
 
 
 class Ageing(_Params):
-    """Atrophy per decade of brain age above 45 years."""
+    """Atrophy per decade of brain age above 45 years.
 
-    brain_age_gap_sd: NonNegativeFloat = 3.0
+    Attributes:
+        brain_age_gap_sd: Standard deviation of brain age minus chronological age (years); atrophy
+            follows the brain age, so this sets a floor on any age predictor's error.
+        cortical_thinning_mm_per_decade: Grey matter removed at the pial surface, mm per decade.
+        ventricle_dilation_mm_at_45: Dilation of the template's (young adult) ventricles at 45, in mm.
+        ventricle_dilation_mm_per_decade: Further dilation per decade, in mm.
+        contrast_change_per_decade: Relative change of the grey/white-matter contrast per decade.
+    """
+
+    brain_age_gap_sd: NonNegativeFloat = 3.5
     cortical_thinning_mm_per_decade: float = 0.25
     ventricle_dilation_mm_at_45: NonNegativeFloat = 0.8
     ventricle_dilation_mm_per_decade: float = 0.9
@@ -88,7 +110,15 @@ class Ageing(_Params):
 
 
 class SexEffects(_Params):
-    """Sex differences that survive linear registration (female minus male, or male relative to female)."""
+    """Sex differences that survive linear registration.
+
+    Attributes:
+        cortex_mm: Female minus male cortical thickness after head-size normalisation, in mm.
+        ventricle_ratio: Male relative to female factor on ventricular enlargement.
+        contrast: Male minus female relative grey/white-matter contrast.
+        shape_mm: Root-mean-square displacement between the sexes along a fixed smooth regional pattern
+            (regional volume ratios), in mm.
+    """
 
     cortex_mm: float = 0.12
     ventricle_ratio: PositiveFloat = 1.12
@@ -97,18 +127,33 @@ class SexEffects(_Params):
 
 
 class Variability(_Params):
-    """Individual anatomy and appearance at a given age and sex."""
+    """Individual anatomy and appearance at a given age and sex.
+
+    Attributes:
+        deformation_mm: Root-mean-square of the smooth random displacement field, in mm.
+        deformation_spacing_mm: Control-point spacing of that field (its smoothness), in mm.
+        cortex_sd_mm: Standard deviation of the individual cortical thickness offset, in mm.
+        ventricle_sd: Standard deviation of the individual log factor on ventricular enlargement.
+        contrast_sd: Standard deviation of the individual log grey/white-matter contrast.
+        intensity_sd: Standard deviation of the individual log intensity gain.
+    """
 
     deformation_mm: NonNegativeFloat = 2.0
     deformation_spacing_mm: PositiveFloat = 30.0
-    cortex_sd_mm: NonNegativeFloat = 0.25
-    ventricle_sd: NonNegativeFloat = 0.35
-    contrast_sd: NonNegativeFloat = 0.06
+    cortex_sd_mm: NonNegativeFloat = 0.3
+    ventricle_sd: NonNegativeFloat = 0.4
+    contrast_sd: NonNegativeFloat = 0.08
     intensity_sd: NonNegativeFloat = 0.08
 
 
 class Registration(_Params):
-    """Residual misalignment after affine registration to MNI (standard deviations)."""
+    """Residual misalignment after affine registration to MNI (standard deviations).
+
+    Attributes:
+        rotation_deg: Per axis, in degrees.
+        translation_mm: Per axis, in mm.
+        scale: Relative scale per axis.
+    """
 
     rotation_deg: NonNegativeFloat = 1.5
     translation_mm: NonNegativeFloat = 1.5
@@ -116,7 +161,16 @@ class Registration(_Params):
 
 
 class SiteEffects(_Params):
-    """One assessment centre's scanner: how often it appears and how its images look."""
+    """One assessment centre's scanner: how often it appears and how its images look.
+
+    Attributes:
+        weight: Relative share of subjects scanned there.
+        intensity_scale: Factor on all intensities.
+        contrast: Factor on the grey/white-matter contrast.
+        noise: Rician noise standard deviation relative to white matter.
+        blur_fwhm_mm: Gaussian blur (lower effective resolution), full width at half maximum in mm.
+        bias_field: Root-mean-square of the log of the smooth multiplicative bias field.
+    """
 
     weight: PositiveFloat
     intensity_scale: PositiveFloat = 1.0
@@ -128,11 +182,20 @@ class SiteEffects(_Params):
 
 def _default_sites() -> dict[int, SiteEffects]:
     return {
-        11025: SiteEffects(weight=0.40),  # Cheadle
-        11026: SiteEffects(weight=0.15, intensity_scale=0.92, contrast=0.97, noise=0.035),  # Reading
-        11027: SiteEffects(weight=0.30, intensity_scale=1.06, contrast=1.03, blur_fwhm_mm=1.0),  # Newcastle
-        11028: SiteEffects(  # Bristol: the external, different-domain site
-            weight=0.15, intensity_scale=0.8, contrast=0.85, noise=0.05, blur_fwhm_mm=3.0, bias_field=0.12
+        # Cheadle
+        11025: SiteEffects(weight=0.40),
+        # Reading
+        11026: SiteEffects(weight=0.15, intensity_scale=0.92, contrast=0.97, noise=0.035),
+        # Newcastle
+        11027: SiteEffects(weight=0.30, intensity_scale=1.06, contrast=1.03, blur_fwhm_mm=1.0),
+        # Bristol: the external, different-domain site
+        11028: SiteEffects(
+            weight=0.15,
+            intensity_scale=0.8,
+            contrast=0.85,
+            noise=0.05,
+            blur_fwhm_mm=3.0,
+            bias_field=0.12,
         ),
     }
 
@@ -226,8 +289,13 @@ def draw_subject(
     weights = np.array([params.sites[c].weight for c in codes])
     drawn_site = int(codes[rng.choice(len(codes), p=weights / weights.sum())])
     drawn_sex = int(rng.random() < demo.male_fraction)
-    bounds = ((demo.age_min - demo.age_mean) / demo.age_sd, (demo.age_max - demo.age_mean) / demo.age_sd)
-    drawn_age = float(stats.truncnorm.rvs(*bounds, loc=demo.age_mean, scale=demo.age_sd, random_state=rng))
+    bounds = (
+        (demo.age_min - demo.age_mean) / demo.age_sd,
+        (demo.age_max - demo.age_mean) / demo.age_sd,
+    )
+    drawn_age = float(
+        stats.truncnorm.rvs(*bounds, loc=demo.age_mean, scale=demo.age_sd, random_state=rng)
+    )
     head_z, ventricle_z, cortex_z, gap_z = rng.standard_normal(4)
 
     site = drawn_site if site is None else site
@@ -243,11 +311,16 @@ def draw_subject(
         sex=sex,
         site=site,
         brain_age=float(age + params.ageing.brain_age_gap_sd * gap_z),
-        head_scale=float(params.head_size.male_ratio**signed_sex * np.exp(params.head_size.sd * head_z)),
-        ventricle_scale=float(
-            params.sex.ventricle_ratio**signed_sex * np.exp(params.variability.ventricle_sd * ventricle_z)
+        head_scale=float(
+            params.head_size.male_ratio**signed_sex * np.exp(params.head_size.sd * head_z)
         ),
-        cortex_offset_mm=float(signed_sex * params.sex.cortex_mm + params.variability.cortex_sd_mm * cortex_z),
+        ventricle_scale=float(
+            params.sex.ventricle_ratio**signed_sex
+            * np.exp(params.variability.ventricle_sd * ventricle_z)
+        ),
+        cortex_offset_mm=float(
+            signed_sex * params.sex.cortex_mm + params.variability.cortex_sd_mm * cortex_z
+        ),
     )
 
 
@@ -266,7 +339,9 @@ def draw_cohort(params: SyntheticCohortParams) -> list[Subject]:
     return [draw_subject(params, i, 1_000_000 + int(e)) for i, e in enumerate(eids)]
 
 
-def _tissues(subject: Subject, params: SyntheticCohortParams, template: Template) -> tuple[np.ndarray, np.ndarray]:
+def _tissues(
+    subject: Subject, params: SyntheticCohortParams, template: Template
+) -> tuple[np.ndarray, np.ndarray]:
     """Grey and white matter of the subject in template space (before any warp); CSF fills the rest."""
     decades = (subject.brain_age - _REFERENCE_AGE) / 10.0
     thinning = params.ageing.cortical_thinning_mm_per_decade * decades + subject.cortex_offset_mm
@@ -275,7 +350,8 @@ def _tissues(subject: Subject, params: SyntheticCohortParams, template: Template
     wm = template.wm.copy()
 
     dilation = subject.ventricle_scale * (
-        params.ageing.ventricle_dilation_mm_at_45 + params.ageing.ventricle_dilation_mm_per_decade * max(decades, 0.0)
+        params.ageing.ventricle_dilation_mm_at_45
+        + params.ageing.ventricle_dilation_mm_per_decade * max(decades, 0.0)
     )
     # A soft dilation of the ventricles by `dilation` mm, zero at zero dilation; the tissue it takes over
     # becomes CSF.
@@ -325,10 +401,14 @@ def _geometry(
         # Before registration the brain keeps its own size: output mm -> template mm shrinks by head_scale.
         linear = linear / subject.head_scale
     translation = reg.translation_mm * rng.standard_normal(3)
-    control = var.deformation_mm * control_points(rng, template.shape, var.deformation_spacing_mm / voxel)
+    control = var.deformation_mm * control_points(
+        rng, template.shape, var.deformation_spacing_mm / voxel
+    )
     sex_amplitude = params.sex.shape_mm * (subject.sex - 0.5)
     # Interpolation never exceeds its control values, so this bounds |u| without evaluating it.
-    reach = np.linalg.norm(np.abs(control).max(axis=(1, 2, 3)) + abs(sex_amplitude) * template.sex_pattern_max)
+    reach = np.linalg.norm(
+        np.abs(control).max(axis=(1, 2, 3)) + abs(sex_amplitude) * template.sex_pattern_max
+    )
     box = _output_box(template, linear, translation, reach)
     displacement = interpolate_field(control, template.shape, box)
     sex_pattern = template.sex_pattern[(slice(None), *box)]
@@ -346,8 +426,12 @@ def _geometry(
         # grid_sample's (x, y, z) index the last, middle and first axis, normalised to [-1, 1]; the
         # affine part is summed over broadcast 1D axes before it meets the full-size displacement.
         to_unit = 2.0 / (voxel * (crop_shape[c] - 1))
-        affine_part = sum(linear[c, a] * world[a] for a in range(3)) + (translation[c] - crop_origin[c])
-        grid[..., 2 - c] = (affine_part + displacement[c] + sex_amplitude * sex_pattern[c]) * to_unit - 1.0
+        affine_part = sum(linear[c, a] * world[a] for a in range(3)) + (
+            translation[c] - crop_origin[c]
+        )
+        grid[..., 2 - c] = (
+            affine_part + displacement[c] + sex_amplitude * sex_pattern[c]
+        ) * to_unit - 1.0
     return box, grid[None]
 
 
@@ -356,14 +440,20 @@ def _output_box(
 ) -> tuple[slice, slice, slice]:
     """Output voxels whose sample can fall inside the cropped template (the rest stays zero)."""
     crop_size = (np.array(template.gm.shape) - 1) * template.voxel_size_mm
-    corners = template.crop_affine[:3, 3] + crop_size * np.array(np.meshgrid([0, 1], [0, 1], [0, 1])).reshape(3, -1).T
+    corners = (
+        template.crop_affine[:3, 3]
+        + crop_size * np.array(np.meshgrid([0, 1], [0, 1], [0, 1])).reshape(3, -1).T
+    )
     inverse = np.linalg.inv(linear)
     mapped = (corners - translation) @ inverse.T
     margin = reach * np.linalg.norm(inverse, 2) + template.voxel_size_mm
     low = np.floor((mapped.min(axis=0) - margin - template.affine[:3, 3]) / template.voxel_size_mm)
-    high = np.ceil((mapped.max(axis=0) + margin - template.affine[:3, 3]) / template.voxel_size_mm) + 1
+    high = (
+        np.ceil((mapped.max(axis=0) + margin - template.affine[:3, 3]) / template.voxel_size_mm) + 1
+    )
     return tuple(
-        slice(int(max(lo, 0)), int(min(hi, n))) for lo, hi, n in zip(low, high, template.shape, strict=True)
+        slice(int(max(lo, 0)), int(min(hi, n)))
+        for lo, hi, n in zip(low, high, template.shape, strict=True)
     )  # type: ignore[return-value]
 
 
@@ -390,7 +480,9 @@ def _warp(volumes: list[np.ndarray], grid: np.ndarray) -> list[np.ndarray]:
     return list(warped[0].numpy())
 
 
-def _on_grid(box_values: np.ndarray, box: tuple[slice, slice, slice], template: Template) -> np.ndarray:
+def _on_grid(
+    box_values: np.ndarray, box: tuple[slice, slice, slice], template: Template
+) -> np.ndarray:
     full = np.zeros(template.shape, dtype=box_values.dtype)
     full[box] = box_values
     return full
@@ -414,7 +506,10 @@ def tissue_maps(
     box, grid = _geometry(subject, params, template, space)
     gm, wm = _tissues(subject, params, template)
     warped = _warp([gm, wm, template.mask - gm - wm, template.mask], grid)
-    return {name: _on_grid(v, box, template) for name, v in zip(("gm", "wm", "csf", "mask"), warped, strict=True)}
+    return {
+        name: _on_grid(v, box, template)
+        for name, v in zip(("gm", "wm", "csf", "mask"), warped, strict=True)
+    }
 
 
 def generate_subject(
@@ -445,11 +540,15 @@ def generate_subject(
     brain = t1 > 0.5 * csf_mean
 
     if site.blur_fwhm_mm > 0:
-        t1 = ndimage.gaussian_filter(t1, site.blur_fwhm_mm / (np.sqrt(8 * np.log(2)) * template.voxel_size_mm))
+        t1 = ndimage.gaussian_filter(
+            t1, site.blur_fwhm_mm / (np.sqrt(8 * np.log(2)) * template.voxel_size_mm)
+        )
     # A smooth multiplicative bias field, exp of a coarse random field as in SynthSeg (Billot et al.
     # 2023); the field helper is already at hand, and MONAI's polynomial one cost two seconds of import
     # in every worker process.
-    log_bias = control_points(rng, template.shape, _BIAS_SPACING_MM / template.voxel_size_mm, channels=1)
+    log_bias = control_points(
+        rng, template.shape, _BIAS_SPACING_MM / template.voxel_size_mm, channels=1
+    )
     bias = np.exp(site.bias_field * interpolate_field(log_bias, template.shape, box)[0])
     values = (t1 * bias)[brain]
     # Magnitude images have Rician noise. Drawn here rather than by MONAI's RandRicianNoise, whose
@@ -457,7 +556,11 @@ def generate_subject(
     real, imaginary = site.noise * rng.standard_normal((2, values.size), dtype=np.float32)
     values = np.hypot(values + real, imaginary)
 
-    gain = _WHITE_MATTER_LEVEL * site.intensity_scale * np.exp(params.variability.intensity_sd * rng.standard_normal())
+    gain = (
+        _WHITE_MATTER_LEVEL
+        * site.intensity_scale
+        * np.exp(params.variability.intensity_sd * rng.standard_normal())
+    )
     data = np.zeros(t1.shape, dtype=np.int16)
     data[brain] = np.rint(values * gain)
     img = nib.Nifti1Image(_on_grid(data, box, template), template.affine)
@@ -484,9 +587,9 @@ def cohort_metadata(subjects: list[Subject], layout: str) -> pd.DataFrame:
         One row per subject in cohort order, followed by the ``TRUTH_COLUMNS``.
     """
     table = pd.DataFrame([dataclasses.asdict(s) for s in subjects])
-    truth = table[["brain_age", "head_scale", "ventricle_scale", "cortex_offset_mm", "index"]].set_axis(
-        TRUTH_COLUMNS, axis=1
-    )
+    truth = table[
+        ["brain_age", "head_scale", "ventricle_scale", "cortex_offset_mm", "index"]
+    ].set_axis(TRUTH_COLUMNS, axis=1)
     if layout == "ukb":
         labels = table[list(UKB_COLUMNS)].rename(columns=UKB_COLUMNS)
     else:
@@ -506,5 +609,6 @@ def cohort_recipes(
 ) -> dict[str, Callable[[], nib.Nifti1Image]]:
     """One lazy, picklable recipe per subject, keyed by its relative image path in ``params.layout``."""
     return {
-        image_path(params.layout, s.eid): functools.partial(generate_subject, s, params) for s in subjects
+        image_path(params.layout, s.eid): functools.partial(generate_subject, s, params)
+        for s in subjects
     }

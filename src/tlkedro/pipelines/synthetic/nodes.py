@@ -7,7 +7,12 @@ from collections.abc import Callable
 import nibabel as nib
 import pandas as pd
 
-from tlkedro.imaging.synthetic import SyntheticCohortParams, cohort_metadata, cohort_recipes, draw_cohort
+from tlkedro.imaging.synthetic import (
+    SyntheticCohortParams,
+    cohort_metadata,
+    cohort_recipes,
+    draw_cohort,
+)
 
 
 def generate_synthetic_cohort(
