@@ -14,9 +14,9 @@ Each stage runs in a fresh interpreter, as ``kedro run --pipelines ingestion`` a
 start-up included). The report gives volumes per second, each as a ratio to the floor, the workers used,
 and the peak memory of each stage: the largest sum over its whole process tree (the stage's process, the
 forkserver and the pool workers) of RSS, and of PSS (resident memory with the pages that processes share
-divided among them, i.e. the physical memory the tree holds), sampled every 0.1 s; and ``getrusage``'s
-maxima for this process and for its largest reaped descendant (a stage process: the forkserver and
-the pool workers are not reaped by it, so only the sampled tree counts them). The CPU time of each stage's
+divided among them, i.e. the physical memory the tree holds), sampled every 0.1 s; and the stage's main
+process's own peak from ``getrusage`` (its children's figure would miss the pool workers: they are
+children of the forkserver, which the stage does not reap). The CPU time of each stage's
 process tree per volume (interpreter start and imports included) does not depend on what else runs on
 the machine: on ``k`` free cores a stage approaches ``k / CPU time per volume``.
 
@@ -42,12 +42,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from tlkedro.datasets import NumpyArrayDataset
-from tlkedro.imaging.extraction import build_model_input
-from tlkedro.imaging.ingest import IngestionConfig, ingest
-from tlkedro.imaging.splits import SPLITS, select_split, split_subjects
 from tlkedro.parallel import imap_ordered, resolve_workers
-from tlkedro.pipelines.preprocessing.nodes import PreprocessingParams
 
 MNI_2MM_SHAPE = (91, 109, 91)
 MNI_2MM_AFFINE = np.array([[-2.0, 0, 0, 90], [0, 2, 0, -126], [0, 0, 2, -72], [0, 0, 0, 1]])
@@ -88,13 +83,18 @@ def make_cohort(root: Path, n: int, workers: int) -> tuple[dict[str, str], pd.Da
 
 
 class TreeSampler(threading.Thread):
-    """Samples this process and all its descendants: peak summed RSS and PSS (kB), and CPU seconds.
+    """Samples a process and all its descendants: peak summed RSS and PSS (kB), and CPU seconds.
 
     The CPU time of a process is its last sampled value, so up to one interval per process is missed.
+
+    Args:
+        root: The process at the top of the tree.
+        interval: Seconds between samples.
     """
 
-    def __init__(self, interval: float = 0.1) -> None:
+    def __init__(self, root: int, interval: float = 0.1) -> None:
         super().__init__(daemon=True)
+        self.root = root
         self.interval = interval
         self.peak_rss_kb = 0
         self.peak_pss_kb = 0
@@ -103,9 +103,8 @@ class TreeSampler(threading.Thread):
 
     @property
     def cpu_seconds(self) -> float:
-        """CPU seconds used by the descendants seen (this process excluded)."""
-        own = self._cpu_ticks.get(os.getpid(), 0)
-        return (sum(self._cpu_ticks.values()) - own) / os.sysconf("SC_CLK_TCK")
+        """CPU seconds used by the processes of the tree."""
+        return sum(self._cpu_ticks.values()) / os.sysconf("SC_CLK_TCK")
 
     @staticmethod
     def _tree(pid: int) -> list[int]:
@@ -134,7 +133,7 @@ class TreeSampler(threading.Thread):
 
     def run(self) -> None:
         while not self._halt.wait(self.interval):
-            totals = [self._sample(pid) for pid in self._tree(os.getpid())]
+            totals = [self._sample(pid) for pid in self._tree(self.root)]
             self.peak_rss_kb = max(self.peak_rss_kb, sum(r for r, _ in totals))
             self.peak_pss_kb = max(self.peak_pss_kb, sum(p for _, p in totals))
 
@@ -153,6 +152,9 @@ def decompress_floor(paths: list[str]) -> tuple[float, float]:
 
 def run_ingestion(workdir: Path, n: int, workers: int) -> None:
     """The ingestion pipeline's work on the cohort; writes the manifest."""
+    # Stage libraries are imported in the stage processes only: pool workers re-import this script.
+    from tlkedro.imaging.ingest import IngestionConfig, ingest
+
     images, metadata = make_cohort(workdir / "cohort", n, workers)
     manifest, quarantine = ingest(images, metadata, IngestionConfig(layout="ukb", workers=workers))
     assert len(manifest) == n and quarantine.empty, quarantine
@@ -161,6 +163,11 @@ def run_ingestion(workdir: Path, n: int, workers: int) -> None:
 
 def run_preprocessing(workdir: Path, mode: str, workers: int) -> None:
     """The preprocessing pipeline's work, node by node, with the real dataset writing the arrays."""
+    from tlkedro.datasets import NumpyArrayDataset
+    from tlkedro.imaging.extraction import build_model_input
+    from tlkedro.imaging.splits import SPLITS, select_split, split_subjects
+    from tlkedro.pipelines.preprocessing.nodes import PreprocessingParams
+
     manifest = pd.read_parquet(workdir / "manifest.parquet")
     params = PreprocessingParams(mode=mode, workers=workers, splits={"external_site": "11028"})
     splits = split_subjects(manifest, params.splits, seed=params.seed)
@@ -171,20 +178,25 @@ def run_preprocessing(workdir: Path, mode: str, workers: int) -> None:
         labels.to_parquet(workdir / "model_input" / split / "labels.parquet")
 
 
-def run_stage(stage: str, args: argparse.Namespace, workers: int) -> tuple[float, float, TreeSampler]:
+def run_stage(stage: str, args: argparse.Namespace, workers: int) -> tuple[float, float, int, TreeSampler]:
     """Run one stage in a fresh interpreter, as its own ``kedro run`` would.
 
     Returns:
         The stage's wall seconds (timed inside it), the CPU seconds of its whole process tree
-        (interpreter start and imports included), and its sampler.
+        (interpreter start and imports included), the stage process's own peak RSS in kB
+        (``getrusage``), and the sampler of its tree.
     """
-    sampler = TreeSampler()
-    sampler.start()
     command = [sys.executable, __file__, "--stage", stage, "--n", str(args.n), "--workers", str(workers)]
     command += ["--mode", args.mode, "--workdir", str(args.workdir)]
-    result = subprocess.run(command, check=True, capture_output=True, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    sampler = TreeSampler(process.pid)
+    sampler.start()
+    stdout, _ = process.communicate()
     sampler.stop()
-    return float(result.stdout.split()[-1]), sampler.cpu_seconds, sampler
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, command)
+    seconds, max_rss_kb = stdout.split()[-2:]
+    return float(seconds), sampler.cpu_seconds, int(max_rss_kb), sampler
 
 
 def main() -> None:
@@ -203,7 +215,7 @@ def main() -> None:
             run_ingestion(args.workdir, args.n, workers)
         else:
             run_preprocessing(args.workdir, args.mode, workers)
-        print(time.perf_counter() - start)
+        print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
         return
 
     images, _ = make_cohort(args.workdir / "cohort", args.n, workers)
@@ -220,20 +232,20 @@ def main() -> None:
     # Other processes on the machine take cores from the workers: report how busy it was.
     print(f"1-min load average: {load_before:.1f} before the stages, {load_after:.1f} after")
     header = f"{'stage':<32}{'seconds':>9}{'volumes/s':>11}{'x floor':>9}{'CPU ms/vol':>12}"
-    print(header + f"{'tree RSS MiB':>14}{'tree PSS MiB':>14}")
-    rows = [("floor: gzip decompress, 1 proc", floor_s, floor_cpu, None)]
-    rows += [(stage, seconds, cpu, memory) for stage, (seconds, cpu, memory) in stages.items()]
-    both = [sum(values) for values in zip(*((s, c) for s, c, _ in stages.values()))]
-    rows.append(("ingestion + preprocessing", both[0], both[1], None))
-    for name, seconds, cpu, memory in rows:
-        line = f"{name:<32}{seconds:>9.2f}{args.n / seconds:>11.1f}{args.n / seconds / floor_rate:>9.2f}"
-        line += f"{1000 * cpu / args.n:>12.1f}"
-        if memory is not None:
-            line += f"{memory.peak_rss_kb / 1024:>14.0f}{memory.peak_pss_kb / 1024:>14.0f}"
-        print(line)
-    self_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"getrusage max RSS: this process {self_mb:.0f} MiB, largest reaped descendant {child_mb:.0f} MiB")
+    print(header + f"{'main RSS MiB':>14}{'tree RSS MiB':>14}{'tree PSS MiB':>14}")
+    print(f"{'floor: gzip decompress, 1 proc':<32}{floor_s:>9.2f}{floor_rate:>11.1f}{1.0:>9.2f}{1000 * floor_cpu / args.n:>12.1f}")
+    for stage, (seconds, cpu, max_rss_kb, tree) in stages.items():
+        print(
+            f"{stage:<32}{seconds:>9.2f}{args.n / seconds:>11.1f}{args.n / seconds / floor_rate:>9.2f}"
+            f"{1000 * cpu / args.n:>12.1f}{max_rss_kb / 1024:>14.0f}"
+            f"{tree.peak_rss_kb / 1024:>14.0f}{tree.peak_pss_kb / 1024:>14.0f}"
+        )
+    seconds = sum(stage[0] for stage in stages.values())
+    cpu = sum(stage[1] for stage in stages.values())
+    print(
+        f"{'ingestion + preprocessing':<32}{seconds:>9.2f}{args.n / seconds:>11.1f}"
+        f"{args.n / seconds / floor_rate:>9.2f}{1000 * cpu / args.n:>12.1f}"
+    )
 
 if __name__ == "__main__":
     main()
