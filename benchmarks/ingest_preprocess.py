@@ -25,6 +25,7 @@ Usage::
     KEDRO_DISABLE_TELEMETRY=true .venv/bin/python benchmarks/ingest_preprocess.py --n 200 --mode slices
 """
 
+# ruff: noqa: T201  (a benchmark reports on stdout)
 from __future__ import annotations
 
 import argparse
@@ -56,10 +57,14 @@ def _write_volume(index: int, root: str) -> None:
     x, y, z = np.ogrid[tuple(slice(0, n) for n in MNI_2MM_SHAPE)]
     centre = np.array([45, 60, 40]) + rng.normal(0, 1.5, 3)
     radii = np.array([34, 42, 34]) * rng.uniform(0.9, 1.1)
-    inside = ((x - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2 + ((z - centre[2]) / radii[2]) ** 2 < 1
+    inside = ((x - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2 + (
+        (z - centre[2]) / radii[2]
+    ) ** 2 < 1
     intensity = 60 + 0.4 * z + rng.normal(0, 6, MNI_2MM_SHAPE)
     image = nib.Nifti1Image(np.where(inside, intensity, 0).astype(np.float32), MNI_2MM_AFFINE)
-    image.set_data_dtype(np.int16)  # nibabel picks scl_slope/scl_inter to fit the float data into int16
+    image.set_data_dtype(
+        np.int16
+    )  # nibabel picks scl_slope/scl_inter to fit the float data into int16
     path = Path(root) / IMAGE_KEY.format(eid=1000000 + index)
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(image, path)
@@ -173,12 +178,16 @@ def run_preprocessing(workdir: Path, mode: str, workers: int) -> None:
     splits = split_subjects(manifest, params.splits, seed=params.seed)
     for split in SPLITS:
         scans = select_split(manifest, splits, split)
-        stack, labels = build_model_input(scans, params, workers=params.workers, desc=f"{split} images")
+        stack, labels = build_model_input(
+            scans, params, workers=params.workers, desc=f"{split} images"
+        )
         NumpyArrayDataset(filepath=str(workdir / "model_input" / split / "images.npy")).save(stack)
         labels.to_parquet(workdir / "model_input" / split / "labels.parquet")
 
 
-def run_stage(stage: str, args: argparse.Namespace, workers: int) -> tuple[float, float, int, TreeSampler]:
+def run_stage(
+    stage: str, args: argparse.Namespace, workers: int
+) -> tuple[float, float, int, TreeSampler]:
     """Run one stage in a fresh interpreter, as its own ``kedro run`` would.
 
     Returns:
@@ -186,9 +195,20 @@ def run_stage(stage: str, args: argparse.Namespace, workers: int) -> tuple[float
         (interpreter start and imports included), the stage process's own peak RSS in kB
         (``getrusage``), and the sampler of its tree.
     """
-    command = [sys.executable, __file__, "--stage", stage, "--n", str(args.n), "--workers", str(workers)]
+    command = [
+        sys.executable,
+        __file__,
+        "--stage",
+        stage,
+        "--n",
+        str(args.n),
+        "--workers",
+        str(workers),
+    ]
     command += ["--mode", args.mode, "--workdir", str(args.workdir)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     sampler = TreeSampler(process.pid)
     sampler.start()
     stdout, _ = process.communicate()
@@ -202,7 +222,9 @@ def run_stage(stage: str, args: argparse.Namespace, workers: int) -> tuple[float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=200, help="number of volumes")
-    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: one per core)"
+    )
     parser.add_argument("--mode", choices=["slices", "volume"], default="slices")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/tlkedro_benchmark"))
     parser.add_argument("--stage", choices=["ingestion", "preprocessing"], help=argparse.SUPPRESS)
@@ -228,12 +250,16 @@ def main() -> None:
 
     raw_mb = sum(Path(p).stat().st_size for p in paths) / 2**20
     floor_rate = args.n / floor_s
-    print(f"volumes: {args.n} ({raw_mb:.0f} MiB gzip), workers: {workers}, cores: {os.cpu_count()}, mode: {args.mode}")
+    print(
+        f"volumes: {args.n} ({raw_mb:.0f} MiB gzip), workers: {workers}, cores: {os.cpu_count()}, mode: {args.mode}"
+    )
     # Other processes on the machine take cores from the workers: report how busy it was.
     print(f"1-min load average: {load_before:.1f} before the stages, {load_after:.1f} after")
     header = f"{'stage':<32}{'seconds':>9}{'volumes/s':>11}{'x floor':>9}{'CPU ms/vol':>12}"
     print(header + f"{'main RSS MiB':>14}{'tree RSS MiB':>14}{'tree PSS MiB':>14}")
-    print(f"{'floor: gzip decompress, 1 proc':<32}{floor_s:>9.2f}{floor_rate:>11.1f}{1.0:>9.2f}{1000 * floor_cpu / args.n:>12.1f}")
+    print(
+        f"{'floor: gzip decompress, 1 proc':<32}{floor_s:>9.2f}{floor_rate:>11.1f}{1.0:>9.2f}{1000 * floor_cpu / args.n:>12.1f}"
+    )
     for stage, (seconds, cpu, max_rss_kb, tree) in stages.items():
         print(
             f"{stage:<32}{seconds:>9.2f}{args.n / seconds:>11.1f}{args.n / seconds / floor_rate:>9.2f}"
@@ -246,6 +272,7 @@ def main() -> None:
         f"{'ingestion + preprocessing':<32}{seconds:>9.2f}{args.n / seconds:>11.1f}"
         f"{args.n / seconds / floor_rate:>9.2f}{1000 * cpu / args.n:>12.1f}"
     )
+
 
 if __name__ == "__main__":
     main()

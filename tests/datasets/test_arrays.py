@@ -20,8 +20,12 @@ def _fail(index: int) -> np.ndarray:
     raise RuntimeError(f"scan {index} is corrupt")
 
 
-def _stack(recipes: list, rows: list[int], dtype: str = "float16", workers: int = 1) -> LazyArrayStack:
-    return LazyArrayStack(recipes=recipes, rows=rows, item_shape=(1, 4, 4), dtype=dtype, workers=workers)
+def _stack(
+    recipes: list, rows: list[int], dtype: str = "float16", workers: int = 1
+) -> LazyArrayStack:
+    return LazyArrayStack(
+        recipes=recipes, rows=rows, item_shape=(1, 4, 4), dtype=dtype, workers=workers
+    )
 
 
 def test_array_round_trip_is_memory_mapped_read_only(tmp_path):
@@ -55,7 +59,11 @@ def test_an_empty_stack_saves_an_empty_array_of_the_right_shape(tmp_path):
 
 def test_a_failing_recipe_leaves_no_file_behind(tmp_path):
     dataset = NumpyArrayDataset(filepath=str(tmp_path / "images.npy"))
-    recipes = [functools.partial(_rows, 0, 1), functools.partial(_fail, 1), functools.partial(_rows, 2, 1)]
+    recipes = [
+        functools.partial(_rows, 0, 1),
+        functools.partial(_fail, 1),
+        functools.partial(_rows, 2, 1),
+    ]
     with pytest.raises(DatasetError, match="scan 1 is corrupt"):
         dataset.save(_stack(recipes, [1, 1, 1]))
     assert list(tmp_path.iterdir()) == []
@@ -72,12 +80,17 @@ def test_a_failing_save_keeps_the_previous_array(tmp_path):
 
 def test_a_recipe_returning_the_wrong_shape_is_named(tmp_path):
     dataset = NumpyArrayDataset(filepath=str(tmp_path / "images.npy"))
-    with pytest.raises(DatasetError, match=r"_rows.*returned shape \(2, 1, 4, 4\), expected \(1, 1, 4, 4\)"):
+    with pytest.raises(
+        DatasetError, match=r"_rows.*returned shape \(2, 1, 4, 4\), expected \(1, 1, 4, 4\)"
+    ):
         dataset.save(_stack([functools.partial(_rows, 0, 2)], [1]))
     assert not dataset.exists()
 
 
 def test_saving_something_else_is_refused(tmp_path):
     dataset = NumpyArrayDataset(filepath=str(tmp_path / "images.npy"))
-    with pytest.raises(DatasetError, match=r"images\.npy: NumpyArrayDataset saves a numpy array or a LazyArrayStack, got list"):
+    with pytest.raises(
+        DatasetError,
+        match=r"images\.npy: NumpyArrayDataset saves a numpy array or a LazyArrayStack, got list",
+    ):
         dataset.save([[1.0, 2.0]])

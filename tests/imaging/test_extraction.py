@@ -10,7 +10,13 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from tlkedro.imaging.extraction import AXES, ExtractionConfig, ScanExtractionError, build_model_input, extract_scan
+from tlkedro.imaging.extraction import (
+    AXES,
+    ExtractionConfig,
+    ScanExtractionError,
+    build_model_input,
+    extract_scan,
+)
 
 GRID = (12, 10, 8)
 
@@ -55,20 +61,28 @@ def test_slice_selection_along_each_axis(tmp_path, axis, selection, options, exp
     assert np.allclose(values, values[:, :1]), "a row must be one plane of the chosen axis"
     # Values are (1 + index) / mean, so ratios between rows identify the slices.
     indices = np.asarray(expected(length))
-    np.testing.assert_allclose(values[:, 0] / values[0, 0], (1 + indices) / (1 + indices[0]), rtol=1e-5)
+    np.testing.assert_allclose(
+        values[:, 0] / values[0, 0], (1 + indices) / (1 + indices[0]), rtol=1e-5
+    )
 
 
 def test_every_nth_includes_the_central_slice():
-    config = ExtractionConfig(volume={"shape": (80, 96, 80)}, slices={"selection": "every_nth", "step": 7})
+    config = ExtractionConfig(
+        volume={"shape": (80, 96, 80)}, slices={"selection": "every_nth", "step": 7}
+    )
     indices = config.slice_indices()
-    assert 40 in indices and np.all(np.diff(indices) == 7) and indices[0] < 7 and indices[-1] >= 80 - 7
+    assert (
+        40 in indices and np.all(np.diff(indices) == 7) and indices[0] < 7 and indices[-1] >= 80 - 7
+    )
 
 
 def test_slices_are_resized_to_fit_keeping_the_aspect_ratio(tmp_path):
     path = tmp_path / "ones.nii.gz"
     nib.save(nib.Nifti1Image(np.ones(GRID, dtype=np.float32), np.diag([2.0, 2.0, 2.0, 1.0])), path)
     config = ExtractionConfig(
-        normalisation="divide_by_mean", volume={"shape": GRID}, slices={"axis": "axial", "size": (32, 32)}
+        normalisation="divide_by_mean",
+        volume={"shape": GRID},
+        slices={"axis": "axial", "size": (32, 32)},
     )
     rows = extract_scan(str(path), config)
     assert rows.shape == (1, 1, 32, 32) and rows.dtype == np.float16

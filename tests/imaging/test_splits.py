@@ -20,7 +20,9 @@ from tlkedro.imaging.splits import (
 )
 
 
-def _manifest(n: int = 60, sites: tuple[str, ...] = ("11025", "11026", "11028"), seed: int = 0) -> pd.DataFrame:
+def _manifest(
+    n: int = 60, sites: tuple[str, ...] = ("11025", "11026", "11028"), seed: int = 0
+) -> pd.DataFrame:
     """One scan per subject; about 30% female, ages 45-80, sites assigned round robin."""
     rng = np.random.default_rng(seed)
     ids = [f"{1000000 + i}" for i in range(n)]
@@ -39,7 +41,9 @@ def _manifest(n: int = 60, sites: tuple[str, ...] = ("11025", "11026", "11028"),
 
 def test_every_subject_gets_exactly_one_split_and_leftovers_are_unused():
     manifest = _manifest(90)
-    table = split_subjects(manifest, SplitConfig(pretrain=30, finetune=10, test=15, external_site="11028"), seed=1)
+    table = split_subjects(
+        manifest, SplitConfig(pretrain=30, finetune=10, test=15, external_site="11028"), seed=1
+    )
     assert sorted(table["subject_id"]) == sorted(manifest["subject_id"])
     counts = table["split"].value_counts().to_dict()
     assert counts == {"pretrain": 30, "finetune": 10, "test": 15, "external": 30, "unused": 5}
@@ -64,7 +68,9 @@ def test_a_subject_scanned_at_the_external_site_is_external_in_all_its_sessions(
 
 
 def test_fractions_summing_to_one_use_every_in_site_subject():
-    table = split_subjects(_manifest(61, sites=("A",)), SplitConfig(pretrain=0.6, finetune=0.2, test=0.2), seed=3)
+    table = split_subjects(
+        _manifest(61, sites=("A",)), SplitConfig(pretrain=0.6, finetune=0.2, test=0.2), seed=3
+    )
     counts = table["split"].value_counts().to_dict()
     assert counts == {"pretrain": 37, "finetune": 12, "test": 12}
 
@@ -88,7 +94,9 @@ def test_same_seed_same_table_and_another_seed_another():
 
 def test_stratification_keeps_the_sex_ratio_in_every_split():
     manifest = _manifest(400, sites=("A",), seed=2)
-    table = split_subjects(manifest, SplitConfig(pretrain=0.5, finetune=0.2, test=0.3), seed=0).merge(manifest)
+    table = split_subjects(
+        manifest, SplitConfig(pretrain=0.5, finetune=0.2, test=0.3), seed=0
+    ).merge(manifest)
     overall = manifest["sex"].mean()
     for split, group in table.groupby("split"):
         assert group["sex"].mean() == pytest.approx(overall, abs=0.03), split
@@ -96,18 +104,28 @@ def test_stratification_keeps_the_sex_ratio_in_every_split():
 
 def test_stratification_falls_back_for_a_tiny_cohort(caplog):
     with caplog.at_level(logging.WARNING, logger="tlkedro.imaging.splits"):
-        table = split_subjects(_manifest(7, sites=("A",)), SplitConfig(pretrain=3, finetune=2, test=2), seed=0)
+        table = split_subjects(
+            _manifest(7, sites=("A",)), SplitConfig(pretrain=3, finetune=2, test=2), seed=0
+        )
     assert table["split"].value_counts().to_dict() == {"pretrain": 3, "finetune": 2, "test": 2}
     assert "stratified by" in caplog.text
 
 
 def test_counts_larger_than_the_cohort_raise_a_clear_error():
-    with pytest.raises(CohortTooSmallError, match=r"pretrain=10000 \+ finetune=500 \+ test=1000 = 11500 .* only 40"):
-        split_subjects(_manifest(60), SplitConfig(pretrain=10000, finetune=500, test=1000, external_site="11028"), seed=0)
+    with pytest.raises(
+        CohortTooSmallError, match=r"pretrain=10000 \+ finetune=500 \+ test=1000 = 11500 .* only 40"
+    ):
+        split_subjects(
+            _manifest(60),
+            SplitConfig(pretrain=10000, finetune=500, test=1000, external_site="11028"),
+            seed=0,
+        )
 
 
 def test_unknown_external_site_lists_the_sites_present():
-    with pytest.raises(ValueError, match=r"external_site is '99999'.*sites present: 11025, 11026, 11028"):
+    with pytest.raises(
+        ValueError, match=r"external_site is '99999'.*sites present: 11025, 11026, 11028"
+    ):
         split_subjects(_manifest(30), SplitConfig(external_site="99999"), seed=0)
 
 
@@ -123,8 +141,12 @@ def test_fractions_over_one_are_rejected_naming_them():
 
 
 def test_leakage_guard_names_the_subjects_in_two_splits():
-    table = pd.DataFrame({"subject_id": ["a", "b", "b", "c"], "split": ["pretrain", "pretrain", "test", "test"]})
-    with pytest.raises(SplitLeakageError, match=r"1 subjects are in more than one split: b: pretrain, test"):
+    table = pd.DataFrame(
+        {"subject_id": ["a", "b", "b", "c"], "split": ["pretrain", "pretrain", "test", "test"]}
+    )
+    with pytest.raises(
+        SplitLeakageError, match=r"1 subjects are in more than one split: b: pretrain, test"
+    ):
         check_no_leakage(table)
     check_no_leakage(table.drop(index=2))
 
@@ -136,5 +158,7 @@ def test_select_split_refuses_a_leaking_or_stale_table():
     leaking = pd.concat([table, table.iloc[[0]].assign(split="external")])
     with pytest.raises(SplitLeakageError):
         select_split(manifest, leaking, "test")
-    with pytest.raises(ValueError, match="1 manifest subjects are in no split .*re-run the split_subjects node"):
+    with pytest.raises(
+        ValueError, match="1 manifest subjects are in no split .*re-run the split_subjects node"
+    ):
         select_split(manifest, table.iloc[1:], "test")

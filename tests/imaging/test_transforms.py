@@ -33,7 +33,9 @@ def _write(path: Path, data: np.ndarray, axcodes: str, zoom: float = 2.0) -> Pat
     # inv_ornt_aff maps indices of the RAS-reoriented array to indices of this one; its inverse then
     # takes this array's indices to RAS indices, which the zoom turns into mm.
     ornt = nib.orientations.axcodes2ornt(axcodes)
-    affine = np.diag([zoom, zoom, zoom, 1.0]) @ np.linalg.inv(nib.orientations.inv_ornt_aff(ornt, data.shape))
+    affine = np.diag([zoom, zoom, zoom, 1.0]) @ np.linalg.inv(
+        nib.orientations.inv_ornt_aff(ornt, data.shape)
+    )
     nib.save(nib.Nifti1Image(data, affine), path)
     return path
 
@@ -43,7 +45,9 @@ def _brain(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     data = np.zeros(shape, dtype=np.float32)
     x, y, z = (s // 4 for s in shape)
-    data[x : 3 * x + 1, y : 3 * y, z + 1 : 3 * z] = rng.uniform(50, 150, size=(2 * x + 1, 2 * y, 2 * z - 1))
+    data[x : 3 * x + 1, y : 3 * y, z + 1 : 3 * z] = rng.uniform(
+        50, 150, size=(2 * x + 1, 2 * y, 2 * z - 1)
+    )
     return data
 
 
@@ -57,14 +61,18 @@ def test_volume_is_reoriented_to_ras_like_nibabel_canonical(tmp_path, axcodes):
     )
     volume = transforms({"image": str(path)})["image"]
     assert volume.shape == (1, *expected.shape)
-    np.testing.assert_allclose(np.asarray(volume[0]), divide_by_mean(expected.get_fdata()), rtol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(volume[0]), divide_by_mean(expected.get_fdata()), rtol=1e-5
+    )
 
 
 @pytest.mark.skipif(not IXI_FILES, reason="real IXI data not available in ../shared/data")
 @pytest.mark.parametrize("path", IXI_FILES, ids=lambda p: p.name)
 def test_real_ixi_scan_goes_from_psr_to_ras_at_the_target_grid(path):
     assert nib.aff2axcodes(nib.load(path).affine) == ("P", "S", "R")
-    transforms = build_volume_transforms(spacing_mm=(3.0, 3.0, 3.0), normalisation_name="zscore_brain", shape=(48, 56, 40))
+    transforms = build_volume_transforms(
+        spacing_mm=(3.0, 3.0, 3.0), normalisation_name="zscore_brain", shape=(48, 56, 40)
+    )
     volume = transforms({"image": str(path)})["image"]
     assert volume.shape == (1, 48, 56, 40)
     assert nib.aff2axcodes(np.asarray(volume.affine)) == ("R", "A", "S")
@@ -76,7 +84,9 @@ def test_real_ixi_scan_goes_from_psr_to_ras_at_the_target_grid(path):
 def test_real_ixi_scan_matches_nibabel_canonical_before_cropping():
     image = nib.load(IXI_FILES[0])
     canonical = nib.as_closest_canonical(image)
-    transforms = build_volume_transforms(spacing_mm=(2.0, 2.0, 2.0), normalisation_name="zscore_brain", shape=canonical.shape)
+    transforms = build_volume_transforms(
+        spacing_mm=(2.0, 2.0, 2.0), normalisation_name="zscore_brain", shape=canonical.shape
+    )
     volume = np.asarray(transforms({"image": str(IXI_FILES[0])})["image"])[0]
     np.testing.assert_allclose(volume, zscore_brain(canonical.get_fdata()), atol=1e-4)
 
@@ -85,7 +95,9 @@ def test_crop_and_pad_are_centred(tmp_path):
     data = np.zeros((10, 6, 8), dtype=np.float32)
     data[5, 3, 4] = 1.0  # the centre voxel
     path = _write(tmp_path / "centre.nii", data, "RAS")
-    transforms = build_volume_transforms(spacing_mm=(2.0, 2.0, 2.0), normalisation_name="divide_by_mean", shape=(6, 10, 8))
+    transforms = build_volume_transforms(
+        spacing_mm=(2.0, 2.0, 2.0), normalisation_name="divide_by_mean", shape=(6, 10, 8)
+    )
     volume = np.asarray(transforms({"image": str(path)})["image"])[0]
     assert np.argwhere(volume).tolist() == [[3, 5, 4]]
 
@@ -93,11 +105,17 @@ def test_crop_and_pad_are_centred(tmp_path):
 def test_resampling_halves_the_grid_at_double_spacing(tmp_path):
     path = _write(tmp_path / "fine.nii.gz", _brain((16, 12, 8)), "RAS", zoom=1.0)
     volume = load_volume(path)
-    transforms = build_volume_transforms(spacing_mm=(2.0, 2.0, 2.0), normalisation_name="divide_by_mean", shape=(8, 6, 4))
+    transforms = build_volume_transforms(
+        spacing_mm=(2.0, 2.0, 2.0), normalisation_name="divide_by_mean", shape=(8, 6, 4)
+    )
     resampled = transforms({"image": str(path)})["image"]
-    np.testing.assert_allclose(nib.affines.voxel_sizes(np.asarray(resampled.affine)), [2.0, 2.0, 2.0])
+    np.testing.assert_allclose(
+        nib.affines.voxel_sizes(np.asarray(resampled.affine)), [2.0, 2.0, 2.0]
+    )
     # The brain's extent in mm is unchanged: half as many voxels, each twice as large.
-    assert np.count_nonzero(np.asarray(resampled)) == pytest.approx(np.count_nonzero(np.asarray(volume)) / 8, rel=0.35)
+    assert np.count_nonzero(np.asarray(resampled)) == pytest.approx(
+        np.count_nonzero(np.asarray(volume)) / 8, rel=0.35
+    )
 
 
 def _masked(image: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -145,7 +163,9 @@ def test_normalisations_leave_an_empty_image_empty():
 
 
 def test_normalisation_errors_name_the_valid_choices():
-    with pytest.raises(ValueError, match="'zscore'.*valid: zscore_brain, divide_by_mean, percentile_clip"):
+    with pytest.raises(
+        ValueError, match="'zscore'.*valid: zscore_brain, divide_by_mean, percentile_clip"
+    ):
         normalisation("zscore")
     with pytest.raises(ValueError, match="'zscore_brain' got kwargs .*lower.*allowed: none"):
         normalisation("zscore_brain", lower=1.0)
@@ -168,7 +188,10 @@ def test_unreadable_files_raise_an_error_naming_the_file(tmp_path):
 def test_a_4d_series_is_rejected(tmp_path):
     path = tmp_path / "series.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((4, 4, 4, 3), dtype=np.float32), np.eye(4)), path)
-    with pytest.raises(VolumeReadError, match=r"series\.nii\.gz: expected one 3D volume, found shape \(4, 4, 4, 3\)"):
+    with pytest.raises(
+        VolumeReadError,
+        match=r"series\.nii\.gz: expected one 3D volume, found shape \(4, 4, 4, 3\)",
+    ):
         load_volume(path)
 
 

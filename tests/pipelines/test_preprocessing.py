@@ -63,8 +63,14 @@ def _run(manifest: pd.DataFrame, params: PreprocessingParams, tmp_path: Path) ->
             "manifest": MemoryDataset(manifest),
             "params:preprocessing": MemoryDataset(params, copy_mode="assign"),
             "splits": ParquetDataset(filepath=str(tmp_path / "splits.parquet")),
-            **{f"{s}_images": NumpyArrayDataset(filepath=str(tmp_path / s / "images.npy")) for s in SPLITS},
-            **{f"{s}_labels": ParquetDataset(filepath=str(tmp_path / s / "labels.parquet")) for s in SPLITS},
+            **{
+                f"{s}_images": NumpyArrayDataset(filepath=str(tmp_path / s / "images.npy"))
+                for s in SPLITS
+            },
+            **{
+                f"{s}_labels": ParquetDataset(filepath=str(tmp_path / s / "labels.parquet"))
+                for s in SPLITS
+            },
         }
     )
     SequentialRunner().run(create_pipeline(), catalog)
@@ -74,7 +80,12 @@ def _run(manifest: pd.DataFrame, params: PreprocessingParams, tmp_path: Path) ->
 def test_pipeline_writes_images_and_matching_labels_per_split(manifest, tmp_path):
     catalog = _run(manifest, _params(), tmp_path)
     splits = catalog.load("splits")
-    assert splits["split"].value_counts().to_dict() == {"pretrain": 4, "external": 4, "finetune": 2, "test": 2}
+    assert splits["split"].value_counts().to_dict() == {
+        "pretrain": 4,
+        "external": 4,
+        "finetune": 2,
+        "test": 2,
+    }
     seen: set[str] = set()
     for split in SPLITS:
         images, labels = catalog.load(f"{split}_images"), catalog.load(f"{split}_labels")

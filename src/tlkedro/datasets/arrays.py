@@ -76,7 +76,9 @@ class NumpyArrayDataset(AbstractDataset[np.ndarray | LazyArrayStack, np.ndarray]
 
 def _write_stack(stream: Any, stack: LazyArrayStack) -> None:
     descr = np.lib.format.dtype_to_descr(np.dtype(stack.dtype))
-    np.lib.format.write_array_header_1_0(stream, {"descr": descr, "fortran_order": False, "shape": stack.shape})
+    np.lib.format.write_array_header_1_0(
+        stream, {"descr": descr, "fortran_order": False, "shape": stack.shape}
+    )
     # LazyArrayStack checks every block's shape, so the rows written match the header.
     for block in stack:
         stream.write(np.ascontiguousarray(block).data)

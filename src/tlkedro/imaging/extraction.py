@@ -1,7 +1,7 @@
 """Model-input rows from scans: 2D slices or 3D volumes, produced lazily as recipes.
 
-Every scan is first brought onto one fixed RAS grid by :func:`~tlkedro.imaging.transforms.build_volume_transforms`
-(``volume.shape`` voxels at ``spacing_mm``). In ``volume`` mode that grid is the output, shape
+Every scan is first brought onto one fixed RAS grid (``volume.shape`` voxels at ``spacing_mm``) by
+:func:`~tlkedro.imaging.transforms.build_volume_transforms`. In ``volume`` mode that grid is the output, shape
 ``(1, 1, X, Y, Z)`` per scan; in ``slices`` mode slices are cut from it along one axis and each is resized
 to ``slices.size``, keeping the aspect ratio (scaled to fit, then zero padded), shape ``(k, 1, H, W)``
 per scan. Because the grid is fixed, slice indices mean the same position in every scan, and the number
@@ -99,7 +99,11 @@ class ExtractionConfig(_Frozen):
     @model_validator(mode="after")
     def _consistent(self) -> ExtractionConfig:
         length = self.volume.shape[AXES[self.slices.axis]]
-        if self.mode == "slices" and self.slices.selection == "k_central" and self.slices.k > length:
+        if (
+            self.mode == "slices"
+            and self.slices.selection == "k_central"
+            and self.slices.k > length
+        ):
             raise ValueError(
                 f"slices.k={self.slices.k} exceeds the {length} {self.slices.axis} slices of "
                 f"volume.shape={list(self.volume.shape)}; allowed: 1..{length}"
@@ -169,9 +173,6 @@ class LazyArrayStack:
         """Shape of the whole array."""
         return (int(sum(self.rows)), *self.item_shape)
 
-    def __len__(self) -> int:
-        return self.shape[0]
-
     def __iter__(self) -> Iterator[np.ndarray]:
         """Evaluate the recipes in parallel and yield their rows in order, as ``dtype``.
 
@@ -180,7 +181,9 @@ class LazyArrayStack:
         """
         if self.preload:
             multiprocessing.get_context("forkserver").set_forkserver_preload(list(self.preload))
-        results = run_recipes(self.recipes, workers=self.workers, desc=self.desc, total=len(self.recipes))
+        results = run_recipes(
+            self.recipes, workers=self.workers, desc=self.desc, total=len(self.recipes)
+        )
         for recipe, n_rows, block in zip(self.recipes, self.rows, results, strict=True):
             expected = (n_rows, *self.item_shape)
             if block.shape != expected:
@@ -200,7 +203,10 @@ def _volume_transforms(config: ExtractionConfig) -> Callable[[dict], dict]:
 
 @functools.lru_cache(maxsize=4)
 def _slice_resizer(config: ExtractionConfig) -> Callable[[np.ndarray], np.ndarray]:
-    from monai.transforms import Resize, SpatialPad  # imported by the workers only, see transforms.py
+    from monai.transforms import (  # imported by the workers only, see transforms.py
+        Resize,
+        SpatialPad,
+    )
 
     axis = AXES[config.slices.axis]
     in_plane = [n for i, n in enumerate(config.volume.shape) if i != axis]
@@ -231,7 +237,11 @@ def extract_scan(path: str, config: ExtractionConfig) -> np.ndarray:
         # MONAI wraps a failing transform in "applying transform ..." errors: report the reason inside.
         while isinstance(cause, RuntimeError) and cause.__cause__ is not None:
             cause = cause.__cause__
-        reason = str(cause) if isinstance(cause, VolumeReadError) else f"{path}: {type(cause).__name__}: {cause}"
+        reason = (
+            str(cause)
+            if isinstance(cause, VolumeReadError)
+            else f"{path}: {type(cause).__name__}: {cause}"
+        )
         raise ScanExtractionError(f"preprocessing failed: {reason}") from exc
     if config.mode == "volume":
         return volume[None].astype(config.dtype)
@@ -273,4 +283,3 @@ def build_model_input(
     labels = scans.iloc[rows][LABEL_COLUMNS[:-1]].reset_index(drop=True)
     labels["slice"] = np.tile(np.asarray(indices, dtype=np.int64), len(scans))
     return stack, labels
-

@@ -69,7 +69,9 @@ class SplitConfig(BaseModel):
         fractions = {k: v for k, v in self.sizes().items() if isinstance(v, float)}
         if sum(fractions.values()) > 1 + 1e-9:
             given = ", ".join(f"{k}={v}" for k, v in fractions.items())
-            raise ValueError(f"split fractions {given} sum to {sum(fractions.values()):g}; allowed: at most 1")
+            raise ValueError(
+                f"split fractions {given} sum to {sum(fractions.values()):g}; allowed: at most 1"
+            )
         return self
 
     def sizes(self) -> dict[str, int | float]:
@@ -111,7 +113,9 @@ def subject_table(manifest: pd.DataFrame, external_site: str | None) -> pd.DataF
             f"preprocessing.splits.external_site is {external_site!r} but no scan has that site; "
             f"sites present: {', '.join(sorted(sites.unique()))}. Use one of them, or null for none"
         )
-    ordered = manifest.assign(site=sites, external=sites == external_site).sort_values(["subject_id", "session"])
+    ordered = manifest.assign(site=sites, external=sites == external_site).sort_values(
+        ["subject_id", "session"]
+    )
     grouped = ordered.groupby("subject_id", sort=True)
     subjects = grouped[["age", "sex", "site"]].first()
     # A subject scanned at the external site anywhere is external everywhere, or it would leak.
@@ -141,7 +145,9 @@ def _stratified_take(
             chosen, y = name, candidate
             break
     if chosen != strata[0][0]:
-        logger.warning("split %s: too few subjects per stratum; stratified by %s only", split, chosen)
+        logger.warning(
+            "split %s: too few subjects per stratum; stratified by %s only", split, chosen
+        )
     taken, rest = train_test_split(pool, train_size=n, stratify=y, random_state=seed)
     return taken, rest
 

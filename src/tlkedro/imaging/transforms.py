@@ -73,11 +73,22 @@ def read_nifti(path: str | os.PathLike[str]) -> nib.Nifti1Image:
         raw = Path(path).read_bytes()
         if raw[:2] == _GZIP_MAGIC:
             raw = gzip.decompress(raw)
-        nifti2 = _NIFTI2_HEADER_BYTES in (int.from_bytes(raw[:4], "little"), int.from_bytes(raw[:4], "big"))
+        nifti2 = _NIFTI2_HEADER_BYTES in (
+            int.from_bytes(raw[:4], "little"),
+            int.from_bytes(raw[:4], "big"),
+        )
         image_class = nib.Nifti2Image if nifti2 else nib.Nifti1Image
         return image_class.from_bytes(raw)
-    except (OSError, EOFError, ValueError, nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError) as exc:
-        raise VolumeReadError(f"{path}: cannot be read as NIfTI ({type(exc).__name__}: {exc})") from exc
+    except (
+        OSError,
+        EOFError,
+        ValueError,
+        nib.filebasedimages.ImageFileError,
+        nib.spatialimages.HeaderDataError,
+    ) as exc:
+        raise VolumeReadError(
+            f"{path}: cannot be read as NIfTI ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def load_volume(path: str | os.PathLike[str]) -> MetaTensor:
@@ -106,9 +117,13 @@ def load_volume(path: str | os.PathLike[str]) -> MetaTensor:
             data *= np.float32(slope)
             data += np.float32(inter)
     except (OSError, EOFError, ValueError) as exc:
-        raise VolumeReadError(f"{path}: voxel data unreadable ({type(exc).__name__}: {exc})") from exc
+        raise VolumeReadError(
+            f"{path}: voxel data unreadable ({type(exc).__name__}: {exc})"
+        ) from exc
     affine = torch.as_tensor(image.affine, dtype=torch.float64)
-    return MetaTensor(torch.from_numpy(data)[None], affine=affine, meta={"filename_or_obj": str(path)})
+    return MetaTensor(
+        torch.from_numpy(data)[None], affine=affine, meta={"filename_or_obj": str(path)}
+    )
 
 
 def zscore_brain(image: np.ndarray) -> np.ndarray:
@@ -119,7 +134,9 @@ def zscore_brain(image: np.ndarray) -> np.ndarray:
     if n == 0:
         return image
     centred = np.subtract(image, np.float32(image.sum() / n), where=mask, out=np.zeros_like(image))
-    std = np.sqrt(np.vdot(centred, centred) / n) or 1.0  # a constant brain has no spread to divide by
+    std = (
+        np.sqrt(np.vdot(centred, centred) / n) or 1.0
+    )  # a constant brain has no spread to divide by
     centred /= np.float32(std)
     return centred
 
@@ -143,7 +160,9 @@ def percentile_clip(image: np.ndarray, lower: float = 1.0, upper: float = 99.0) 
         ValueError: Unless ``0 <= lower < upper <= 100``.
     """
     if not 0 <= lower < upper <= 100:
-        raise ValueError(f"percentiles must satisfy 0 <= lower < upper <= 100, got lower={lower}, upper={upper}")
+        raise ValueError(
+            f"percentiles must satisfy 0 <= lower < upper <= 100, got lower={lower}, upper={upper}"
+        )
     image = np.ascontiguousarray(image, dtype=np.float32)
     mask = image != 0
     if not mask.any():
