@@ -102,6 +102,7 @@ def test_saving_again_replaces_its_own_collection(tmp_path):
     assert list(loaded) == [_ukb_key(1000002)]
     assert np.asarray(loaded[_ukb_key(1000002)].load().dataobj).max() == 5
     assert (tmp_path / "ukb" / "ukb_showcase.csv").exists()
+    assert not (tmp_path / "ukb" / "1000001").exists()  # no empty subject folder is left behind
 
 
 def test_an_interrupted_write_leaves_no_partial_file_and_keeps_the_old_one(tmp_path, monkeypatch):

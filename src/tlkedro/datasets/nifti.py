@@ -91,7 +91,7 @@ class NiftiCollectionDataset(AbstractDataset[Mapping[str, Any], dict[str, NiftiR
         ):
             pass
         for key in stale:
-            (root / key).unlink()
+            _remove_with_empty_parents(root / key, root)
 
     def _exists(self) -> bool:
         return self._root.is_dir() and any(p.is_file() for p in self._root.glob(self._glob))
@@ -138,6 +138,15 @@ class NiftiCollectionDataset(AbstractDataset[Mapping[str, Any], dict[str, NiftiR
         marker.write_text(
             "Written by tlkedro.datasets.NiftiCollectionDataset; safe to overwrite.\n"
         )
+
+
+def _remove_with_empty_parents(path: Path, root: Path) -> None:
+    """Remove a file and the folders above it that it leaves empty, up to (not including) ``root``."""
+    path.unlink()
+    for folder in path.parents:
+        if folder == root or any(folder.iterdir()):
+            break
+        folder.rmdir()
 
 
 def _glob_matches(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
