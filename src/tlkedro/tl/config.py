@@ -18,7 +18,14 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, ReduceLROnPlateau
 
 from tlkedro.tl.architectures.base import ARCHITECTURES
 from tlkedro.tl.data import augmentation_transform
-from tlkedro.tl.objectives import OBJECTIVES, Task, create_objective
+from tlkedro.tl.objectives import (
+    OBJECTIVES,
+    Objective,
+    Task,
+    build_objective,
+    create_auxiliary_term,
+    create_objective,
+)
 from tlkedro.tl.registry import UnknownComponentError
 from tlkedro.tl.strategies import create_strategy
 
@@ -71,13 +78,45 @@ class ArchitectureConfig(ComponentConfig):
         return kwargs
 
 
+class AuxiliaryTermConfig(ComponentConfig):
+    """An auxiliary term of ``tlkedro.tl.objectives`` with its weight; its kwargs are checked by building it.
+
+    Attributes:
+        weight: The factor of the term's loss in the training loss.
+    """
+
+    weight: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _builds(self) -> AuxiliaryTermConfig:
+        _check_builds(self, create_auxiliary_term)
+        return self
+
+
 class ObjectiveConfig(ComponentConfig):
-    """An objective of ``tlkedro.tl.objectives``; its kwargs are checked by building it."""
+    """An objective of ``tlkedro.tl.objectives``; its kwargs are checked by building it.
+
+    Attributes:
+        auxiliary: Weighted auxiliary terms added to the training loss (multitask heads,
+            self-supervised and domain-adversarial losses).
+    """
+
+    auxiliary: list[AuxiliaryTermConfig] = []
 
     @model_validator(mode="after")
     def _builds(self) -> ObjectiveConfig:
         _check_builds(self, create_objective)
+        try:
+            self.build()
+        except ValueError as error:  # e.g. two terms with the same name
+            raise ValueError(str(error)) from None
         return self
+
+    def build(self) -> Objective:
+        """The objective with its auxiliary terms."""
+        return build_objective(
+            self.name, self.kwargs, [term.model_dump() for term in self.auxiliary]
+        )
 
 
 class StrategyConfig(ComponentConfig):

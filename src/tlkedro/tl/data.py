@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
@@ -27,7 +27,7 @@ from sklearn.model_selection import GroupShuffleSplit, StratifiedShuffleSplit
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from tlkedro.tl.objectives import Task
+from tlkedro.tl.objectives import UNLABELLED, Task
 
 if TYPE_CHECKING:
     from tlkedro.tl.config import ComponentConfig
@@ -80,8 +80,13 @@ def _item_seed(seed: int, epoch: int, row: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, row]).generate_state(1)[0])
 
 
-class ArrayDataset(Dataset[tuple[Tensor, Tensor]]):
+class ArrayDataset(Dataset[tuple[Tensor, ...]]):
     """Rows of an image array with their targets, as float32 image tensors.
+
+    Items are ``(image, target)``, or ``(image, target, extras)`` when ``extras`` or ``unlabelled`` are
+    given: a dict of the row's other label values (float32, NaN where missing) and, under
+    ``"unlabelled"``, one image of ``unlabelled`` drawn for the row from ``(seed, epoch, row)`` and
+    augmented like the labelled one (what the objectives' auxiliary terms need).
 
     Args:
         images: ``(N, 1, ...)`` array, memory-mapped or in memory, float16 or float32.
@@ -89,7 +94,9 @@ class ArrayDataset(Dataset[tuple[Tensor, Tensor]]):
         indices: The rows of ``images`` this dataset serves (all when ``None``).
         transform: Applied to each ``(1, ...)`` image tensor; if it is random (MONAI ``Randomizable``)
             it is reseeded per item from ``(seed, epoch, row)``.
-        seed: Base seed of the per-item augmentation.
+        seed: Base seed of the per-item augmentation and of the unlabelled images' draw.
+        extras: ``{column: (N,) values}`` of further labels, aligned with ``images``.
+        unlabelled: ``(M, 1, ...)`` images without labels (another split or site), same image shape.
     """
 
     def __init__(
@@ -99,9 +106,18 @@ class ArrayDataset(Dataset[tuple[Tensor, Tensor]]):
         indices: Sequence[int] | np.ndarray | None = None,
         transform: Callable[[Tensor], Tensor] | None = None,
         seed: int = 0,
+        extras: Mapping[str, np.ndarray] | None = None,
+        unlabelled: np.ndarray | None = None,
     ) -> None:
         if len(images) != len(targets):
             raise ValueError(f"images has {len(images)} rows but targets has {len(targets)}")
+        if unlabelled is not None and (
+            not len(unlabelled) or unlabelled.shape[1:] != images.shape[1:]
+        ):
+            raise ValueError(
+                f"unlabelled images must be a non-empty array of images shaped like the labelled ones "
+                f"{tuple(images.shape[1:])}; got {tuple(unlabelled.shape)}"
+            )
         self.images = images
         self.targets = targets
         self.indices = (
@@ -110,6 +126,8 @@ class ArrayDataset(Dataset[tuple[Tensor, Tensor]]):
         self.transform = transform
         self.seed = seed
         self.epoch = 0
+        self.extras = dict(extras or {})
+        self.unlabelled = unlabelled
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose augmentation the items get."""
@@ -118,14 +136,30 @@ class ArrayDataset(Dataset[tuple[Tensor, Tensor]]):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        row = int(self.indices[index])
-        image = torch.from_numpy(np.array(self.images[row], dtype=np.float32))
+    def _image(self, array: np.ndarray, row: int, seed: int) -> Tensor:
+        image = torch.from_numpy(np.array(array[row], dtype=np.float32))
         if self.transform is not None:
             if isinstance(self.transform, Randomizable):
-                self.transform.set_random_state(seed=_item_seed(self.seed, self.epoch, row))
+                self.transform.set_random_state(seed=seed)
             image = self.transform(image)
-        return image, torch.as_tensor(self.targets[row])
+        return image
+
+    def __getitem__(self, index: int) -> tuple[Tensor, ...]:
+        row = int(self.indices[index])
+        image = self._image(self.images, row, _item_seed(self.seed, self.epoch, row))
+        target = torch.as_tensor(self.targets[row])
+        if not self.extras and self.unlabelled is None:
+            return image, target
+        extras = {
+            name: torch.tensor(values[row], dtype=torch.float32)
+            for name, values in self.extras.items()
+        }
+        if self.unlabelled is not None:
+            # A stream of its own (the trailing 1), so the draw does not repeat the augmentation's numbers.
+            draw = np.random.default_rng([self.seed, self.epoch, row, 1])
+            other = int(draw.integers(len(self.unlabelled)))
+            extras[UNLABELLED] = self._image(self.unlabelled, other, int(draw.integers(2**32)))
+        return image, target, extras
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -185,6 +219,25 @@ def target_values(labels: pd.DataFrame, target: str, task: Task) -> np.ndarray:
             f"{sorted(pd.unique(values).tolist())[:10]}"
         )
     return numeric.astype(np.int64)
+
+
+def optional_values(labels: pd.DataFrame, column: str) -> np.ndarray:
+    """A numeric label column as float32, NaN where a row has no label (auxiliary tasks mask those).
+
+    Raises:
+        ValueError: If the column is missing or holds values that are not numbers.
+    """
+    if column not in labels.columns:
+        raise ValueError(
+            f"label column {column!r} is not in the labels; columns: {list(labels.columns)}"
+        )
+    values = pd.to_numeric(labels[column], errors="coerce")
+    wrong = values.isna() & labels[column].notna()
+    if wrong.any():
+        raise ValueError(
+            f"label column {column!r} must hold numbers; got {labels[column][wrong].head(3).tolist()}"
+        )
+    return values.to_numpy(dtype=np.float32)
 
 
 def subject_labels(subjects: pd.Series, targets: np.ndarray) -> pd.Series:
@@ -248,6 +301,9 @@ class MRIDataModule(L.LightningDataModule):
         seed: Seed of the split, the epoch order and the augmentation.
         augmentation: MONAI array transforms applied to training images only.
         num_workers: Data-loading worker processes (0: load in the main process).
+        extra_columns: Further label columns the training batches carry (NaN where missing), for the
+            objective's auxiliary terms.
+        unlabelled: Images without labels paired with the training images (``ArrayDataset``).
     """
 
     def __init__(
@@ -261,11 +317,14 @@ class MRIDataModule(L.LightningDataModule):
         seed: int,
         augmentation: Sequence[ComponentConfig] = (),
         num_workers: int = 0,
+        extra_columns: Sequence[str] = (),
+        unlabelled: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         if len(images) != len(labels):
             raise ValueError(f"images has {len(images)} rows but labels has {len(labels)}")
         self.targets = target_values(labels, target, task)
+        self.extras = {column: optional_values(labels, column) for column in extra_columns}
         self.train_indices, self.val_indices = subject_split(
             labels["subject_id"],
             val_fraction,
@@ -275,7 +334,9 @@ class MRIDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         transform = compose_augmentation(augmentation) if augmentation else None
-        self.train_dataset = ArrayDataset(images, self.targets, self.train_indices, transform, seed)
+        self.train_dataset = ArrayDataset(
+            images, self.targets, self.train_indices, transform, seed, self.extras, unlabelled
+        )
         self.val_dataset = ArrayDataset(images, self.targets, self.val_indices)
         self.train_sampler = EpochShuffleSampler(self.train_dataset, seed)
         self.generator = torch.Generator().manual_seed(seed)

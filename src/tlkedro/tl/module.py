@@ -4,6 +4,12 @@ The module is a system, not a model: it is given its network (already prepared b
 objective, the strategy and the optimizer and scheduler settings, and knows nothing about architectures
 or transfer learning beyond what the strategy tells it (parameter groups, penalty, callbacks).
 
+Batches are ``(images, targets)``, or ``(images, targets, extras)`` where the objective's auxiliary
+terms need more than the labelled images (other labels, unlabelled images; see ``tlkedro.tl.objectives``);
+the module adds the fraction of training done as the ``progress`` extra. The auxiliary terms with layers
+of their own are submodules (``auxiliary``), so they are optimised (group ``auxiliary``, base learning
+rate) and saved in Lightning's checkpoints with the network.
+
 Logged per epoch: ``train/loss`` (the whole training loss: objective terms plus the strategy's penalty),
 ``train/loss_<term>`` for each part when there is more than one, ``val/loss`` (the objective's primary
 loss, which early stopping and checkpointing follow), and the metric collections ``train/<metric>`` and
@@ -22,7 +28,7 @@ from torchmetrics import MetricCollection
 
 from tlkedro.tl.config import OptimizerConfig, SchedulerConfig
 from tlkedro.tl.metrics import metric_collection
-from tlkedro.tl.objectives import Objective, TaskInfo
+from tlkedro.tl.objectives import PROGRESS, Objective, TaskInfo
 from tlkedro.tl.strategies import Strategy
 
 _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
@@ -57,6 +63,7 @@ class TransferModule(L.LightningModule):
         self.optimizer_config = optimizer
         self.scheduler_config = scheduler
         self.info = info
+        self.auxiliary = nn.ModuleList(objective.term_modules())
         self.train_metrics = metric_collection(info, "train")
         self.val_metrics = metric_collection(info, "val")
 
@@ -71,11 +78,12 @@ class TransferModule(L.LightningModule):
         else:
             metrics.update(prediction.values, targets)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         """Objective terms plus the strategy's penalty."""
-        images, targets = batch
+        images, targets, *rest = batch
+        extras = {**(rest[0] if rest else {}), PROGRESS: self._progress(batch_idx)}
         outputs = self.model(images)
-        terms = self.objective.terms(self.model, images, outputs, targets, self.info)
+        terms = self.objective.terms(self.model, images, outputs, targets, self.info, extras)
         penalty = self.strategy.penalty(self.model)
         if penalty is not None:
             terms["penalty"] = penalty
@@ -90,6 +98,12 @@ class TransferModule(L.LightningModule):
         self._update_metrics(self.train_metrics, outputs, targets)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
         return loss
+
+    def _progress(self, batch_idx: int) -> float:
+        """The fraction of training done at this batch, in [0, 1)."""
+        trainer = self.trainer
+        batches = max(1, int(trainer.num_training_batches))
+        return (trainer.current_epoch + batch_idx / batches) / max(1, trainer.max_epochs)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         """The objective's primary loss and the validation metrics."""
@@ -112,6 +126,9 @@ class TransferModule(L.LightningModule):
                 groups.append({**group, "params": params})
         if not groups:
             raise ValueError(f"strategy {self.strategy.name!r} left no trainable parameters")
+        auxiliary = [p for p in self.auxiliary.parameters() if p.requires_grad]
+        if auxiliary:
+            groups.append({"params": auxiliary, "lr": config.lr, "name": "auxiliary"})
         kwargs: dict[str, Any] = {"lr": config.lr, "weight_decay": config.weight_decay}
         if config.name == "sgd":
             kwargs["momentum"] = config.momentum

@@ -36,8 +36,8 @@ from tlkedro.tl.config import TrainConfig, TrainerConfig
 from tlkedro.tl.data import ArrayDataset, MRIDataModule, subject_labels, target_values
 from tlkedro.tl.metrics import metric_collection
 from tlkedro.tl.module import TransferModule
-from tlkedro.tl.objectives import TaskInfo, create_objective
-from tlkedro.tl.strategies import create_strategy
+from tlkedro.tl.objectives import PROGRESS, UNLABELLED, TaskInfo, create_objective
+from tlkedro.tl.strategies import create_strategy, phase_at
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +59,13 @@ class FitResult:
             task statistics (``TaskInfo`` fields: task, num_classes, target_mean, target_std, ...),
             ``target``, ``objective`` (name and kwargs), ``seed``, ``epochs_run`` and ``best_epoch``.
         history: One row per epoch: ``epoch`` (from 0), ``train/loss``, ``val/loss``, the train and
-            validation metrics, and the learning rate of each parameter group (``lr/<group>``).
+            validation metrics, the learning rate of each parameter group (``lr/<group>``) and the
+            number of parameters trained in that epoch (``trainable_params``: strategies with phases,
+            such as DAPT's, change it).
         summary: ``total_params``, ``trainable_params``, ``epochs_run``, ``best_epoch``,
-            ``best_val_loss``, ``fit_seconds``, ``train_images_per_second`` (both for this call only,
-            when resumed), ``resumed``.
+            ``best_val_loss``, ``fit_seconds``, ``train_images_per_second``, ``train_seconds/<phase>``
+            (the training batches' time in each of the strategy's phases; ``train`` for strategies
+            without phases; these three for this call only, when resumed), ``resumed``.
     """
 
     checkpoint: dict[str, Any]
@@ -105,6 +108,9 @@ class _Recorder(L.Callback):
         self.seconds = 0.0
         self._epoch_start = self._last_batch_end = 0.0
         self._lrs: dict[str, float] = {}
+        self._trainable = 0
+        # Wall time is not part of the history, which must be identical between runs of one configuration.
+        self.epoch_seconds: dict[int, float] = {}
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # The epoch's learning rates: epoch-level schedulers step before on_train_epoch_end.
@@ -112,6 +118,7 @@ class _Recorder(L.Callback):
             f"lr/{group.get('name', index)}": float(group["lr"])
             for index, group in enumerate(trainer.optimizers[0].param_groups)
         }
+        self._trainable = sum(p.numel() for p in pl_module.model.parameters() if p.requires_grad)
         self._epoch_start = self._last_batch_end = time.perf_counter()
 
     def on_train_batch_end(
@@ -127,10 +134,13 @@ class _Recorder(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Up to the last batch: the validation that follows it is not training time.
-        self.seconds += self._last_batch_end - self._epoch_start
+        seconds = self._last_batch_end - self._epoch_start
+        self.seconds += seconds
+        self.epoch_seconds[trainer.current_epoch] = seconds
         row = {"epoch": float(trainer.current_epoch)}
         row.update({name: float(value) for name, value in sorted(trainer.callback_metrics.items())})
         row.update(self._lrs)
+        row["trainable_params"] = float(self._trainable)
         self.rows.append(row)
 
     def state_dict(self) -> dict[str, Any]:
@@ -141,21 +151,26 @@ class _Recorder(L.Callback):
 
 
 def _fingerprint(
-    config: TrainConfig, images: np.ndarray, labels: pd.DataFrame, source: dict | None
+    config: TrainConfig,
+    images: np.ndarray,
+    labels: pd.DataFrame,
+    source: dict | None,
+    unlabelled: np.ndarray | None = None,
 ) -> str:
     """A digest of what decides a run's result, to tell whether ``last.ckpt`` belongs to this run.
 
     Covers the training configuration (not the pipeline-level keys of subclasses), the labels, the
-    source weights, and the images' shape, dtype and an evenly spaced sample of rows (hashing every row
-    of a large memory-mapped array would read all of it).
+    source weights, and the shape, dtype and an evenly spaced sample of rows of the images and of the
+    unlabelled images (hashing every row of a large memory-mapped array would read all of it).
     """
     digest = hashlib.sha256()
     settings = config.model_dump(mode="json", include=set(TrainConfig.model_fields))
     digest.update(json.dumps(settings, sort_keys=True).encode())
     digest.update(pd.util.hash_pandas_object(labels, index=False).to_numpy().tobytes())
-    digest.update(f"{images.shape}{images.dtype}".encode())
-    for row in np.unique(np.linspace(0, len(images) - 1, _SAMPLED_ROWS).astype(int)):
-        digest.update(np.ascontiguousarray(images[row]).tobytes())
+    for array in (images, unlabelled) if unlabelled is not None else (images,):
+        digest.update(f"{array.shape}{array.dtype}".encode())
+        for row in np.unique(np.linspace(0, len(array) - 1, _SAMPLED_ROWS).astype(int)):
+            digest.update(np.ascontiguousarray(array[row]).tobytes())
     if source is not None:
         for name, tensor in sorted(source["state_dict"].items()):
             digest.update(name.encode())
@@ -199,10 +214,17 @@ def _working_directory(workdir: str | Path | None) -> Iterator[Path]:
 
 
 def _build_module(
-    config: TrainConfig, info: TaskInfo, image_shape: tuple[int, ...], source: dict | None
+    config: TrainConfig,
+    info: TaskInfo,
+    image_shape: tuple[int, ...],
+    source: dict | None,
+    extra_labels: dict[str, np.ndarray],
 ) -> TransferModule:
-    """The configured model, prepared by the strategy from the source, in a TransferModule."""
-    objective = create_objective(config.objective.name, **config.objective.kwargs)
+    """The configured model, prepared by the strategy from the source, in a TransferModule.
+
+    ``extra_labels`` are the training rows' values of the label columns the auxiliary terms need.
+    """
+    objective = config.objective.build()
     architecture_kwargs = {
         "in_channels": int(image_shape[1]),
         "img_size": [int(size) for size in image_shape[2:]],
@@ -212,6 +234,7 @@ def _build_module(
     model = create_architecture(config.architecture.name, **architecture_kwargs)
     strategy = create_strategy(config.strategy.name, **config.strategy.kwargs)
     model = strategy.prepare(model, source["state_dict"] if source is not None else None)
+    objective.attach(model, extra_labels)
     return TransferModule(model, objective, strategy, config.optimizer, config.scheduler, info)
 
 
@@ -239,6 +262,7 @@ def fit(
     labels: pd.DataFrame,
     source: dict | None = None,
     workdir: str | Path | None = None,
+    unlabelled: np.ndarray | None = None,
 ) -> FitResult:
     """Train a model as ``config`` says, on the subjects of ``labels`` minus a validation set.
 
@@ -253,11 +277,23 @@ def fit(
             resumed; checkpoints of any other run are deleted. After a complete run the directory's
             checkpoints are deleted, since the result holds the best model. ``None``: a temporary
             directory, no resume.
+        unlabelled: ``(M, 1, ...)`` images without labels (another split or site), for objectives whose
+            auxiliary terms need them (``reconstruction``, ``consistency``, ``domain_adversarial``);
+            each training image is paired with one of them per epoch.
 
     Returns:
         The best model's checkpoint, the per-epoch history and a summary.
     """
     L.seed_everything(config.seed, workers=True, verbose=False)
+    needs = config.objective.build().needs()
+    if UNLABELLED in needs and unlabelled is None:
+        raise ValueError(
+            f"objective {config.objective.name!r} has auxiliary terms that need unlabelled images; give "
+            "fit(unlabelled=...) (in the pipelines: `unlabelled_from: <split>`, e.g. external)"
+        )
+    if UNLABELLED not in needs:
+        unlabelled = None  # nothing would read them, and they would change the fingerprint
+    extra_columns = sorted(needs - {UNLABELLED, PROGRESS})
     datamodule = MRIDataModule(
         images,
         labels,
@@ -268,16 +304,21 @@ def fit(
         seed=config.seed,
         augmentation=config.data.augmentation,
         num_workers=config.trainer.num_workers,
+        extra_columns=extra_columns,
+        unlabelled=unlabelled,
     )
     info = TaskInfo.from_targets(
         config.task, datamodule.targets[datamodule.train_indices], datamodule.targets
     )
-    module = _build_module(config, info, images.shape, source)
+    extra_labels = {
+        name: values[datamodule.train_indices] for name, values in datamodule.extras.items()
+    }
+    module = _build_module(config, info, images.shape, source, extra_labels)
     total_params = sum(p.numel() for p in module.model.parameters())
     trainable_params = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
 
     with _working_directory(workdir) as directory:
-        resume = _resume_point(directory, _fingerprint(config, images, labels, source))
+        resume = _resume_point(directory, _fingerprint(config, images, labels, source, unlabelled))
         recorder = _Recorder()
         # Two checkpoint callbacks: since Lightning 2.6, save_last=True writes last.ckpt only in epochs
         # that also save a top-k checkpoint, and resuming needs every epoch. Both save at the end of the
@@ -329,6 +370,10 @@ def fit(
         "train_images_per_second": recorder.images / recorder.seconds if recorder.seconds else 0.0,
         "resumed": resume is not None,
     }
+    phases = module.strategy.phases()
+    summary.update({f"train_seconds/{name}": 0.0 for name, _ in phases})
+    for epoch, seconds in recorder.epoch_seconds.items():
+        summary[f"train_seconds/{phase_at(phases, epoch)}"] += seconds
     return FitResult(
         checkpoint=make_checkpoint(module.model, meta), history=history, summary=summary
     )

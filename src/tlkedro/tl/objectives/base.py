@@ -4,6 +4,13 @@ The primary term turns the network's outputs into a loss against the target and 
 target's own units. Auxiliary terms (multitask heads, self-supervised reconstruction, domain-adversarial
 losses) are added to the training loss with a weight; they are given the model and its inputs, so a term
 can compute what it needs (features, a second head) without the training module knowing about it.
+
+What a term needs beyond the labelled batch it declares in ``needs``, and the training data supply it as
+keyword arguments, per batch: other label columns (``"age"``, with NaN where a label is missing),
+``"unlabelled"`` (as many unlabelled images, e.g. of another site, as the batch has labelled ones) and
+``"progress"`` (the fraction of training done, in [0, 1]). A term with layers of its own (a second head,
+a decoder, a domain classifier) is an ``nn.Module``; it sizes them in ``attach`` once the model is built,
+and is trained and checkpointed with the model.
 """
 
 from __future__ import annotations
@@ -111,15 +118,30 @@ class PrimaryTerm(ABC):
 
 
 class AuxiliaryTerm(Protocol):
-    """An extra loss added to the primary one with a weight (multitask, self-supervised, adversarial)."""
+    """An extra loss added to the primary one with a weight (multitask, self-supervised, adversarial).
+
+    Two members are optional, so that a plain callable with a ``name`` is a term: ``needs``, the batch
+    extras the term takes as keyword arguments (label columns, ``"unlabelled"``, ``"progress"``; none by
+    default), and, for a term that is an ``nn.Module``, ``attach(model, labels)``, called once with the
+    prepared model and the training rows' values of the label columns it needs, to size its layers.
+    """
 
     name: str
 
     def __call__(
-        self, model: nn.Module, inputs: Tensor, outputs: Tensor, targets: Tensor
+        self, model: nn.Module, inputs: Tensor, outputs: Tensor, targets: Tensor, **extras: Any
     ) -> Tensor:
-        """The term's loss for a batch; ``outputs`` are ``model(inputs)``."""
+        """The term's loss for a batch; ``outputs`` are ``model(inputs)``, ``extras`` those it needs."""
         ...
+
+
+UNLABELLED = "unlabelled"
+PROGRESS = "progress"
+
+
+def needs(term: AuxiliaryTerm) -> tuple[str, ...]:
+    """The batch extras ``term`` takes: label column names, ``UNLABELLED``, ``PROGRESS``."""
+    return tuple(getattr(term, "needs", ()))
 
 
 class Objective:
@@ -156,17 +178,53 @@ class Objective:
         """Predictions in the target's units."""
         return self.primary.predict(outputs, info)
 
+    def needs(self) -> set[str]:
+        """The batch extras the auxiliary terms need (see the module docstring)."""
+        return {extra for _, term in self.auxiliary for extra in needs(term)}
+
+    def term_modules(self) -> list[nn.Module]:
+        """The auxiliary terms with layers of their own, trained and checkpointed with the model."""
+        return [term for _, term in self.auxiliary if isinstance(term, nn.Module)]
+
+    def attach(self, model: nn.Module, labels: Mapping[str, np.ndarray]) -> None:
+        """Size the layers of the ``term_modules`` for ``model``.
+
+        Args:
+            model: The prepared model.
+            labels: The training rows' values of every label column the terms need.
+        """
+        for term in self.term_modules():
+            term.attach(model, {name: labels[name] for name in needs(term) if name in labels})
+
     def terms(
-        self, model: nn.Module, inputs: Tensor, outputs: Tensor, targets: Tensor, info: TaskInfo
+        self,
+        model: nn.Module,
+        inputs: Tensor,
+        outputs: Tensor,
+        targets: Tensor,
+        info: TaskInfo,
+        extras: Mapping[str, Any] | None = None,
     ) -> dict[str, Tensor]:
-        """Every weighted term of the training loss, keyed ``"primary"`` and by auxiliary term name."""
+        """Every weighted term of the training loss, keyed ``"primary"`` and by auxiliary term name.
+
+        Args:
+            model: The network.
+            inputs: The labelled images of the batch.
+            outputs: ``model(inputs)``.
+            targets: The primary targets of the batch.
+            info: The primary task's statistics.
+            extras: The batch extras of ``needs()``.
+        """
+        extras = extras or {}
         terms = {"primary": self.loss(outputs, targets, info)}
         for weight, term in self.auxiliary:
-            terms[term.name] = weight * term(model, inputs, outputs, targets)
+            given = {name: extras[name] for name in needs(term)}
+            terms[term.name] = weight * term(model, inputs, outputs, targets, **given)
         return terms
 
 
 OBJECTIVES: Registry[Objective] = Registry("objective")
+AUXILIARY_TERMS: Registry[AuxiliaryTerm] = Registry("auxiliary term")
 
 
 def check_positive(name: str, value: float) -> None:

@@ -10,6 +10,7 @@ import inspect
 from typing import Any
 
 from tlkedro.tl.strategies import (  # noqa: F401  (imported for their registrations)
+    dapt,
     freeze_up_to,
     full,
     l2sp,
@@ -27,6 +28,8 @@ from tlkedro.tl.strategies.base import (
     Strategy,
     freeze,
     load_encoder,
+    phase_at,
+    unfreeze,
 )
 from tlkedro.tl.strategies.truncated import truncation_candidates
 
@@ -38,7 +41,9 @@ __all__ = [
     "freeze",
     "list_strategies",
     "load_encoder",
+    "phase_at",
     "truncation_candidates",
+    "unfreeze",
 ]
 
 

@@ -110,6 +110,15 @@ class Strategy:
         """Lightning callbacks the strategy needs during training (e.g. phase switches)."""
         return []
 
+    def phases(self) -> list[tuple[str, int]]:
+        """Named training phases and the epoch each starts at.
+
+        One phase, ``train``, unless the strategy's callbacks change what is trained part-way (DAPT's
+        warm-up, partial and full phases); per-phase reports (``tlkedro.tl.analysis.energy``) group the
+        training history by these.
+        """
+        return [("train", 0)]
+
     def summary(self, model: TLModel) -> dict[str, Any]:
         """The strategy's name and settings, and the model's total, trainable and frozen parameter counts."""
         total = sum(p.numel() for p in model.parameters())
@@ -132,6 +141,11 @@ class Strategy:
                 f"or use strategy 'scratch' to train without one."
             )
         return source_state
+
+
+def phase_at(phases: list[tuple[str, int]], epoch: int) -> str:
+    """The name of the phase (``Strategy.phases()``) that epoch ``epoch`` belongs to."""
+    return [name for name, start in phases if start <= epoch][-1]
 
 
 def load_encoder(
@@ -191,6 +205,23 @@ def freeze(modules: Iterable[nn.Module]) -> None:
         for layer in module.modules():
             if isinstance(layer, _BatchNorm) and _keep_eval not in layer._forward_pre_hooks.values():
                 layer.register_forward_pre_hook(_keep_eval)
+
+
+def unfreeze(modules: Iterable[nn.Module]) -> None:
+    """Undo ``freeze``: gradients again, and BatchNorm layers follow the module's training mode.
+
+    Args:
+        modules: The modules to train, with everything inside them.
+    """
+    for module in modules:
+        module.requires_grad_(True)
+        for layer in module.modules():
+            if isinstance(layer, _BatchNorm):
+                for key, hook in list(layer._forward_pre_hooks.items()):
+                    if hook is _keep_eval:
+                        del layer._forward_pre_hooks[key]
+                # The hook left the layer in eval mode; back to the mode the rest of the module is in.
+                layer.training = module.training
 
 
 def _keep_eval(module: nn.Module, args: tuple[Any, ...]) -> None:
