@@ -21,6 +21,7 @@ class VariantConfig(TrainConfig):
 
     init_from: str | None = None
     evaluate_on: list[str] = []
+    unlabelled_from: str | None = None  # split whose images auxiliary terms use without labels
     group: str | None = None  # variants sharing a group (e.g. seeds of one setting) are aggregated in reports
 
 
@@ -31,6 +32,7 @@ def resolve_config(
     *,
     namespace: str,
     wired_source: str | None,
+    wired_unlabelled: str | None = None,
 ) -> dict[str, Any]:
     """Merge the pipeline's base parameters with a variant's overrides and validate the result.
 
@@ -48,6 +50,11 @@ def resolve_config(
             f"{wired_source!r}. init_from decides which checkpoint the pipeline reads, so set it in "
             "conf/<env>/parameters_*.yml rather than with --params."
         )
+    if config.unlabelled_from != wired_unlabelled:
+        raise ValueError(
+            f"{namespace}: unlabelled_from is {config.unlabelled_from!r} but the pipeline was built with "
+            f"{wired_unlabelled!r}; set it in conf/<env>/parameters_*.yml rather than with --params."
+        )
     return {
         "namespace": namespace,
         "config": config.model_dump(mode="json"),
@@ -57,11 +64,15 @@ def resolve_config(
 
 
 def train_model(
-    run: dict[str, Any], images: np.ndarray, labels: pd.DataFrame, source: dict | None = None
+    run: dict[str, Any],
+    images: np.ndarray,
+    labels: pd.DataFrame,
+    source: dict | None = None,
+    unlabelled: np.ndarray | None = None,
 ) -> tuple[dict, pd.DataFrame, dict[str, Any]]:
     """Fit the variant's model on its training split; resumes from the variant's last checkpoint."""
     config = VariantConfig.model_validate(run["config"])
-    result = fit(config, images, labels, source=source, workdir=run["workdir"])
+    result = fit(config, images, labels, source=source, workdir=run["workdir"], unlabelled=unlabelled)
     return result.checkpoint, result.history, result.summary
 
 
@@ -80,9 +91,17 @@ def measure_complexity(checkpoint: dict, images: np.ndarray) -> dict[str, float]
 
 
 def summarise_variant(
-    run: dict[str, Any], summary: dict[str, Any], complexity: dict[str, float], *split_metrics: dict
+    run: dict[str, Any],
+    summary: dict[str, Any],
+    history: pd.DataFrame,
+    complexity: dict[str, float],
+    *split_metrics: dict,
 ) -> dict[str, Any]:
-    """One flat record per variant: what reporting compares."""
+    """One flat record per variant: what reporting compares.
+
+    Besides the test metrics it holds the validation metrics (``val/...``) of the epoch whose model was
+    kept, the only unbiased basis for choosing between variants (e.g. TruncatedTL's cutoff search).
+    """
     config = run["config"]
     record: dict[str, Any] = {
         "variant": run["namespace"],
@@ -95,6 +114,8 @@ def summarise_variant(
         "lr": config["optimizer"]["lr"],
     }
     record.update(summary)
+    [kept] = history.loc[history["epoch"] == summary["best_epoch"]].to_dict("records")
+    record.update({key: float(value) for key, value in kept.items() if key.startswith("val/")})
     # Parameter counts come from the training summary: it knows what the strategy froze, whereas the
     # reloaded model has every parameter trainable.
     record.update({k: v for k, v in complexity.items() if not k.startswith("params_")})

@@ -7,11 +7,11 @@ by the catalog's dataset factories, and the shared model-input datasets stay un-
 
 from __future__ import annotations
 
-from tlkedro.pipelines import bind
 from typing import Any
 
 from kedro.pipeline import Node, Pipeline
 
+from tlkedro.pipelines import bind
 from tlkedro.pipelines.training.nodes import (
     evaluate_model,
     measure_complexity,
@@ -31,6 +31,7 @@ def create_variant_pipeline(
     source: str | None,
     declared: bool,
     overrides: dict[str, Any],
+    unlabelled_from: str | None = None,
 ) -> Pipeline:
     """One variant as a namespaced copy of the training template.
 
@@ -45,17 +46,23 @@ def create_variant_pipeline(
             from the parameters at run time, so ``--params`` can change them); ``False`` for a sweep
             point, whose overrides are fixed here.
         overrides: The variant's overrides (used when ``declared`` is ``False``).
+        unlabelled_from: Split whose images the objective's auxiliary terms use without their labels
+            (semi-supervised, domain-adversarial), e.g. ``external``; ``None`` for none.
     """
     namespace = f"{pipeline_name}.{variant}"
-    resolve = bind(resolve_config, namespace=namespace, wired_source=source)
+    resolve = bind(
+        resolve_config, namespace=namespace, wired_source=source, wired_unlabelled=unlabelled_from
+    )
     resolve_inputs = {"base": "params:base", "runtime": "params:runtime"}
     if declared:
         resolve_inputs["overrides"] = "params:overrides"
     else:
         resolve = bind(resolve, overrides=overrides)
-    train_inputs = ["config", f"{train_split}_images", f"{train_split}_labels"]
+    train_inputs = {"run": "config", "images": f"{train_split}_images", "labels": f"{train_split}_labels"}
     if source:
-        train_inputs.append("source_model")
+        train_inputs["source"] = "source_model"
+    if unlabelled_from:
+        train_inputs["unlabelled"] = f"{unlabelled_from}_images"
     nodes = [
         Node(resolve, resolve_inputs, "config", name="resolve_config"),
         Node(train_model, train_inputs, ["model", "history", "training_summary"], name="train"),
@@ -73,12 +80,13 @@ def create_variant_pipeline(
     nodes.append(
         Node(
             summarise_variant,
-            ["config", "training_summary", "complexity", *[f"metrics_{s}" for s in evaluate_on]],
+            ["config", "training_summary", "history", "complexity", *[f"metrics_{s}" for s in evaluate_on]],
             "metrics",
             name="summarise",
         )
     )
     shared = {f"{s}_{kind}" for s in {train_split, *evaluate_on} for kind in ("images", "labels")}
+    shared |= {f"{unlabelled_from}_images"} if unlabelled_from else set()
     parameters = {"params:base": f"params:{pipeline_name}", "params:runtime": "params:runtime"}
     if declared:
         parameters["params:overrides"] = f"params:{pipeline_name}.variants.{variant}"
@@ -94,18 +102,21 @@ def create_variant_pipeline(
 def create_variants_pipeline(pipeline_name: str, section: dict[str, Any], *, train_split: str) -> Pipeline:
     """Every variant and sweep point of a pipeline's parameter section, side by side.
 
-    ``init_from`` and ``evaluate_on`` shape the pipeline (which checkpoint is read, which splits are
-    evaluated), so they are read here from the merged configuration of each variant.
+    ``init_from``, ``evaluate_on`` and ``unlabelled_from`` shape the pipeline (which checkpoint is read,
+    which splits are evaluated, which images are read without labels), so they are read here from the
+    merged configuration of each variant.
     """
     declared = set(section.get("variants") or {})
     pipelines = []
     for variant, overrides in expand_variants(section, pipeline_name).items():
         init_from = overrides.get("init_from", section.get("init_from"))
         evaluate_on = overrides.get("evaluate_on", section.get("evaluate_on", []))
+        unlabelled_from = overrides.get("unlabelled_from", section.get("unlabelled_from"))
         pipelines.append(
             create_variant_pipeline(
                 pipeline_name, variant, train_split=train_split, evaluate_on=list(evaluate_on),
                 source=init_from, declared=variant in declared, overrides=overrides,
+                unlabelled_from=unlabelled_from,
             )
         )
     return Pipeline(pipelines)
