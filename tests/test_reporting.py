@@ -71,3 +71,50 @@ def test_plots_are_figures_with_one_artist_per_variant():
     table = reporting.comparison_table(_records())
     bars = reporting.plot_metric_by_variant(table, "test/auroc")
     assert [p.get_height() for p in bars.axes[0].patches] == pytest.approx([0.8, 0.7, 0.6])
+
+
+def test_higher_is_better_knows_scores_from_errors():
+    assert all(map(reporting.higher_is_better, ["val/auprc", "test/auroc", "test/balanced_accuracy",
+                                                "test/r2", "test/pearson_r"]))
+    assert not any(map(reporting.higher_is_better, ["val/loss", "test/mae", "test/cross_entropy"]))
+
+
+CUTOFFS = {f"finetune.ttl_{cutoff}_{seed}": cutoff for cutoff in ("layer2", "layer3") for seed in (1, 2)}
+
+
+def _cutoff_table() -> pd.DataFrame:
+    rows = []
+    for group, scores, params, latency in (
+        ("full", [0.70, 0.72], 1000, 4.0),
+        ("ttl_layer2", [0.80, 0.76], 250, 1.0),
+        ("ttl_layer3", [0.81, 0.65], 500, 2.0),
+    ):
+        for seed, score in enumerate(scores, 1):
+            rows.append({"variant": f"finetune.{group}_{seed}", "group": group, "seed": seed,
+                         "total_params": params, "cpu_latency_ms": latency + 0.1 * seed,
+                         "val/auprc": score, "test/auroc": score - 0.1})
+    return reporting.comparison_table(rows)
+
+
+def test_group_comparison_sets_every_group_against_the_reference():
+    table = reporting.group_comparison(_cutoff_table(), ["test/auroc"], reference="full").set_index("group")
+    assert table.loc["ttl_layer2", "params_reduction"] == pytest.approx(4.0)
+    assert table.loc["ttl_layer2", "speedup"] == pytest.approx(4.15 / 1.15)  # mean latencies over seeds
+    assert table.loc["full", "params_reduction"] == table.loc["full", "speedup"] == pytest.approx(1.0)
+    assert table.loc["ttl_layer3", "test/auroc mean"] == pytest.approx(0.63)
+    assert "macs_reduction" not in table  # no MACs in this table
+    with pytest.raises(ValueError, match="reference group 'lwft'"):
+        reporting.group_comparison(_cutoff_table(), ["test/auroc"], reference="lwft")
+
+
+def test_rank_cutoffs_orders_groups_by_their_mean_over_seeds():
+    table = _cutoff_table()
+    ranking = reporting.rank_cutoffs(table, CUTOFFS, "val/auprc")
+    # layer3 has the best single seed (0.81) but the lower mean: the search ranks means.
+    assert ranking["cutoff"].tolist() == ["layer2", "layer3"]
+    assert ranking.loc[0, "val/auprc mean"] == pytest.approx(0.78)
+    assert ranking.loc[0, "val/auprc count"] == 2
+    by_loss = reporting.rank_cutoffs(table.assign(**{"val/loss": table["val/auprc"]}), CUTOFFS, "val/loss")
+    assert by_loss["cutoff"].tolist() == ["layer3", "layer2"]  # lower is better
+    with pytest.raises(ValueError, match="mix truncation cutoffs"):
+        reporting.rank_cutoffs(table, {**CUTOFFS, "finetune.ttl_layer2_2": "layer2.0"}, "val/auprc")

@@ -30,6 +30,15 @@ def comparison_table(records: list[Mapping[str, object]]) -> pd.DataFrame:
     return table[leading + metrics].reset_index(drop=True)
 
 
+#: Complexity columns of a comparison table, averaged per group by ``group_comparison``.
+COMPLEXITY_COLUMNS = ["total_params", "macs_per_image", "cpu_latency_ms"]
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger value of ``metric`` (``test/auroc``, ``val/loss``, ...) is better."""
+    return metric.endswith(("auroc", "auprc", "accuracy", "r2", "pearson_r"))
+
+
 def group_summary(table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """Mean, standard deviation and count of each metric per group (variants that differ only by seed)."""
     present = [m for m in metrics if m in table.columns]
@@ -37,6 +46,62 @@ def group_summary(table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     summary = grouped.agg(["mean", "std", "count"])
     summary.columns = [f"{metric} {stat}" for metric, stat in summary.columns]
     return summary.reset_index()
+
+
+def group_comparison(table: pd.DataFrame, metrics: list[str], reference: str) -> pd.DataFrame:
+    """Each group's metrics (mean, std, count over seeds) and complexity against a reference group.
+
+    Args:
+        table: A comparison table (``comparison_table``).
+        metrics: Metric columns to aggregate, e.g. ``["test/auroc", "val/auprc"]``.
+        reference: The group the others are compared with, e.g. ``full`` (full fine-tuning).
+
+    Returns:
+        One row per group, in the table's order: the ``group_summary`` columns, the mean of each
+        complexity column, ``params_reduction`` and ``macs_reduction`` (the reference's value over the
+        group's: 3.0 is three times fewer) and ``speedup`` (the reference's CPU latency over the group's).
+
+    Raises:
+        ValueError: If no variant belongs to ``reference``.
+    """
+    present = [c for c in COMPLEXITY_COLUMNS if c in table.columns]
+    complexity = table.groupby("group", sort=False)[present].mean()
+    if reference not in complexity.index:
+        raise ValueError(f"reference group {reference!r} is not among the groups {list(complexity.index)}")
+    ratios = pd.DataFrame(index=complexity.index)
+    for column, name in (("total_params", "params_reduction"), ("macs_per_image", "macs_reduction"),
+                         ("cpu_latency_ms", "speedup")):
+        if column in complexity:
+            ratios[name] = complexity.loc[reference, column] / complexity[column]
+    summary = group_summary(table, metrics).set_index("group")
+    return summary.join(complexity).join(ratios).reset_index()
+
+
+def rank_cutoffs(table: pd.DataFrame, cutoffs: Mapping[str, str], metric: str) -> pd.DataFrame:
+    """Truncation cutoffs ranked by a metric's mean over the seeds of their group, best first.
+
+    Args:
+        table: A comparison table (``comparison_table``).
+        cutoffs: The cutoff of each truncated variant, by variant (``{"finetune.ttl_layer3_0": "layer3"}``);
+            variants of the table not named here are ignored, and variants named here but absent from
+            the table have not run yet.
+        metric: The selection metric, e.g. ``val/auprc`` (never a test metric: it would select on test).
+
+    Returns:
+        Columns ``cutoff``, ``group``, ``<metric> mean``, ``<metric> std``, ``<metric> count``; ties keep
+        the table's order.
+
+    Raises:
+        ValueError: If the variants of one group have different cutoffs, which a mean would blur.
+    """
+    rows = table[table["variant"].isin(list(cutoffs))].assign(cutoff=lambda t: t["variant"].map(cutoffs))
+    mixed = rows.groupby("group")["cutoff"].nunique()
+    if (mixed > 1).any():
+        raise ValueError(f"groups {list(mixed[mixed > 1].index)} mix truncation cutoffs; give each its own group")
+    summary = group_summary(rows, [metric])
+    summary.insert(0, "cutoff", summary["group"].map(rows.groupby("group")["cutoff"].first()))
+    return summary.sort_values(f"{metric} mean", ascending=not higher_is_better(metric), kind="stable",
+                               ignore_index=True)
 
 
 def bootstrap_interval(
@@ -56,9 +121,9 @@ def bootstrap_interval(
 
 
 def _format(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "" if value is None else str(value)
+    if value is None or pd.isna(value):  # e.g. init_from of a variant without a source model
+        return ""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def markdown_table(table: pd.DataFrame) -> str:

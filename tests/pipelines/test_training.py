@@ -100,6 +100,9 @@ def test_pretrain_then_finetune_variants_run_on_an_in_memory_catalog(tmp_path):
 
     full, probe = catalog.load("finetune.full.metrics"), catalog.load("finetune.linear_probe.metrics")
     assert 0.0 <= full["test/auroc"] <= 1.0
+    # The validation metrics are those of the kept (lowest validation loss) epoch.
+    assert full["val/loss"] == pytest.approx(full["best_val_loss"])
+    assert 0.0 <= full["val/auprc"] <= 1.0
     assert probe["trainable_params"] < full["trainable_params"] == full["total_params"]
     source = catalog.load("pretrain.default.model")["state_dict"]
     tuned = catalog.load("finetune.linear_probe.model")["state_dict"]

@@ -8,7 +8,9 @@ from typing import Any
 from kedro.pipeline import Node, Pipeline
 
 from tlkedro.pipelines.reporting.nodes import (
+    CutoffSearchParams,
     compare_variants,
+    plan_cutoff_search,
     plot_learning_curves,
     plot_primary_metric,
     plot_test_predictions,
@@ -44,8 +46,34 @@ def _report_nodes(pipeline_name: str, section: dict[str, Any], primary_metric: s
     return nodes
 
 
+def _cutoff_search_node(section: dict[str, Any], search: CutoffSearchParams) -> Node:
+    variants = expand_variants(section, "finetune")
+    merged = {f"finetune.{v}": deep_merge(section, overrides) for v, overrides in variants.items()}
+    truncated = {name: cfg for name, cfg in merged.items() if cfg["strategy"]["name"] == "truncated"}
+    architectures = {repr(cfg["architecture"]) for cfg in truncated.values()}
+    if len(architectures) != 1:
+        raise ValueError(
+            "reporting.cutoff_search needs finetune variants with strategy `truncated`, all of one "
+            f"architecture; found {len(truncated)} such variants with architectures {sorted(architectures)}"
+        )
+    plan = bind(
+        plan_cutoff_search,
+        cutoffs={name: cfg["strategy"]["kwargs"]["cutoff"] for name, cfg in truncated.items()},
+        overrides={f"finetune.{v}": overrides for v, overrides in variants.items()},
+        architecture=next(iter(truncated.values()))["architecture"],
+        search=search,
+    )
+    return Node(plan, "finetune_comparison", ["cutoff_search_stage2", "cutoff_search_report"],
+                name="plan_cutoff_search")
+
+
 def create_pipeline(parameters: dict[str, Any]) -> Pipeline:
-    """Reports for each training pipeline, built from the same parameters as its variants."""
+    """Reports for each training pipeline, built from the same parameters as its variants.
+
+    With ``reporting.cutoff_search`` set, the finetune report also plans TruncatedTL's cutoff search.
+    """
     primary = parameters["reporting"]["primary_metric"]
     nodes = [n for p in TRAINING_PIPELINES for n in _report_nodes(p, parameters[p], primary[p])]
+    if (search := parameters["reporting"].get("cutoff_search")) is not None:
+        nodes.append(_cutoff_search_node(parameters["finetune"], CutoffSearchParams.model_validate(search)))
     return Pipeline(nodes, tags={"reporting"})
