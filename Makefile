@@ -15,8 +15,6 @@ install: $(VENV)/.installed
 
 demo: install
 	$(VENV)/bin/kedro run
-	@echo "Report: $$(ls -d data/08_reporting/finetune_report.md/*/finetune_report.md | tail -n 1)"
-	@echo "Plots:  $$(ls -d data/08_reporting/*.png/*/*.png | sort -t/ -k4 | tail -n 6 | tr '\n' ' ')"
 
 test: install
 	$(PY) -m pytest

@@ -38,7 +38,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "conf" / "local").mkdir()
     shutil.copy(PROJECT / "pyproject.toml", root / "pyproject.toml")
     (root / "src").mkdir()  # Kedro insists on the source folder; the package itself is installed
-    kedro(root, "run", "--env", "tiny")
+    result = kedro(root, "run", "--env", "tiny")
+    (root / "run.log").write_text(result.stdout + result.stderr)
     return root
 
 
@@ -47,6 +48,7 @@ def test_default_pipeline_goes_from_cohort_to_report(project):
     assert len(manifest) == 48
     assert pd.read_parquet(project / "data/02_intermediate/quarantine.parquet").empty
     [report] = (project / "data/08_reporting/finetune_report.md").glob("*/finetune_report.md")
+    assert f"Report finetune_report: {report}" in (project / "run.log").read_text()
     text = report.read_text()
     for variant in FINETUNE_VARIANTS:
         assert f"| finetune.{variant} |" in text

@@ -1,8 +1,8 @@
 """Project settings (https://docs.kedro.org/en/stable/configure/configuration_basics/)."""
 
-from tlkedro.hooks import PipelineParametersHook
+from tlkedro.hooks import ParallelWorkerHook, PipelineParametersHook, ReportLocationHook
 
-HOOKS = (PipelineParametersHook(),)
+HOOKS = (PipelineParametersHook(), ReportLocationHook(), ParallelWorkerHook())
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
