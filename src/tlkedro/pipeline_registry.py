@@ -17,7 +17,7 @@ from kedro.config import AbstractConfigLoader
 from kedro.framework.project import settings
 from kedro.pipeline import Pipeline
 
-from tlkedro.pipelines import finetune, pretrain, reporting
+from tlkedro.pipelines import dapt, finetune, pretrain, reporting
 from tlkedro.pipelines.ingestion import create_pipeline as create_ingestion_pipeline
 from tlkedro.pipelines.preprocessing import create_pipeline as create_preprocessing_pipeline
 from tlkedro.pipelines.synthetic import create_pipeline as create_synthetic_pipeline
@@ -57,7 +57,8 @@ def register_pipelines() -> dict[str, Pipeline]:
 
     Returns:
         ``synthetic``, ``ingestion``, ``preprocessing``, ``pretrain``, ``finetune``, ``reporting``,
-        ``data`` (ingestion to model input) and ``__default__`` (cohort to report).
+        ``dapt`` (domain-adaptive pre-training variants, from ``pretrain.default``), ``data``
+        (ingestion to model input) and ``__default__`` (cohort to report, without ``dapt``).
     """
     parameters = load_parameters()
     source = parameters["ingestion"]["source"]
@@ -83,4 +84,5 @@ def _build(parameters: dict[str, Any], source: str) -> dict[str, Pipeline]:
         "pretrain": pretrain.create_pipeline(parameters),
         "finetune": finetune.create_pipeline(parameters),
         "reporting": reporting.create_pipeline(parameters),
+        "dapt": dapt.create_pipeline(parameters),
     }

@@ -20,11 +20,13 @@ version of this formula. So the formula is used, with every parameter in the con
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import pandas as pd
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from tlkedro.tl.strategies import phase_at
+from tlkedro.tl.strategies import create_strategy, phase_at
 
 SECONDS_PER_HOUR = 3600.0
 
@@ -33,7 +35,7 @@ class PowerModel(BaseModel):
     """The hardware a run used and what it draws (Green Algorithms' parameters).
 
     Attributes:
-        n_cores: CPU cores the run kept busy.
+        n_cores: CPU cores the run kept busy; ``None``: the threads torch uses in this process.
         power_per_core_w: Power of one core at full load, in watts (TDP / cores).
         core_usage: Fraction of the cores' time the run used, in (0, 1].
         n_gpus: GPUs the run used.
@@ -46,7 +48,7 @@ class PowerModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    n_cores: int = Field(1, ge=1)
+    n_cores: int | None = Field(None, ge=1)
     power_per_core_w: float = Field(12.0, gt=0)
     core_usage: float = Field(1.0, gt=0, le=1)
     n_gpus: int = Field(0, ge=0)
@@ -58,7 +60,8 @@ class PowerModel(BaseModel):
 
     def watts(self) -> float:
         """The facility's power draw while the run is going, in watts."""
-        cores = self.n_cores * self.power_per_core_w * self.core_usage
+        n_cores = self.n_cores if self.n_cores is not None else torch.get_num_threads()
+        cores = n_cores * self.power_per_core_w * self.core_usage
         gpus = self.n_gpus * self.power_per_gpu_w * self.gpu_usage
         return (cores + gpus + self.memory_gb * self.power_per_gb_w) * self.pue
 
@@ -107,3 +110,22 @@ def phase_report(
             }
         )
     return pd.DataFrame(rows)
+
+
+def training_energy(
+    strategy: Mapping[str, Any],
+    history: pd.DataFrame,
+    summary: Mapping[str, Any],
+    power: PowerModel,
+) -> pd.DataFrame:
+    """``phase_report`` of one ``fit``: its strategy's phases, history and per-phase seconds.
+
+    Args:
+        strategy: The strategy's configuration, ``{"name": ..., "kwargs": {...}}``.
+        history: ``FitResult.history``.
+        summary: ``FitResult.summary`` (``train_seconds/<phase>``).
+        power: The power model.
+    """
+    phases = create_strategy(strategy["name"], **strategy.get("kwargs", {})).phases()
+    seconds = {name: float(summary.get(f"train_seconds/{name}", 0.0)) for name, _ in phases}
+    return phase_report(history, phases, seconds, power)
