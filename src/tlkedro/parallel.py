@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
+
+from tlkedro.runtime import limit_threads
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -37,12 +38,7 @@ def _call(recipe: Callable[[], R]) -> R:
 
 def _init_worker() -> None:
     # Each worker is one of several processes sharing the cores: intra-op threads would oversubscribe.
-    # Set through the environment, read when torch/OpenMP/BLAS load, so workers that never need torch do
-    # not pay seconds to import it.
-    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[variable] = "1"
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
+    limit_threads(1)
 
 
 def imap_ordered(

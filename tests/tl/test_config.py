@@ -165,5 +165,5 @@ def test_defaults_fill_what_a_notebook_leaves_out() -> None:
         target="age", task="regression", architecture={"name": "resnet18"}, objective={"name": "l1"}
     )
     assert config.strategy.name == "scratch"
-    assert config.trainer.precision == "32-true"
+    assert config.trainer.precision == "auto"
     assert config.data.augmentation == []

@@ -29,7 +29,8 @@ from tlkedro.tl.objectives import (
 from tlkedro.tl.registry import UnknownComponentError
 from tlkedro.tl.strategies import create_strategy
 
-Precision = Literal["64-true", "32-true", "16-true", "16-mixed", "bf16-true", "bf16-mixed"]
+# "auto": chosen by the accelerator (see TrainerConfig).
+Precision = Literal["auto", "64-true", "32-true", "16-true", "16-mixed", "bf16-true", "bf16-mixed"]
 
 # Scheduler arguments the training module sets itself (the optimizer, the cosine period from max_epochs,
 # the plateau direction of a loss) or that would break resuming (last_epoch).
@@ -189,13 +190,19 @@ class TrainerConfig(_Strict):
         max_epochs: Upper bound on epochs.
         batch_size: Images per batch (training and validation).
         early_stopping_patience: Epochs without a lower validation loss before training stops.
-        accelerator: Lightning accelerator: ``auto``, ``cpu``, ``gpu``, ...
-        devices: Lightning devices: ``auto``, a count, or a list of device indices.
-        strategy: Lightning strategy: ``auto``, ``ddp``, ...
-        precision: Lightning precision.
+        accelerator: Lightning accelerator: ``auto`` (what the machine has), ``cpu``, ``gpu``, ...
+        devices: Lightning devices: ``auto`` (one CPU, or every GPU), a count, or a list of device
+            indices.
+        strategy: Lightning strategy: ``auto`` (``ddp_spawn`` when training on more than one device),
+            ``ddp_spawn``, ... Strategies that start their processes by re-running the command line
+            (``ddp``) are refused unless a launcher such as ``torchrun`` started them.
+        precision: Lightning precision; ``auto``: ``bf16-mixed`` on a CUDA GPU with bfloat16 support,
+            ``32-true`` otherwise.
         num_workers: Data-loading worker processes.
         deterministic: Deterministic algorithms (``True``), warnings for non-deterministic ones
-            (``"warn"``), or speed (``False``).
+            (``"warn"``), speed (``False``), or ``"auto"``: ``True`` on the CPU, ``"warn"`` on an
+            accelerator, where some backward passes (adaptive average pooling, 3D max pooling) have no
+            deterministic implementation and ``True`` would make them raise.
         log_every_n_steps: Logging interval of step-level values.
         enable_progress_bar: Show the progress bar.
         limit_train_batches: Train on this many batches (int) or this fraction (float) per epoch.
@@ -207,9 +214,9 @@ class TrainerConfig(_Strict):
     accelerator: str = "auto"
     devices: int | list[int] | str = "auto"
     strategy: str = "auto"
-    precision: Precision = "32-true"
+    precision: Precision = "auto"
     num_workers: int = Field(0, ge=0)
-    deterministic: bool | Literal["warn"] = True
+    deterministic: bool | Literal["warn", "auto"] = "auto"
     log_every_n_steps: int = Field(10, ge=1)
     enable_progress_bar: bool = True
     limit_train_batches: int | float | None = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -339,7 +340,7 @@ class MRIDataModule(L.LightningDataModule):
         )
         self.val_dataset = ArrayDataset(images, self.targets, self.val_indices)
         self.train_sampler = EpochShuffleSampler(self.train_dataset, seed)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled, augmented training batches."""
@@ -351,6 +352,9 @@ class MRIDataModule(L.LightningDataModule):
             if self.trainer is not None
             else 0
         )
+        # With several processes (DDP) each trains on a shard of ceil(N / processes) rows.
+        processes = self.trainer.world_size if self.trainer is not None else 1
+        shard = math.ceil(len(self.train_dataset) / processes)
         return DataLoader(
             self.train_dataset,
             batch_size=self.batch_size,
@@ -359,12 +363,13 @@ class MRIDataModule(L.LightningDataModule):
             # Creating an iterator draws a base seed for the workers. Drawn from the global generator, it
             # would shift the random numbers the model gets (dropout), since a resumed run creates its
             # first iterator before the epoch starts and a fresh run after. The workers need no seed of
-            # their own: augmentation is seeded per item.
-            generator=self.generator,
+            # their own: augmentation is seeded per item. Made here, not kept: a torch.Generator cannot be
+            # sent to processes started by spawn (DDP's ddp_spawn), which receive this data module.
+            generator=torch.Generator().manual_seed(self.seed),
             # Persistent workers would keep the dataset of the first epoch, and its augmentation seeds.
             persistent_workers=False,
             # BatchNorm cannot train on a batch of one image.
-            drop_last=len(self.train_dataset) % self.batch_size == 1,
+            drop_last=shard % self.batch_size == 1,
         )
 
     def val_dataloader(self) -> DataLoader:

@@ -89,12 +89,22 @@ class TransferModule(L.LightningModule):
             terms["penalty"] = penalty
         loss = torch.stack(list(terms.values())).sum()
         batch_size = len(images)
+        # sync_dist: with several processes (DDP) each sees a shard; the epoch's value is their mean, the
+        # same on every rank, so that early stopping and checkpointing decide alike (a no-op otherwise).
         self.log(
-            "train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size
+            "train/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=batch_size,
+            sync_dist=True,
         )
         if len(terms) > 1:
             parts = {f"train/loss_{name}": value for name, value in terms.items()}
-            self.log_dict(parts, on_step=False, on_epoch=True, batch_size=batch_size)
+            self.log_dict(
+                parts, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True
+            )
         self._update_metrics(self.train_metrics, outputs, targets)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
         return loss
@@ -111,7 +121,13 @@ class TransferModule(L.LightningModule):
         outputs = self.model(images)
         loss = self.objective.loss(outputs, targets, self.info)
         self.log(
-            "val/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(images)
+            "val/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(images),
+            sync_dist=True,
         )
         self._update_metrics(self.val_metrics, outputs, targets)
         self.log_dict(self.val_metrics, on_step=False, on_epoch=True)

@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -27,7 +28,12 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator, XLAAccelerator
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.strategies.launchers import (
+    _MultiProcessingLauncher,
+    _SubprocessScriptLauncher,
+)
 from torch.utils.data import DataLoader
 
 from tlkedro.tl.architectures import create_architecture
@@ -100,6 +106,8 @@ class _Recorder(L.Callback):
     The rows are part of the callback's state, which Lightning saves in its checkpoints, so the history
     of a resumed run includes the epochs before the interruption. It runs before ModelCheckpoint (which
     monitors a metric, and such callbacks run last), so ``last.ckpt`` holds the row of its own epoch.
+    The saved state also holds the timing counts, which a resumed run does not restore (it reports its
+    own call's), for ``adopt`` after a run whose training ran in launched processes (``ddp_spawn``).
     """
 
     def __init__(self) -> None:
@@ -129,7 +137,8 @@ class _Recorder(L.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        self.images += len(batch[0])
+        # Every rank trains on an equally long shard (distributed samplers pad them), in batches of this size.
+        self.images += len(batch[0]) * trainer.world_size
         self._last_batch_end = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -144,10 +153,21 @@ class _Recorder(L.Callback):
         self.rows.append(row)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows}
+        return {
+            "rows": self.rows,
+            "images": self.images,
+            "seconds": self.seconds,
+            "epoch_seconds": self.epoch_seconds,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = list(state_dict["rows"])
+
+    def adopt(self, state_dict: dict[str, Any]) -> None:
+        """Take over the whole state, timing counts included, of a copy that ran in another process."""
+        self.load_state_dict(state_dict)
+        self.images, self.seconds = state_dict["images"], state_dict["seconds"]
+        self.epoch_seconds = dict(state_dict["epoch_seconds"])
 
 
 def _fingerprint(
@@ -238,22 +258,84 @@ def _build_module(
     return TransferModule(model, objective, strategy, config.optimizer, config.scheduler, info)
 
 
+def resolve_accelerator(accelerator: str) -> str:
+    """The accelerator that Lightning's ``"auto"`` or ``"gpu"`` stands for on this machine; others as given.
+
+    Lightning's order: ``tpu``, ``mps``, ``cuda``, then ``cpu`` (``gpu``: ``mps`` or ``cuda``).
+    """
+    if accelerator not in ("auto", "gpu"):
+        return accelerator
+    if accelerator == "auto" and XLAAccelerator.is_available():
+        return "tpu"
+    if MPSAccelerator.is_available():
+        return "mps"
+    if CUDAAccelerator.is_available():
+        return "cuda"
+    return "cpu" if accelerator == "auto" else accelerator
+
+
+def machine_defaults(settings: TrainerConfig, accelerator: str) -> tuple[bool | str, str]:
+    """``(deterministic, precision)`` with their ``"auto"`` resolved for ``accelerator``.
+
+    Deterministic on the CPU, where every operation has a deterministic implementation; ``"warn"`` on
+    accelerators, where some backward passes have none and ``True`` would make them raise. bfloat16
+    mixed precision on CUDA GPUs that compute in bfloat16 natively (compute capability 8 and later),
+    float32 elsewhere.
+    """
+    deterministic = settings.deterministic
+    if deterministic == "auto":
+        deterministic = True if accelerator == "cpu" else "warn"
+    precision = settings.precision
+    if precision == "auto":
+        bf16 = accelerator == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+        precision = "bf16-mixed" if bf16 else "32-true"
+    return deterministic, precision
+
+
 def _trainer(settings: TrainerConfig, directory: Path, callbacks: list[L.Callback]) -> L.Trainer:
-    return L.Trainer(
-        max_epochs=settings.max_epochs,
-        accelerator=settings.accelerator,
-        devices=settings.devices,
-        strategy=settings.strategy,
-        precision=settings.precision,
-        deterministic=settings.deterministic,
-        log_every_n_steps=settings.log_every_n_steps,
-        enable_progress_bar=settings.enable_progress_bar,
-        limit_train_batches=settings.limit_train_batches,
+    accelerator = resolve_accelerator(settings.accelerator)
+    deterministic, precision = machine_defaults(settings, accelerator)
+    options: dict[str, Any] = {
+        "max_epochs": settings.max_epochs,
+        "accelerator": accelerator,
+        "devices": settings.devices,
+        "strategy": settings.strategy,
+        "precision": precision,
+        "deterministic": deterministic,
+        "log_every_n_steps": settings.log_every_n_steps,
+        "enable_progress_bar": settings.enable_progress_bar,
+        "limit_train_batches": settings.limit_train_batches,
         # The history is collected by _Recorder and returned; nothing else needs a logger's files.
-        logger=False,
-        default_root_dir=directory,
-        callbacks=callbacks,
-    )
+        "logger": False,
+        "default_root_dir": directory,
+        "callbacks": callbacks,
+    }
+    trainer = L.Trainer(**options)
+    strategy = trainer.strategy
+    # Lightning's "ddp" starts the other ranks by running the command line again: under `kedro run` each
+    # would run the whole pipeline. Spawned processes run only the training.
+    if isinstance(strategy.launcher, _SubprocessScriptLauncher) and not (
+        strategy.cluster_environment.creates_processes_externally
+    ):
+        if settings.strategy != "auto":
+            raise ValueError(
+                f"trainer.strategy {settings.strategy!r} would start {trainer.num_devices - 1} more "
+                f"process(es) by running `{' '.join(sys.argv)}` again; use 'ddp_spawn', or start the "
+                "processes with a launcher such as torchrun"
+            )
+        trainer = L.Trainer(**{**options, "strategy": "ddp_spawn"})
+    return trainer
+
+
+def _adopt_launched_state(last: Path, recorder: _Recorder, best: ModelCheckpoint) -> None:
+    """Give ``recorder`` and ``best`` the final state that rank 0's copies of them saved in ``last``.
+
+    With launched processes (``ddp_spawn``) the callbacks ran in those processes, and Lightning returns
+    only the model's weights and the best checkpoint's path to this one.
+    """
+    states = torch.load(last, map_location="cpu", weights_only=True)["callbacks"]
+    best.load_state_dict(states[best.state_key])
+    recorder.adopt(states[recorder.state_key])
 
 
 def fit(
@@ -345,6 +427,8 @@ def fit(
         start = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
         fit_seconds = time.perf_counter() - start
+        if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+            _adopt_launched_state(directory / _CHECKPOINTS / _LAST, recorder, best)
         best_state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
         module.load_state_dict(best_state["state_dict"])
         best_val_loss = float(best.best_model_score)
