@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import torch
 from pydantic import ValidationError
 
-from tlkedro.tl.analysis.energy import PowerModel, phase_report
+from tlkedro.tl.analysis.energy import PowerModel, phase_report, training_energy
 
 
 def test_energy_is_the_green_algorithms_formula_and_proportional_to_time() -> None:
@@ -45,3 +46,19 @@ def test_phase_report_groups_epochs_by_phase_with_their_parameters_time_and_ener
         [power.kwh(s) for s in (2.0, 6.0, 3.0, 0.0)]
     )
     assert report.loc[1, "energy_kwh"] == pytest.approx(3 * report.loc[0, "energy_kwh"])
+
+
+def test_training_energy_reads_the_strategy_s_phases_and_the_summary_s_seconds() -> None:
+    history = pd.DataFrame({"epoch": [0, 1, 2], "trainable_params": [5.0, 7.0, 9.0]})
+    summary = {"train_seconds/warmup": 1.0, "train_seconds/partial": 2.0, "train_seconds/full": 4.0}
+    strategy = {"name": "dapt_hybrid", "kwargs": {"partial_epochs": 1}}
+    power = PowerModel(memory_gb=0.0, pue=1.0)  # n_cores: the threads torch uses
+    report = training_energy(strategy, history, summary, power)
+    assert report["phase"].tolist() == ["warmup", "partial", "full"]
+    assert report["trainable_params"].tolist() == [5, 7, 9]
+    watts = torch.get_num_threads() * 12.0
+    assert report["energy_kwh"].tolist() == pytest.approx(
+        [s / 3600 * watts / 1000 for s in (1, 2, 4)]
+    )
+    plain = training_energy({"name": "full"}, history, {"train_seconds/train": 3.0}, power)
+    assert plain[["phase", "epochs", "train_seconds"]].values.tolist() == [["train", 3, 3.0]]

@@ -116,7 +116,8 @@ def summarise_dapt(
 ) -> dict[str, Any]:
     """One flat record per DAPT variant, for the comparison across variants and seeds.
 
-    Descriptive columns (the adaptation's strategy, seed, the final model's size and cost), then metrics
+    Descriptive columns (the adaptation's strategy and seed, ``trainable_params``: the most parameters
+    the adaptation trained at once, the fine-tuned model's size and cost), then metrics
     named ``<what>/...``: the fine-tuned model's (``finetune/test/auroc``) and their ``dip`` from the
     reference to the shifted split (``finetune/dip/auroc``), the MLPs' (``mlp_64_32/external/auroc``,
     ``mlp_64_32/dip/auroc``), and each phase's epochs, trainable parameters, seconds and energy

@@ -246,6 +246,9 @@ class PhaseSwitch(L.Callback):
         optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
         unfreeze(self.strategy.phase_modules(model, phase))
         new = [p for p in model.parameters() if p.requires_grad and id(p) not in optimized]
+        self.applied += 1
+        if not new:  # e.g. a full phase after a partial one that already trained every block
+            return
         lr = self.strategy.phase_lr(phase)
         lr = optimizer.defaults["lr"] if lr is None else lr
         optimizer.add_param_group(
@@ -255,7 +258,6 @@ class PhaseSwitch(L.Callback):
             # ReduceLROnPlateau extends its per-group minimum itself; per-group base rates do not.
             if hasattr(config.scheduler, "base_lrs"):
                 config.scheduler.base_lrs.append(lr)
-        self.applied += 1
 
     def state_dict(self) -> dict[str, Any]:
         return {"applied": self.applied}
