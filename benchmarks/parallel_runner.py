@@ -1,12 +1,12 @@
 """Wall time of the four finetune variants with ParallelRunner (2 workers) against SequentialRunner.
 
-Writes a copy of the project's configuration into a work folder (the package is installed), makes the
-cohort and the pretrained model once (``kedro run --env tiny`` of ``data`` then ``pretrain``), then times
-``kedro run --env tiny --pipelines finetune`` alternately with the SequentialRunner and with
-``--runner ParallelRunner --runner-params max_workers=2``, ``--repeats`` times each, through the real CLI.
-Both runners' test metrics are checked to be equal. The workload is the tiny environment with more
-slices per subject (``--slices``) and epochs (``--epochs``) than its smoke-test defaults, so that training
-rather than start-up dominates a variant.
+Writes a copy of the project's configuration into a work folder (the package is installed), with an
+environment ``benchmark``: the tiny one with more slices per subject (``--slices``) and epochs
+(``--epochs``) than its smoke-test defaults, so that training rather than start-up dominates a variant.
+Makes the cohort and the pretrained model once (``kedro run --env benchmark`` of ``data`` then
+``pretrain``), then times ``kedro run --env benchmark --pipelines finetune`` alternately with the
+SequentialRunner and with ``--runner ParallelRunner --runner-params max_workers=2``, ``--repeats`` times
+each, through the real CLI. Both runners' test metrics are checked to be equal.
 
 Reported per runner (medians over the repeats): the command's wall time, and Kedro's own "Pipeline
 execution completed in ..." (the runner's time: nodes, dataset I/O and, for ParallelRunner, starting its
@@ -34,8 +34,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
+from tlkedro.variants import deep_merge
+
 PROJECT = Path(__file__).resolve().parents[1]
 KEDRO = str(Path(sys.executable).with_name("kedro"))
+ENV = "benchmark"
 VARIANTS = ("scratch", "full", "linear_probe", "freeze_layer3_1")
 RUNNERS = {
     "sequential": [],
@@ -58,17 +63,26 @@ def kedro(project: Path, *args: str) -> tuple[float, str]:
     return seconds, log
 
 
-def make_project(root: Path) -> Path:
-    """A project folder with the repository's configuration and an empty local environment."""
+def make_project(root: Path, parameters: dict) -> Path:
+    """A project folder with the repository's configuration and an environment ``benchmark``.
+
+    ``benchmark`` is the tiny environment with ``parameters`` merged into it (an environment of its own,
+    since Kedro layers one environment over ``base``, and lists cannot be given with ``--params``).
+    """
     project = root / "project"
     shutil.copytree(PROJECT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
     (project / "conf" / "local").mkdir()
+    tiny = yaml.safe_load((PROJECT / "conf" / "tiny" / "parameters.yml").read_text())
+    (project / "conf" / ENV).mkdir()
+    (project / "conf" / ENV / "parameters.yml").write_text(
+        yaml.safe_dump(deep_merge(tiny, parameters))
+    )
     shutil.copy(PROJECT / "pyproject.toml", project / "pyproject.toml")
     (project / "src").mkdir()  # Kedro insists on the source folder; the package itself is installed
     return project
 
 
-def test_metrics(project: Path) -> dict[str, dict]:
+def finetune_test_metrics(project: Path) -> dict[str, dict]:
     folder = project / "data" / "07_model_output" / "finetune"
     return {v: json.loads((folder / v / "metrics_test.json").read_text()) for v in VARIANTS}
 
@@ -81,13 +95,15 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help="keep the project here (default: a temp dir)")
     args = parser.parse_args()
 
-    params = (
-        f"preprocessing.slices.selection=k_central,preprocessing.slices.k={args.slices},"
-        f"finetune.trainer.max_epochs={args.epochs},finetune.trainer.early_stopping_patience={args.epochs}"
-    )
-    common = ["run", "--env", "tiny", "--params", params]
+    parameters = {
+        "preprocessing": {"slices": {"selection": "k_central", "k": args.slices}},
+        "finetune": {
+            "trainer": {"max_epochs": args.epochs, "early_stopping_patience": args.epochs}
+        },
+    }
+    common = ["run", "--env", ENV]
     with tempfile.TemporaryDirectory(prefix="tlkedro-bench-") as temporary:
-        project = make_project(args.workdir or Path(temporary))
+        project = make_project(args.workdir or Path(temporary), parameters)
         for pipeline in ("data", "pretrain"):
             seconds, _ = kedro(project, *common, "--pipelines", pipeline)
             print(f"prepared {pipeline} in {seconds:.1f} s")
@@ -105,7 +121,7 @@ def main() -> None:
                 execution = float(_EXECUTION.search(log).group(1))
                 walls[name].append(seconds)
                 executions[name].append(execution)
-                metrics[name] = test_metrics(project)
+                metrics[name] = finetune_test_metrics(project)
                 print(f"{name:<11} {load:>5.2f} {seconds:>7.1f} {execution:>12.1f}")
 
     if metrics["parallel"] != metrics["sequential"]:
