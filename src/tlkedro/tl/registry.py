@@ -8,6 +8,7 @@ that lists the valid names and the closest match.
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -56,8 +57,22 @@ class Registry(Generic[T]):
             ) from None
 
     def create(self, name: str, **kwargs: Any) -> T:
-        """Build the component registered as ``name`` with ``kwargs``."""
-        return self.get(name)(**kwargs)
+        """Build the component registered as ``name`` with ``kwargs``.
+
+        Raises:
+            UnknownComponentError: If ``name`` is not registered; the message lists the valid names.
+            TypeError: If ``kwargs`` do not fit the builder; the message lists the arguments it takes.
+        """
+        builder = self.get(name)
+        signature = inspect.signature(builder)
+        try:
+            signature.bind(**kwargs)
+        except TypeError as error:
+            takes = ", ".join(signature.parameters) or "no arguments"
+            raise TypeError(
+                f"{self.kind.capitalize()} {name!r}: {error}. It takes: {takes}; got: {kwargs}"
+            ) from None
+        return builder(**kwargs)
 
     def names(self) -> list[str]:
         """Registered names, sorted."""

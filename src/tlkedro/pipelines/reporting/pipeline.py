@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from tlkedro.pipelines import bind
 from typing import Any
 
 from kedro.pipeline import Node, Pipeline
 
+from tlkedro.pipelines import bind
 from tlkedro.pipelines.reporting.nodes import (
     CutoffSearchParams,
     compare_variants,

@@ -9,7 +9,6 @@ semi-supervised), ``domain_adversarial`` (DANN).
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -65,7 +64,7 @@ def create_objective(name: str, **kwargs: Any) -> Objective:
         TypeError: If ``kwargs`` do not fit the objective; the message lists the arguments it takes.
         ValueError: If a keyword argument has a value the objective rejects.
     """
-    return _build("Objective", OBJECTIVES.get(name), name, kwargs)
+    return OBJECTIVES.create(name, **kwargs)
 
 
 def create_auxiliary_term(name: str, **kwargs: Any) -> AuxiliaryTerm:
@@ -80,7 +79,7 @@ def create_auxiliary_term(name: str, **kwargs: Any) -> AuxiliaryTerm:
         TypeError: If ``kwargs`` do not fit the term; the message lists the arguments it takes.
         ValueError: If a keyword argument has a value the term rejects.
     """
-    return _build("Auxiliary term", AUXILIARY_TERMS.get(name), name, kwargs)
+    return AUXILIARY_TERMS.create(name, **kwargs)
 
 
 def build_objective(
@@ -99,18 +98,6 @@ def build_objective(
         for spec in auxiliary
     ]
     return Objective(objective.primary, [*objective.auxiliary, *terms])
-
-
-def _build(kind: str, builder: Any, name: str, kwargs: Mapping[str, Any]) -> Any:
-    signature = inspect.signature(builder)
-    try:
-        signature.bind(**kwargs)
-    except TypeError as error:
-        takes = ", ".join(signature.parameters) or "no arguments"
-        raise TypeError(
-            f"{kind} {name!r}: {error}. It takes: {takes}; got: {dict(kwargs)}"
-        ) from None
-    return builder(**kwargs)
 
 
 def list_objectives() -> list[str]:

@@ -6,7 +6,6 @@ one up with ``create_strategy(name, **kwargs)``; ``list_strategies()`` gives the
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from tlkedro.tl.strategies import (  # noqa: F401  (imported for their registrations)
@@ -58,14 +57,7 @@ def create_strategy(name: str, **kwargs: Any) -> Strategy:
         UnknownComponentError: If ``name`` is not registered; the message lists the valid names.
         TypeError: If ``kwargs`` do not fit the strategy; the message lists the arguments it takes.
     """
-    cls = STRATEGIES.get(name)
-    signature = inspect.signature(cls)
-    try:
-        signature.bind(**kwargs)
-    except TypeError as error:
-        takes = ", ".join(signature.parameters) or "no arguments"
-        raise TypeError(f"Strategy {name!r}: {error}. It takes: {takes}; got: {kwargs}") from None
-    return cls(**kwargs)
+    return STRATEGIES.create(name, **kwargs)
 
 
 def list_strategies() -> list[str]:
