@@ -49,18 +49,31 @@ RUNNERS = {
 _EXECUTION = re.compile(r"Pipeline execution completed\s+successfully in ([0-9.]+) sec")
 
 
-def kedro(project: Path, *args: str) -> tuple[float, str]:
-    """Run ``kedro`` in ``project``; its wall time and its log."""
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "COLUMNS": "200"}
-    start = time.perf_counter()
-    result = subprocess.run(
-        [KEDRO, *args], cwd=project, env=env, capture_output=True, text=True, check=False
+def kedro_process(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start ``kedro *args`` in ``project``, its output (stdout and stderr) in a pipe."""
+    return subprocess.Popen(
+        [KEDRO, *args],
+        cwd=project,
+        env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "COLUMNS": "200", **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
-    seconds = time.perf_counter() - start
-    log = result.stdout + result.stderr
-    if result.returncode:
-        raise RuntimeError(f"kedro {' '.join(args)} failed:\n{log[-4000:]}")
-    return seconds, log
+
+
+def finish(process: subprocess.Popen) -> str:
+    """Wait for a ``kedro_process``; its log, or an error with the end of it."""
+    log = process.communicate()[0]
+    if process.returncode:
+        raise RuntimeError(f"{' '.join(process.args)} failed:\n{log[-4000:]}")
+    return log
+
+
+def kedro(project: Path, *args: str) -> tuple[float, str]:
+    """Run ``kedro *args`` in ``project``; its wall time and its log."""
+    start = time.perf_counter()
+    log = finish(kedro_process(project, *args))
+    return time.perf_counter() - start, log
 
 
 def make_project(root: Path, parameters: dict) -> Path:
