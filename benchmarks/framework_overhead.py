@@ -203,6 +203,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--subjects", type=int, default=48, help="synthetic cohort size")
     parser.add_argument("--slices", type=int, default=16, help="central axial slices per subject")
     parser.add_argument("--size", type=int, default=64, help="slice height and width")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of both (default: torch's)")
@@ -215,6 +216,7 @@ def main() -> None:
         return
 
     parameters = {
+        "synthetic": {"n_subjects": args.subjects},
         "preprocessing": {
             "slices": {"selection": "k_central", "k": args.slices, "size": [args.size] * 2}
         },
@@ -266,7 +268,7 @@ def main() -> None:
     }
     print(
         f"\nresnet18 from scratch, {args.epochs} epochs of batch {args.batch_size}, "
-        f"{args.slices} slices/subject of {args.size}x{args.size}, "
+        f"{args.subjects} subjects, {args.slices} slices/subject of {args.size}x{args.size}, "
         f"{args.threads or 'default'} threads; medians of {args.repeats} runs"
     )
     for label, values in (("steady epoch wall", epoch), ("steady epoch CPU", cpu)):
