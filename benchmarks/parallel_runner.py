@@ -4,15 +4,23 @@ Writes a copy of the project's configuration into a work folder (the package is 
 environment ``benchmark``: the tiny one with more slices per subject (``--slices``) and epochs
 (``--epochs``) than its smoke-test defaults, so that training rather than start-up dominates a variant.
 Makes the cohort and the pretrained model once (``kedro run --env benchmark`` of ``data`` then
-``pretrain``), then times ``kedro run --env benchmark --pipelines finetune`` alternately with the
-SequentialRunner and with ``--runner ParallelRunner --runner-params max_workers=2``, ``--repeats`` times
-each, through the real CLI. Both runners' test metrics are checked to be equal.
+``pretrain``), then times ``kedro run --env benchmark --pipelines finetune``, ``--repeats`` times each,
+in alternating order, through the real CLI:
 
-Reported per runner (medians over the repeats): the command's wall time, and Kedro's own "Pipeline
-execution completed in ..." (the runner's time: nodes, dataset I/O and, for ParallelRunner, starting its
-workers; not the interpreter's start-up, imports, pipeline building and catalog creation, which are the
-same for both). The ratios are sequential / parallel. The machine's load average before each run is
-printed too: other processes on the same cores distort both times.
+- ``sequential``: the SequentialRunner, torch with its default threads (one per core);
+- ``sequential-1t``: the SequentialRunner with ``OMP_NUM_THREADS=1``, each training single-threaded as
+  in the workers, which isolates the gain of running side by side;
+- ``parallel``: ``--runner ParallelRunner --runner-params max_workers=2`` (one thread per worker).
+
+ParallelRunner's test metrics are checked to equal those of ``sequential-1t`` and, to 4 significant
+digits, those of ``sequential`` (sums split over another number of threads round differently).
+
+Reported per run and as medians: the command's wall time; Kedro's own "Pipeline execution completed in
+..." (the runner's time: nodes, dataset I/O and, for ParallelRunner, starting its workers; not the
+interpreter's start-up, imports, pipeline building and catalog creation, the same for all); and the CPU
+time of the command's process tree. The ratios are sequential / parallel. The machine's load average
+before each run is printed too: other processes on the same cores distort wall times, and multi-threaded
+torch suffers most (an OpenMP thread waits, spinning, for a sibling that another process preempted).
 
 Usage::
 
@@ -24,8 +32,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -42,9 +52,12 @@ PROJECT = Path(__file__).resolve().parents[1]
 KEDRO = str(Path(sys.executable).with_name("kedro"))
 ENV = "benchmark"
 VARIANTS = ("scratch", "full", "linear_probe", "freeze_layer3_1")
+# name: (options of kedro run, environment)
 RUNNERS = {
-    "sequential": [],
-    "parallel": ["--runner", "ParallelRunner", "--runner-params", "max_workers=2"],
+    "sequential": ([], {}),
+    # Each training single-threaded, as in the workers: the speed-up of running side by side alone.
+    "sequential-1t": ([], {"OMP_NUM_THREADS": "1"}),
+    "parallel": (["--runner", "ParallelRunner", "--runner-params", "max_workers=2"], {}),
 }
 _EXECUTION = re.compile(r"Pipeline execution completed\s+successfully in ([0-9.]+) sec")
 
@@ -69,10 +82,10 @@ def finish(process: subprocess.Popen) -> str:
     return log
 
 
-def kedro(project: Path, *args: str) -> tuple[float, str]:
-    """Run ``kedro *args`` in ``project``; its wall time and its log."""
+def kedro(project: Path, *args: str, env: dict[str, str] | None = None) -> tuple[float, str]:
+    """Run ``kedro *args`` in ``project`` with ``env`` added to the environment; wall time and log."""
     start = time.perf_counter()
-    log = finish(kedro_process(project, *args))
+    log = finish(kedro_process(project, *args, env=env))
     return time.perf_counter() - start, log
 
 
@@ -121,38 +134,58 @@ def main() -> None:
             seconds, _ = kedro(project, *common, "--pipelines", pipeline)
             print(f"prepared {pipeline} in {seconds:.1f} s")
 
-        walls: dict[str, list[float]] = {name: [] for name in RUNNERS}
-        executions: dict[str, list[float]] = {name: [] for name in RUNNERS}
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in RUNNERS}
         metrics: dict[str, dict] = {}
-        print(f"{'runner':<11} {'load':>5} {'wall s':>7} {'execution s':>12}")
+        print(f"{'runner':<14} {'load':>5} {'wall s':>7} {'execution s':>12} {'CPU s':>7}")
         for repeat in range(args.repeats):
-            # Alternate which runner goes first, so that a drift in the machine's load affects both.
+            # Alternate the order, so that a drift in the machine's load affects every runner alike.
             order = list(RUNNERS) if repeat % 2 == 0 else list(reversed(RUNNERS))
             for name in order:
+                options, env = RUNNERS[name]
                 load = os.getloadavg()[0]
-                seconds, log = kedro(project, *common, "--pipelines", "finetune", *RUNNERS[name])
-                execution = float(_EXECUTION.search(log).group(1))
-                walls[name].append(seconds)
-                executions[name].append(execution)
+                cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+                seconds, log = kedro(project, *common, "--pipelines", "finetune", *options, env=env)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                run = {
+                    "wall": seconds,
+                    "execution": float(_EXECUTION.search(log).group(1)),
+                    # The kedro process and its workers (waited for by it, so counted in its children).
+                    "cpu": after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime,
+                }
+                runs[name].append(run)
                 metrics[name] = finetune_test_metrics(project)
-                print(f"{name:<11} {load:>5.2f} {seconds:>7.1f} {execution:>12.1f}")
+                print(
+                    f"{name:<14} {load:>5.2f} {run['wall']:>7.1f} {run['execution']:>12.1f} "
+                    f"{run['cpu']:>7.1f}"
+                )
 
-    if metrics["parallel"] != metrics["sequential"]:
-        raise SystemExit("the runners' test metrics differ")
-    wall = {name: statistics.median(times) for name, times in walls.items()}
-    execution = {name: statistics.median(times) for name, times in executions.items()}
+    # Sums split over another number of threads round differently: equal only with equal threads.
+    if metrics["parallel"] != metrics["sequential-1t"]:
+        raise SystemExit(
+            "the test metrics of ParallelRunner and a one-thread sequential run differ"
+        )
+    for variant, values in metrics["sequential"].items():
+        for key, value in values.items():
+            if not math.isclose(value, metrics["parallel"][variant][key], rel_tol=1e-4):
+                raise SystemExit(f"{variant} {key}: sequential {value}, parallel differs")
+    median = {
+        name: {
+            key: statistics.median(run[key] for run in rs) for key in ("wall", "execution", "cpu")
+        }
+        for name, rs in runs.items()
+    }
     print(
         f"\n{len(VARIANTS)} finetune variants, {args.epochs} epochs, {args.slices} slices/subject, "
-        f"{os.cpu_count()} CPUs; test metrics equal between the runners"
+        f"{os.cpu_count()} CPUs, medians of {args.repeats} runs; ParallelRunner's test metrics equal "
+        "those of the one-thread sequential run, and those of the default one to 4 digits"
     )
-    print(
-        f"median wall      sequential {wall['sequential']:.1f} s, parallel {wall['parallel']:.1f} s, "
-        f"ratio {wall['sequential'] / wall['parallel']:.2f}x"
-    )
-    print(
-        f"median execution sequential {execution['sequential']:.1f} s, parallel "
-        f"{execution['parallel']:.1f} s, ratio {execution['sequential'] / execution['parallel']:.2f}x"
-    )
+    for baseline in ("sequential", "sequential-1t"):
+        for key in ("wall", "execution"):
+            print(
+                f"{key:<9} {baseline:<13} {median[baseline][key]:6.1f} s / parallel "
+                f"{median['parallel'][key]:6.1f} s = {median[baseline][key] / median['parallel'][key]:.2f}x"
+            )
+    print("CPU s: " + ", ".join(f"{name} {values['cpu']:.1f}" for name, values in median.items()))
 
 
 if __name__ == "__main__":
