@@ -8,12 +8,30 @@ from tlkedro import reporting
 
 def _records():
     return [
-        {"variant": "finetune.full", "group": "full", "strategy": "full", "seed": 1, "test/auroc": 0.8,
-         "trainable_params": 100},
-        {"variant": "finetune.full_s2", "group": "full", "strategy": "full", "seed": 2, "test/auroc": 0.7,
-         "trainable_params": 100},
-        {"variant": "finetune.probe", "group": "probe", "strategy": "linear_probe", "seed": 1,
-         "test/auroc": 0.6, "trainable_params": 3},
+        {
+            "variant": "finetune.full",
+            "group": "full",
+            "strategy": "full",
+            "seed": 1,
+            "test/auroc": 0.8,
+            "trainable_params": 100,
+        },
+        {
+            "variant": "finetune.full_s2",
+            "group": "full",
+            "strategy": "full",
+            "seed": 2,
+            "test/auroc": 0.7,
+            "trainable_params": 100,
+        },
+        {
+            "variant": "finetune.probe",
+            "group": "probe",
+            "strategy": "linear_probe",
+            "seed": 1,
+            "test/auroc": 0.6,
+            "trainable_params": 3,
+        },
     ]
 
 
@@ -21,18 +39,33 @@ def _predictions(seed: int, n: int = 80) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     target = rng.integers(0, 2, n)
     probability = np.clip(target * 0.3 + rng.uniform(0, 0.7, n), 0, 1)
-    return pd.DataFrame({"subject_id": [f"s{i}" for i in range(n)], "target": target,
-                         "probability": probability, "prediction": (probability > 0.5).astype(int)})
+    return pd.DataFrame(
+        {
+            "subject_id": [f"s{i}" for i in range(n)],
+            "target": target,
+            "probability": probability,
+            "prediction": (probability > 0.5).astype(int),
+        }
+    )
 
 
 def test_comparison_table_puts_descriptions_before_metrics():
     table = reporting.comparison_table(_records())
-    assert list(table.columns) == ["variant", "group", "strategy", "seed", "trainable_params", "test/auroc"]
+    assert list(table.columns) == [
+        "variant",
+        "group",
+        "strategy",
+        "seed",
+        "trainable_params",
+        "test/auroc",
+    ]
     assert len(table) == 3
 
 
 def test_group_summary_aggregates_seeds():
-    summary = reporting.group_summary(reporting.comparison_table(_records()), ["test/auroc"]).set_index("group")
+    summary = reporting.group_summary(
+        reporting.comparison_table(_records()), ["test/auroc"]
+    ).set_index("group")
     assert summary.loc["full", "test/auroc mean"] == pytest.approx(0.75)
     assert summary.loc["full", "test/auroc std"] == pytest.approx(np.std([0.8, 0.7], ddof=1))
     assert summary.loc["full", "test/auroc count"] == 2
@@ -41,8 +74,9 @@ def test_group_summary_aggregates_seeds():
 
 def test_markdown_report_lists_every_variant_and_the_groups():
     table = reporting.comparison_table(_records())
-    text = reporting.markdown_report("finetune", table, reporting.group_summary(table, ["test/auroc"]),
-                                     ["variant", "test/auroc"])
+    text = reporting.markdown_report(
+        "finetune", table, reporting.group_summary(table, ["test/auroc"]), ["variant", "test/auroc"]
+    )
     assert text.startswith("# finetune")
     for record in _records():
         assert f"| {record['variant']} | {record['test/auroc']:.4g} |" in text
@@ -74,12 +108,18 @@ def test_plots_are_figures_with_one_artist_per_variant():
 
 
 def test_higher_is_better_knows_scores_from_errors():
-    assert all(map(reporting.higher_is_better, ["val/auprc", "test/auroc", "test/balanced_accuracy",
-                                                "test/r2", "test/pearson_r"]))
+    assert all(
+        map(
+            reporting.higher_is_better,
+            ["val/auprc", "test/auroc", "test/balanced_accuracy", "test/r2", "test/pearson_r"],
+        )
+    )
     assert not any(map(reporting.higher_is_better, ["val/loss", "test/mae", "test/cross_entropy"]))
 
 
-CUTOFFS = {f"finetune.ttl_{cutoff}_{seed}": cutoff for cutoff in ("layer2", "layer3") for seed in (1, 2)}
+CUTOFFS = {
+    f"finetune.ttl_{cutoff}_{seed}": cutoff for cutoff in ("layer2", "layer3") for seed in (1, 2)
+}
 
 
 def _cutoff_table() -> pd.DataFrame:
@@ -90,17 +130,31 @@ def _cutoff_table() -> pd.DataFrame:
         ("ttl_layer3", [0.81, 0.65], 500, 2.0),
     ):
         for seed, score in enumerate(scores, 1):
-            rows.append({"variant": f"finetune.{group}_{seed}", "group": group, "seed": seed,
-                         "total_params": params, "cpu_latency_ms": latency + 0.1 * seed,
-                         "val/auprc": score, "test/auroc": score - 0.1})
+            rows.append(
+                {
+                    "variant": f"finetune.{group}_{seed}",
+                    "group": group,
+                    "seed": seed,
+                    "total_params": params,
+                    "cpu_latency_ms": latency + 0.1 * seed,
+                    "val/auprc": score,
+                    "test/auroc": score - 0.1,
+                }
+            )
     return reporting.comparison_table(rows)
 
 
 def test_group_comparison_sets_every_group_against_the_reference():
-    table = reporting.group_comparison(_cutoff_table(), ["test/auroc"], reference="full").set_index("group")
+    table = reporting.group_comparison(_cutoff_table(), ["test/auroc"], reference="full").set_index(
+        "group"
+    )
     assert table.loc["ttl_layer2", "params_reduction"] == pytest.approx(4.0)
-    assert table.loc["ttl_layer2", "speedup"] == pytest.approx(4.15 / 1.15)  # mean latencies over seeds
-    assert table.loc["full", "params_reduction"] == table.loc["full", "speedup"] == pytest.approx(1.0)
+    assert table.loc["ttl_layer2", "speedup"] == pytest.approx(
+        4.15 / 1.15
+    )  # mean latencies over seeds
+    assert (
+        table.loc["full", "params_reduction"] == table.loc["full", "speedup"] == pytest.approx(1.0)
+    )
     assert table.loc["ttl_layer3", "test/auroc mean"] == pytest.approx(0.63)
     assert "macs_reduction" not in table  # no MACs in this table
     with pytest.raises(ValueError, match="reference group 'lwft'"):
@@ -114,7 +168,9 @@ def test_rank_cutoffs_orders_groups_by_their_mean_over_seeds():
     assert ranking["cutoff"].tolist() == ["layer2", "layer3"]
     assert ranking.loc[0, "val/auprc mean"] == pytest.approx(0.78)
     assert ranking.loc[0, "val/auprc count"] == 2
-    by_loss = reporting.rank_cutoffs(table.assign(**{"val/loss": table["val/auprc"]}), CUTOFFS, "val/loss")
+    by_loss = reporting.rank_cutoffs(
+        table.assign(**{"val/loss": table["val/auprc"]}), CUTOFFS, "val/loss"
+    )
     assert by_loss["cutoff"].tolist() == ["layer3", "layer2"]  # lower is better
     with pytest.raises(ValueError, match="mix truncation cutoffs"):
         reporting.rank_cutoffs(table, {**CUTOFFS, "finetune.ttl_layer2_2": "layer2.0"}, "val/auprc")

@@ -16,9 +16,20 @@ from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 
 #: Columns shown first in a comparison table, when present.
 LEADING_COLUMNS = [
-    "variant", "group", "architecture", "strategy", "init_from", "seed", "lr",
-    "total_params", "trainable_params", "macs_per_image", "cpu_latency_ms", "file_size_bytes",
-    "epochs_run", "fit_seconds",
+    "variant",
+    "group",
+    "architecture",
+    "strategy",
+    "init_from",
+    "seed",
+    "lr",
+    "total_params",
+    "trainable_params",
+    "macs_per_image",
+    "cpu_latency_ms",
+    "file_size_bytes",
+    "epochs_run",
+    "fit_seconds",
 ]
 
 
@@ -67,10 +78,15 @@ def group_comparison(table: pd.DataFrame, metrics: list[str], reference: str) ->
     present = [c for c in COMPLEXITY_COLUMNS if c in table.columns]
     complexity = table.groupby("group", sort=False)[present].mean()
     if reference not in complexity.index:
-        raise ValueError(f"reference group {reference!r} is not among the groups {list(complexity.index)}")
+        raise ValueError(
+            f"reference group {reference!r} is not among the groups {list(complexity.index)}"
+        )
     ratios = pd.DataFrame(index=complexity.index)
-    for column, name in (("total_params", "params_reduction"), ("macs_per_image", "macs_reduction"),
-                         ("cpu_latency_ms", "speedup")):
+    for column, name in (
+        ("total_params", "params_reduction"),
+        ("macs_per_image", "macs_reduction"),
+        ("cpu_latency_ms", "speedup"),
+    ):
         if column in complexity:
             ratios[name] = complexity.loc[reference, column] / complexity[column]
     summary = group_summary(table, metrics).set_index("group")
@@ -94,14 +110,19 @@ def rank_cutoffs(table: pd.DataFrame, cutoffs: Mapping[str, str], metric: str) -
     Raises:
         ValueError: If the variants of one group have different cutoffs, which a mean would blur.
     """
-    rows = table[table["variant"].isin(list(cutoffs))].assign(cutoff=lambda t: t["variant"].map(cutoffs))
+    rows = table[table["variant"].isin(list(cutoffs))].assign(
+        cutoff=lambda t: t["variant"].map(cutoffs)
+    )
     mixed = rows.groupby("group")["cutoff"].nunique()
     if (mixed > 1).any():
-        raise ValueError(f"groups {list(mixed[mixed > 1].index)} mix truncation cutoffs; give each its own group")
+        raise ValueError(
+            f"groups {list(mixed[mixed > 1].index)} mix truncation cutoffs; give each its own group"
+        )
     summary = group_summary(rows, [metric])
     summary.insert(0, "cutoff", summary["group"].map(rows.groupby("group")["cutoff"].first()))
-    return summary.sort_values(f"{metric} mean", ascending=not higher_is_better(metric), kind="stable",
-                               ignore_index=True)
+    return summary.sort_values(
+        f"{metric} mean", ascending=not higher_is_better(metric), kind="stable", ignore_index=True
+    )
 
 
 def bootstrap_interval(
@@ -130,11 +151,15 @@ def markdown_table(table: pd.DataFrame) -> str:
     """A GitHub-flavoured markdown table (no optional dependency such as tabulate)."""
     header = "| " + " | ".join(table.columns) + " |"
     rule = "|" + "|".join("---" for _ in table.columns) + "|"
-    rows = ["| " + " | ".join(_format(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    rows = [
+        "| " + " | ".join(_format(v) for v in row) + " |" for row in table.itertuples(index=False)
+    ]
     return "\n".join([header, rule, *rows])
 
 
-def markdown_report(title: str, table: pd.DataFrame, summary: pd.DataFrame, columns: list[str]) -> str:
+def markdown_report(
+    title: str, table: pd.DataFrame, summary: pd.DataFrame, columns: list[str]
+) -> str:
     """The comparison as a readable markdown document."""
     shown = [c for c in columns if c in table.columns]
     parts = [f"# {title}", "", "## Variants", "", markdown_table(table[shown]), ""]
@@ -193,8 +218,9 @@ def plot_roc_curves(predictions: Mapping[str, pd.DataFrame], title: str) -> Figu
 
 def plot_predicted_vs_true(predictions: Mapping[str, pd.DataFrame], quantity: str) -> Figure:
     """Scatter of predicted against true values (e.g. brain age), with the identity line and MAE."""
-    fig, axes = plt.subplots(1, len(predictions), figsize=(4 * len(predictions), 4), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        1, len(predictions), figsize=(4 * len(predictions), 4), squeeze=False, layout="constrained"
+    )
     for ax, (name, frame) in zip(axes[0], predictions.items()):
         mae = float(np.mean(np.abs(frame["prediction"] - frame["target"])))
         ax.scatter(frame["target"], frame["prediction"], s=8, alpha=0.6)

@@ -26,8 +26,11 @@ FINETUNE = {
         **{
             f"ttl_{cutoff}": {
                 "kind": "grid",
-                "overrides": {"strategy": {"name": "truncated", "kwargs": {"cutoff": cutoff}},
-                              "optimizer": {"lr": 1e-3}, "group": f"ttl_{cutoff}"},
+                "overrides": {
+                    "strategy": {"name": "truncated", "kwargs": {"cutoff": cutoff}},
+                    "optimizer": {"lr": 1e-3},
+                    "group": f"ttl_{cutoff}",
+                },
                 "grid": SEEDS,
             }
             for cutoff in ("layer2", "layer3")
@@ -37,16 +40,25 @@ FINETUNE = {
 PARAMETERS = {
     "pretrain": {"target": "age", "task": "regression", "variants": {"default": {}}},
     "finetune": FINETUNE,
-    "reporting": {"primary_metric": {"pretrain": "test/mae", "finetune": "test/auroc"},
-                  "cutoff_search": {"metric": "val/auprc", "reference_group": "full"}},
+    "reporting": {
+        "primary_metric": {"pretrain": "test/mae", "finetune": "test/auroc"},
+        "cutoff_search": {"metric": "val/auprc", "reference_group": "full"},
+    },
 }
 
 
 def _comparison(scores: dict[str, list[float]]) -> pd.DataFrame:
     """A finetune comparison table: two seeds per group, with the given validation AUPRCs."""
     rows = [
-        {"variant": f"finetune.{group}_{seed - 1}", "group": group, "seed": seed, "total_params": 1000,
-         "cpu_latency_ms": 2.0, "test/auroc": 0.7, "val/auprc": score}
+        {
+            "variant": f"finetune.{group}_{seed - 1}",
+            "group": group,
+            "seed": seed,
+            "total_params": 1000,
+            "cpu_latency_ms": 2.0,
+            "test/auroc": 0.7,
+            "val/auprc": score,
+        }
         for group, values in scores.items()
         for seed, score in enumerate(values, 1)
     ]
@@ -54,7 +66,9 @@ def _comparison(scores: dict[str, list[float]]) -> pd.DataFrame:
 
 
 def _plan(parameters: dict, comparison: pd.DataFrame) -> tuple[dict, str]:
-    [node] = [n for n in create_reporting_pipeline(parameters).nodes if n.name == "plan_cutoff_search"]
+    [node] = [
+        n for n in create_reporting_pipeline(parameters).nodes if n.name == "plan_cutoff_search"
+    ]
     assert node.inputs == ["finetune_comparison"]
     return node.run({"finetune_comparison": comparison}).values()
 
@@ -68,8 +82,11 @@ def test_stage_one_winner_gives_a_stage_two_sweep_kedro_can_run():
     assert list(sweeps) == ["ttl2_layer3_0", "ttl2_layer4_0"]
     assert sweeps["ttl2_layer3_0"] == {
         "kind": "grid",
-        "overrides": {"strategy": {"name": "truncated", "kwargs": {"cutoff": "layer3.0"}},
-                      "optimizer": {"lr": 1e-3}, "group": "ttl2_layer3_0"},  # the winner's settings
+        "overrides": {
+            "strategy": {"name": "truncated", "kwargs": {"cutoff": "layer3.0"}},
+            "optimizer": {"lr": 1e-3},
+            "group": "ttl2_layer3_0",
+        },  # the winner's settings
         "grid": {"seed": [1, 2]},
     }
     assert "Best stage: `layer3`" in report and "Not run yet: `layer3.0`, `layer4.0`" in report
@@ -100,8 +117,13 @@ def test_after_stage_two_the_report_names_the_best_cutoff_and_the_plan_stays():
 def test_cutoff_search_is_built_only_when_asked_for_and_needs_truncated_variants():
     plain = deep_merge(PARAMETERS, {"reporting": {"cutoff_search": None}})
     assert "plan_cutoff_search" not in {n.name for n in create_reporting_pipeline(plain).nodes}
-    untruncated = {**PARAMETERS, "finetune": {**FINETUNE, "sweeps": {"full": FINETUNE["sweeps"]["full"]}}}
+    untruncated = {
+        **PARAMETERS,
+        "finetune": {**FINETUNE, "sweeps": {"full": FINETUNE["sweeps"]["full"]}},
+    }
     with pytest.raises(ValueError, match="strategy `truncated`"):
         create_reporting_pipeline(untruncated)
     with pytest.raises(ValueError, match="metrc"):
-        create_reporting_pipeline(deep_merge(PARAMETERS, {"reporting": {"cutoff_search": {"metrc": "x"}}}))
+        create_reporting_pipeline(
+            deep_merge(PARAMETERS, {"reporting": {"cutoff_search": {"metrc": "x"}}})
+        )
