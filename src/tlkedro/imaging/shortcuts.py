@@ -110,7 +110,9 @@ class ShortcutReport:
     @property
     def gain(self) -> float:
         """Improvement over chance in the metric's units (positive: better than chance)."""
-        return self.score - self.chance if self.task == "classification" else self.chance - self.score
+        return (
+            self.score - self.chance if self.task == "classification" else self.chance - self.score
+        )
 
     @property
     def best_feature(self) -> tuple[str, float]:
