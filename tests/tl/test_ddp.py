@@ -89,6 +89,7 @@ def test_two_ddp_processes_train_on_disjoint_shards_that_change_every_epoch(
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        callbacks=[training.ProcessGroupShutdown()],
     )
     trainer.fit(ShardProbe(str(tmp_path)), datamodule=datamodule)
 
@@ -189,3 +190,15 @@ def test_auto_determinism_and_precision_follow_the_accelerator(
 ) -> None:
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16)
     assert machine_defaults(TrainerConfig(**settings), accelerator) == expected
+
+
+def test_the_process_group_is_destroyed_when_training_ends(tmp_path: Path) -> None:
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    try:
+        training.ProcessGroupShutdown().teardown(None, None, "fit")
+        assert not torch.distributed.is_initialized()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

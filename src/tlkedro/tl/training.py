@@ -172,6 +172,20 @@ class _Recorder(L.Callback):
         self.epoch_seconds = dict(state_dict["epoch_seconds"])
 
 
+class ProcessGroupShutdown(L.Callback):
+    """Destroys the process group of launched processes together, before they exit.
+
+    Otherwise each process tears gloo down while exiting: a rank that still finalises its interpreter
+    when rank 0 (the store's host) has exited can abort on the closed connection (SIGABRT), which fails
+    a finished training. The barrier makes every rank finish its collectives first.
+    """
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+
+
 class _LocalCheckpointIO(TorchCheckpointIO):
     """Writes checkpoints with ``torch.save`` straight into a temporary file, then renames it into place.
 
@@ -331,7 +345,7 @@ def _trainer(settings: TrainerConfig, directory: Path, callbacks: list[L.Callbac
         # The history is collected by _Recorder and returned; nothing else needs a logger's files.
         "logger": False,
         "default_root_dir": directory,
-        "callbacks": callbacks,
+        "callbacks": [*callbacks, ProcessGroupShutdown()],
         "plugins": [_LocalCheckpointIO()],
     }
     trainer = L.Trainer(**options)
