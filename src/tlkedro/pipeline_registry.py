@@ -17,6 +17,7 @@ from kedro.config import AbstractConfigLoader
 from kedro.framework.project import settings
 from kedro.pipeline import Pipeline
 
+from tlkedro import settings as project_settings
 from tlkedro.pipelines import dapt, finetune, pretrain, reporting
 from tlkedro.pipelines.ingestion import create_pipeline as create_ingestion_pipeline
 from tlkedro.pipelines.preprocessing import create_pipeline as create_preprocessing_pipeline
@@ -47,7 +48,9 @@ def load_parameters() -> dict[str, Any]:
     loader = settings.CONFIG_LOADER_CLASS(
         conf_source=str(_project_root() / settings.CONF_SOURCE),
         env=os.environ.get("KEDRO_ENV"),
-        **settings.CONFIG_LOADER_ARGS,
+        # The project's own arguments (soft merge of environments): without `configure_project`, as in
+        # a notebook or a test, Kedro's `settings` holds its defaults, which would replace whole sections.
+        **project_settings.CONFIG_LOADER_ARGS,
     )
     return loader["parameters"]
 
