@@ -24,12 +24,7 @@ LAYER4 = 8_393_728  # resnet18's layer4.0 + layer4.1
 ENCODER = 11_170_240
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
