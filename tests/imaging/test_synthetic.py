@@ -106,6 +106,33 @@ def test_across_the_cohort_grey_matter_falls_and_ventricles_grow_with_age():
     assert stats.spearmanr(ages, [_ventricle_csf_ml(m) for m in maps]).statistic > 0.3
 
 
+def test_regional_ageing_moves_tissue_but_keeps_the_tissue_fractions():
+    ageing = PARAMS.ageing.model_copy(
+        update={
+            "cortical_thinning_mm_per_decade": 0,
+            "ventricle_dilation_mm_per_decade": 0,
+            "contrast_change_per_decade": 0,
+            "shape_mm_per_decade": 1.0,
+        }
+    )
+    params = PARAMS.model_copy(update={"ageing": ageing})
+    young, old = (draw_subject(params, 0, 1000000, age=age, site=11025, sex=0) for age in (50, 80))
+    young_maps, old_maps = tissue_maps(young, params), tissue_maps(old, params)
+    moved = np.abs(old_maps["wm"] - young_maps["wm"]).sum() / young_maps["wm"].sum()
+    assert moved > 0.05
+    # A displacement redistributes tissue: the whole brain's grey-matter share barely changes.
+    shares = [m["gm"].sum() / m["mask"].sum() for m in (young_maps, old_maps)]
+    assert shares[1] == pytest.approx(shares[0], rel=0.02)
+
+    without = params.model_copy(
+        update={"ageing": ageing.model_copy(update={"shape_mm_per_decade": 0})}
+    )
+    assert np.array_equal(
+        tissue_maps(draw_subject(without, 0, 1000000, age=50, site=11025, sex=0), without)["wm"],
+        tissue_maps(draw_subject(without, 0, 1000000, age=80, site=11025, sex=0), without)["wm"],
+    )
+
+
 def test_men_have_larger_heads_before_registration_and_registration_removes_most_of_it():
     native_ratio, registered_ratio = [], []
     for index in range(6):

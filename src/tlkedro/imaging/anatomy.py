@@ -54,6 +54,9 @@ class Template:
         sex_pattern: Fixed smooth displacement field on the output grid, ``(3, *shape)`` in mm, unit
             root-mean-square.
         sex_pattern_max: Largest absolute value of each component of ``sex_pattern``.
+        age_pattern: Another such field, independent of ``sex_pattern``: the regional shape change
+            of ageing.
+        age_pattern_max: Largest absolute value of each component of ``age_pattern``.
     """
 
     affine: np.ndarray
@@ -69,6 +72,8 @@ class Template:
     ventricle_distance: np.ndarray
     sex_pattern: np.ndarray
     sex_pattern_max: np.ndarray
+    age_pattern: np.ndarray
+    age_pattern_max: np.ndarray
 
     @property
     def voxel_size_mm(self) -> float:
@@ -218,11 +223,9 @@ def load_template(voxel_size_mm: float) -> Template:
     residual = (t1 - (gm * means[0] + wm * means[1] + csf * means[2])) * (mask > 0.5)
 
     t1_base = mask * means[2] + residual
-    # A fixed seed: the sex pattern is the same anatomical difference in every cohort.
-    sex_control = control_points(
-        np.random.default_rng(0x5E7), shape, spacing_vox=40.0 / voxel_size_mm
-    )
-    sex_pattern = interpolate_field(sex_control, shape)
+    # Fixed seeds: each pattern is the same anatomical difference in every cohort.
+    sex_pattern = _shape_pattern(0x5E7, shape, spacing_vox=40.0 / voxel_size_mm)
+    age_pattern = _shape_pattern(0xA6E, shape, spacing_vox=30.0 / voxel_size_mm)
     ventricle_distance = _ventricle_distance(csf, mask, voxel_size_mm)
 
     crop = _bounding_box(mask > 1e-3, margin=2)
@@ -243,7 +246,13 @@ def load_template(voxel_size_mm: float) -> Template:
         ventricle_distance=ventricle_distance[crop][zone],
         sex_pattern=sex_pattern,
         sex_pattern_max=np.abs(sex_pattern).max(axis=(1, 2, 3)),
+        age_pattern=age_pattern,
+        age_pattern_max=np.abs(age_pattern).max(axis=(1, 2, 3)),
     )
+
+
+def _shape_pattern(seed: int, shape: tuple[int, int, int], spacing_vox: float) -> np.ndarray:
+    return interpolate_field(control_points(np.random.default_rng(seed), shape, spacing_vox), shape)
 
 
 def _bounding_box(selection: np.ndarray, margin: int) -> tuple[slice, slice, slice]:

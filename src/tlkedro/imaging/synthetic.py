@@ -3,8 +3,9 @@
 Each subject is the MNI152 2009 template (:mod:`tlkedro.imaging.anatomy`) changed by effects of known,
 parameterised size (docs/synthetic_cohort.md lists them with their defaults):
 
-* age: cortical thinning, ventricular enlargement and a falling grey/white-matter contrast, driven by a
-  *brain age* that deviates from the chronological age by an individual gap;
+* age: cortical thinning, ventricular enlargement, a falling grey/white-matter contrast and a regional
+  shape change along a fixed pattern, driven by a *brain age* that deviates from the chronological age
+  by an individual gap;
 * sex: a larger head for males (native space only, as image registration removes it), and differences
   that survive registration: a thicker cortex in females, larger ventricles in males, a fixed regional
   shape pattern and a slightly different grey/white-matter contrast;
@@ -100,6 +101,8 @@ class Ageing(_Params):
         ventricle_dilation_mm_at_45: Dilation of the template's (young adult) ventricles at 45, in mm.
         ventricle_dilation_mm_per_decade: Further dilation per decade, in mm.
         contrast_change_per_decade: Relative change of the grey/white-matter contrast per decade.
+        shape_mm_per_decade: Root-mean-square displacement per decade along a fixed smooth regional
+            pattern (regional atrophy and expansion that leave the tissue fractions nearly unchanged).
     """
 
     brain_age_gap_sd: NonNegativeFloat = 3.5
@@ -109,6 +112,10 @@ class Ageing(_Params):
     # see them (about a tenth of the CSF), so a slice model can beat those (docs/calibration.md).
     ventricle_dilation_mm_per_decade: float = 1.2
     contrast_change_per_decade: float = -0.04
+    # Global intensity statistics read cortical thinning and ventricles through the CSF fraction about as
+    # well as a network reads a slice; regional shape is an age cue only the slice shows
+    # (docs/calibration.md).
+    shape_mm_per_decade: float = 0.4
 
 
 class SexEffects(_Params):
@@ -412,13 +419,17 @@ def _geometry(
         rng, template.shape, var.deformation_spacing_mm / voxel
     )
     sex_amplitude = params.sex.shape_mm * (subject.sex - 0.5)
+    age_amplitude = params.ageing.shape_mm_per_decade * (subject.brain_age - _REFERENCE_AGE) / 10.0
     # Interpolation never exceeds its control values, so this bounds |u| without evaluating it.
     reach = np.linalg.norm(
-        np.abs(control).max(axis=(1, 2, 3)) + abs(sex_amplitude) * template.sex_pattern_max
+        np.abs(control).max(axis=(1, 2, 3))
+        + abs(sex_amplitude) * template.sex_pattern_max
+        + abs(age_amplitude) * template.age_pattern_max
     )
     box = _output_box(template, linear, translation, reach)
     displacement = interpolate_field(control, template.shape, box)
-    sex_pattern = template.sex_pattern[(slice(None), *box)]
+    displacement += sex_amplitude * template.sex_pattern[(slice(None), *box)]
+    displacement += age_amplitude * template.age_pattern[(slice(None), *box)]
 
     world = [
         (template.affine[a, 3] + voxel * np.arange(s.start, s.stop, dtype=np.float32)).reshape(
@@ -436,9 +447,7 @@ def _geometry(
         affine_part = sum(linear[c, a] * world[a] for a in range(3)) + (
             translation[c] - crop_origin[c]
         )
-        grid[..., 2 - c] = (
-            affine_part + displacement[c] + sex_amplitude * sex_pattern[c]
-        ) * to_unit - 1.0
+        grid[..., 2 - c] = (affine_part + displacement[c]) * to_unit - 1.0
     return box, grid[None]
 
 
