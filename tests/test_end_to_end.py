@@ -21,8 +21,12 @@ pytestmark = pytest.mark.slow
 
 def kedro(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "COLUMNS": "200"}
-    result = subprocess.run([KEDRO, *args], cwd=project, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"kedro {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    result = subprocess.run(
+        [KEDRO, *args], cwd=project, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, (
+        f"kedro {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    )
     return result
 
 
@@ -55,7 +59,9 @@ def test_default_pipeline_goes_from_cohort_to_report(project):
     [comparison] = (project / "data/08_reporting/finetune_comparison.csv").glob("*/*.csv")
     table = pd.read_csv(comparison)
     assert set(table["variant"]) == {f"finetune.{v}" for v in FINETUNE_VARIANTS}
-    assert {"test/auroc", "external/auroc", "trainable_params", "macs_per_image"} <= set(table.columns)
+    assert {"test/auroc", "external/auroc", "trainable_params", "macs_per_image"} <= set(
+        table.columns
+    )
     probe = table.set_index("variant").loc["finetune.linear_probe"]
     assert probe["trainable_params"] < probe["total_params"]
 
@@ -71,10 +77,22 @@ def test_each_run_records_its_configuration_and_provenance(project):
 
 def test_params_on_the_command_line_reach_every_variant_that_does_not_override_them(project):
     nodes = ",".join(f"finetune.{v}.resolve_config" for v in ("full", "linear_probe"))
-    kedro(project, "run", "--env", "tiny", "--pipelines", "finetune", "--nodes", nodes,
-          "--params", "finetune.optimizer.lr=1e-4,finetune.variants.linear_probe.optimizer.weight_decay=0.5")
+    kedro(
+        project,
+        "run",
+        "--env",
+        "tiny",
+        "--pipelines",
+        "finetune",
+        "--nodes",
+        nodes,
+        "--params",
+        "finetune.optimizer.lr=1e-4,finetune.variants.linear_probe.optimizer.weight_decay=0.5",
+    )
     full = json.loads(output(project, "finetune", "full", "config.json").read_text())["config"]
-    probe = json.loads(output(project, "finetune", "linear_probe", "config.json").read_text())["config"]
+    probe = json.loads(output(project, "finetune", "linear_probe", "config.json").read_text())[
+        "config"
+    ]
     assert full["optimizer"]["lr"] == pytest.approx(1e-4)
     assert probe["optimizer"]["lr"] == pytest.approx(1e-3)  # its own override wins
     assert probe["optimizer"]["weight_decay"] == pytest.approx(0.5)
@@ -89,7 +107,9 @@ def test_same_configuration_and_seed_give_the_same_metrics(project):
 
 def test_only_missing_outputs_skips_finished_variants(project):
     output(project, "finetune", "scratch", "metrics.json").unlink()
-    result = kedro(project, "run", "--env", "tiny", "--pipelines", "finetune", "--only-missing-outputs")
+    result = kedro(
+        project, "run", "--env", "tiny", "--pipelines", "finetune", "--only-missing-outputs"
+    )
     log = result.stdout + result.stderr
     assert "Completed node: finetune.scratch.summarise" in log
     assert "Completed node: finetune.full.train" not in log

@@ -31,7 +31,9 @@ def test_two_workers_use_other_processes():
 
 
 def test_small_inputs_run_in_this_process():
-    pids = {pid for pid, _ in imap_ordered(_pid_and_value, range(MIN_ITEMS_FOR_POOL - 1), workers=2)}
+    pids = {
+        pid for pid, _ in imap_ordered(_pid_and_value, range(MIN_ITEMS_FOR_POOL - 1), workers=2)
+    }
     assert pids == {os.getpid()}
 
 

@@ -7,17 +7,37 @@ SECTION = {
     "optimizer": {"name": "adamw", "lr": 0.001},
     "variants": {"full": {}, "probe": {"strategy": {"name": "linear_probe"}}},
     "sweeps": {
-        "lr": {"kind": "grid", "overrides": {"strategy": {"name": "full"}},
-               "grid": {"optimizer.lr": [0.1, 0.01], "seed": [1, 2]}},
-        "rnd": {"kind": "random", "count": 3, "seed": 5,
-                "space": {"optimizer.lr": {"log_uniform": [1e-5, 1e-2]}, "trainer.batch_size": {"choice": [8, 16]}}},
+        "lr": {
+            "kind": "grid",
+            "overrides": {"strategy": {"name": "full"}},
+            "grid": {"optimizer.lr": [0.1, 0.01], "seed": [1, 2]},
+        },
+        "rnd": {
+            "kind": "random",
+            "count": 3,
+            "seed": 5,
+            "space": {
+                "optimizer.lr": {"log_uniform": [1e-5, 1e-2]},
+                "trainer.batch_size": {"choice": [8, 16]},
+            },
+        },
     },
 }
 
 
 def test_declared_variants_come_first_then_sweep_points():
     variants = expand_variants(SECTION, "finetune")
-    assert list(variants) == ["full", "probe", "lr_0", "lr_1", "lr_2", "lr_3", "rnd_0", "rnd_1", "rnd_2"]
+    assert list(variants) == [
+        "full",
+        "probe",
+        "lr_0",
+        "lr_1",
+        "lr_2",
+        "lr_3",
+        "rnd_0",
+        "rnd_1",
+        "rnd_2",
+    ]
     assert variants["probe"] == {"strategy": {"name": "linear_probe"}}
 
 
@@ -51,8 +71,18 @@ def test_merge_keeps_base_keys_the_variant_does_not_override():
         ({"variants": {"bad-name": {}}}, "must be a Python identifier"),
         ({"variants": {}}, "at least one"),
         ({"sweeps": {"s": {"kind": "grid"}}}, "finetune.sweeps.s"),
-        ({"sweeps": {"s": {"kind": "random", "count": 2, "space": {"a": {"uniform": [0, 1], "choice": [1]}}}}},
-         "exactly one"),
+        (
+            {
+                "sweeps": {
+                    "s": {
+                        "kind": "random",
+                        "count": 2,
+                        "space": {"a": {"uniform": [0, 1], "choice": [1]}},
+                    }
+                }
+            },
+            "exactly one",
+        ),
     ],
 )
 def test_bad_declarations_name_the_problem(section, message):

@@ -46,7 +46,11 @@ class ReportLocationHook:
             if name.endswith("_report"):
                 dataset = catalog.get(name)
                 # The latest version is the one this run has just written.
-                path = dataset._get_load_path() if isinstance(dataset, AbstractVersionedDataset) else dataset
+                path = (
+                    dataset._get_load_path()
+                    if isinstance(dataset, AbstractVersionedDataset)
+                    else dataset
+                )
                 logger.info("Report %s: %s", name, path)
 
 

@@ -71,7 +71,9 @@ def register_pipelines() -> dict[str, Pipeline]:
         warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
         pipelines = _build(parameters, source)
     # The demo generates its own cohort; with real data (`ingestion.source: raw`) nothing is generated.
-    data = (pipelines["synthetic"] if source == "synthetic" else Pipeline([])) + pipelines["ingestion"]
+    data = (pipelines["synthetic"] if source == "synthetic" else Pipeline([])) + pipelines[
+        "ingestion"
+    ]
     pipelines["data"] = data + pipelines["preprocessing"]
     pipelines["__default__"] = (
         pipelines["data"] + pipelines["pretrain"] + pipelines["finetune"] + pipelines["reporting"]

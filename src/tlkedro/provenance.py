@@ -9,8 +9,20 @@ from importlib import metadata
 from pathlib import Path
 
 TRACKED_PACKAGES = (
-    "tlkedro", "kedro", "kedro-datasets", "torch", "torchvision", "lightning", "torchmetrics",
-    "monai", "timm", "nibabel", "numpy", "pandas", "scikit-learn", "pydantic",
+    "tlkedro",
+    "kedro",
+    "kedro-datasets",
+    "torch",
+    "torchvision",
+    "lightning",
+    "torchmetrics",
+    "monai",
+    "timm",
+    "nibabel",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "pydantic",
 )
 
 
@@ -30,7 +42,11 @@ def git_revision(path: Path | None = None) -> str:
     try:
         result = subprocess.run(
             ["git", "describe", "--always", "--dirty", "--abbrev=12"],
-            cwd=path or Path.cwd(), capture_output=True, text=True, timeout=10, check=True,
+            cwd=path or Path.cwd(),
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         )
     except (OSError, subprocess.SubprocessError):
         return "unknown (not a git checkout)"

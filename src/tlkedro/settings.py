@@ -6,7 +6,9 @@ from tlkedro.hooks import ParallelWorkerHook, PipelineParametersHook, ReportLoca
 
 # Kedro 1.7 itself calls an OmegaConf API that OmegaConf deprecates: nothing a user of this project can act
 # on, and it would fill the top of every command's output.
-warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
+warnings.filterwarnings(
+    "ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning
+)
 
 HOOKS = (PipelineParametersHook(), ReportLocationHook(), ParallelWorkerHook())
 

@@ -50,7 +50,9 @@ class _Distribution(BaseModel):
     def _exactly_one(self) -> _Distribution:
         given = [k for k in ("choice", "uniform", "log_uniform") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of choice, uniform, log_uniform (got {given or 'none'})")
+            raise ValueError(
+                f"give exactly one of choice, uniform, log_uniform (got {given or 'none'})"
+            )
         if self.log_uniform is not None and min(self.log_uniform) <= 0:
             raise ValueError(f"log_uniform bounds must be > 0, got {list(self.log_uniform)}")
         return self
@@ -90,7 +92,9 @@ class Sweep(BaseModel):
             keys = list(self.grid)
             return [dict(zip(keys, values)) for values in itertools.product(*self.grid.values())]
         rng = random.Random(self.seed)
-        return [{key: dist.sample(rng) for key, dist in self.space.items()} for _ in range(self.count)]
+        return [
+            {key: dist.sample(rng) for key, dist in self.space.items()} for _ in range(self.count)
+        ]
 
 
 def set_dotted(config: dict[str, Any], dotted_key: str, value: Any) -> None:
@@ -154,7 +158,9 @@ def expand_variants(section: Mapping[str, Any], pipeline: str) -> dict[str, dict
         for index, point in enumerate(points):
             name = f"{sweep_name}_{index:0{width}d}"
             if name in variants:
-                raise ValueError(f"{pipeline}: sweep {sweep_name!r} generates {name!r}, which is already a variant")
+                raise ValueError(
+                    f"{pipeline}: sweep {sweep_name!r} generates {name!r}, which is already a variant"
+                )
             variants[name] = sweep_overrides(sweep, point)
     for name in variants:
         if not _NAME.match(name):

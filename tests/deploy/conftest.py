@@ -1,4 +1,5 @@
 """Fixtures of the deployment tests: the toy Kedro project, its pipeline, a real Slurm cluster."""
+
 from __future__ import annotations
 
 import importlib
@@ -45,8 +46,9 @@ def toy_pipeline(toy_template: Path) -> Pipeline:
         sys.path.remove(str(toy_template / "src"))
 
 
-def run_kedro(project: Path, *args: str, env: dict[str, str] | None = None,
-              timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_kedro(
+    project: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run the real ``kedro`` CLI in a project, as a user would.
 
     Args:
@@ -59,8 +61,15 @@ def run_kedro(project: Path, *args: str, env: dict[str, str] | None = None,
         The finished process, whatever its exit status.
     """
     environment = {**(env or os.environ), "KEDRO_DISABLE_TELEMETRY": "true", "COLUMNS": "200"}
-    return subprocess.run([KEDRO, *args], cwd=project, env=environment, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [KEDRO, *args],
+        cwd=project,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="session")

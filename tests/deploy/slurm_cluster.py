@@ -4,6 +4,7 @@ No systemd is needed: the daemons run in the foreground as child processes, with
 state, spool and log files live in a temporary folder, on free ports, so a cluster already running
 on the machine is not disturbed. The controller is fresh each time, so job ids restart at 1.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,10 @@ def ensure_installed() -> None:
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         raise SlurmUnavailable("Slurm is not installed, and installing it needs root and apt-get")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-qq"],
-                    ["apt-get", "install", "-y", "-qq", *SLURM_PACKAGES]):
+    for command in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", *SLURM_PACKAGES],
+    ):
         result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
         if result.returncode != 0:
             raise SlurmUnavailable(f"'{' '.join(command)}' failed: {result.stderr.strip()[-500:]}")
@@ -94,15 +97,19 @@ class SlurmCluster:
             self._processes.append(
                 subprocess.Popen(args, env=self.env, stdout=out, stderr=subprocess.STDOUT)
             )
-        _wait_for(self._node_idle, "Slurm node", 60,
-                  [self.root / n for n in ("slurmctld.log", "slurmd.log", "slurmctld.out",
-                                           "slurmd.out")])
+        _wait_for(
+            self._node_idle,
+            "Slurm node",
+            60,
+            [self.root / n for n in ("slurmctld.log", "slurmd.log", "slurmctld.out", "slurmd.out")],
+        )
 
     def stop(self) -> None:
         """Cancel the cluster's jobs and stop the daemons this object started."""
         if self._processes:
-            subprocess.run(["scancel", "--user", "root"], env=self.env, capture_output=True,
-                           check=False)
+            subprocess.run(
+                ["scancel", "--user", "root"], env=self.env, capture_output=True, check=False
+            )
         for process in reversed(self._processes):
             process.terminate()
         for process in reversed(self._processes):
@@ -126,10 +133,16 @@ class SlurmCluster:
         MUNGE_SOCKET_DIR.chmod(0o755)
         out = (self.root / "munged.out").open("w")
         # As the user owning the key; a direct child (not runuser's) is reaped on stop.
-        self._processes.append(subprocess.Popen(
-            ["munged", "--foreground"], user="munge", group="munge", extra_groups=[],
-            stdout=out, stderr=subprocess.STDOUT,
-        ))
+        self._processes.append(
+            subprocess.Popen(
+                ["munged", "--foreground"],
+                user="munge",
+                group="munge",
+                extra_groups=[],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        )
         _wait_for(_munge_works, "munged", 15, [self.root / "munged.out"])
 
     def _write_conf(self) -> None:
@@ -168,6 +181,11 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """)
 
     def _node_idle(self) -> bool:
-        result = subprocess.run(["sinfo", "--noheader", "--format=%T"], env=self.env,
-                                capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            ["sinfo", "--noheader", "--format=%T"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         return result.returncode == 0 and result.stdout.strip() == "idle"

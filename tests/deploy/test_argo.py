@@ -9,10 +9,12 @@ from tlkedro.deploy.argo import ENTRYPOINT, build_workflow, task_names
 from tlkedro.deploy.config import ArgoConfig, ResourcesConfig
 from tlkedro.deploy.grouping import RunOptions, group_pipeline
 
-RESOURCES = ResourcesConfig.model_validate({
-    "default": {"cpus": 2, "memory": "1G", "time": "00:30:00"},
-    "groups": {"train.*": {"gpus": 1, "memory": "4G"}},
-})
+RESOURCES = ResourcesConfig.model_validate(
+    {
+        "default": {"cpus": 2, "memory": "1G", "time": "00:30:00"},
+        "groups": {"train.*": {"gpus": 1, "memory": "4G"}},
+    }
+)
 ARGO = ArgoConfig(
     image="registry.example/toy:abc",
     namespace="ml",
@@ -47,7 +49,9 @@ def test_the_dag_has_one_task_per_group_with_the_pipelines_dependencies(workflow
     assert manifest["spec"]["entrypoint"] == ENTRYPOINT
     assert tasks == {names[g.name]: {names[d] for d in g.dependencies} for g in groups}
     assert tasks == {
-        "make-data": set(), "train-small": {"make-data"}, "train-large": {"make-data"},
+        "make-data": set(),
+        "train-small": {"make-data"},
+        "train-large": {"make-data"},
         "compare": {"train-small", "train-large"},
     }
 
@@ -58,7 +62,11 @@ def test_each_task_runs_its_group_in_the_image(workflow):
     assert templates["train-small"]["container"]["image"] == "registry.example/toy:abc"
     assert templates["train-small"]["container"]["command"] == ["kedro"]
     assert templates["train-small"]["container"]["args"] == [
-        "run", "--env", "cloud", "--namespaces", "train.small",
+        "run",
+        "--env",
+        "cloud",
+        "--namespaces",
+        "train.small",
     ]
     assert templates["compare"]["container"]["args"][-2:] == ["--nodes", "compare"]
 
@@ -69,7 +77,9 @@ def test_resources_gpus_retries_and_time_limits_come_from_configuration(workflow
     compare = templates["compare"]
 
     assert train["container"]["resources"]["requests"] == {
-        "cpu": "2", "memory": "4096Mi", "amd.com/gpu": "1",
+        "cpu": "2",
+        "memory": "4096Mi",
+        "amd.com/gpu": "1",
     }
     assert train["container"]["resources"]["limits"] == {"memory": "4096Mi", "amd.com/gpu": "1"}
     assert "amd.com/gpu" not in compare["container"]["resources"]["requests"]
@@ -104,21 +114,25 @@ def test_an_image_given_on_the_command_line_wins(toy_pipeline):
         group_pipeline(toy_pipeline), RESOURCES.for_group, RunOptions(), ARGO, image="toy:dev"
     )
 
-    images = {t["container"]["image"] for t in workflow.to_dict()["spec"]["templates"]
-              if "container" in t}
+    images = {
+        t["container"]["image"] for t in workflow.to_dict()["spec"]["templates"] if "container" in t
+    }
     assert images == {"toy:dev"}
 
 
 def test_task_names_are_dns_labels_and_distinct():
-    pipeline = Pipeline([
-        Node(identity, "a", "b", name="Fit_Model", namespace="train.small"),
-        Node(identity, "b", "c", name="x", namespace="train_small"),
-        Node(identity, "c", "d", name=ENTRYPOINT),
-    ])
+    pipeline = Pipeline(
+        [
+            Node(identity, "a", "b", name="Fit_Model", namespace="train.small"),
+            Node(identity, "b", "c", name="x", namespace="train_small"),
+            Node(identity, "c", "d", name=ENTRYPOINT),
+        ]
+    )
 
     names = task_names(group_pipeline(pipeline))
 
     assert names == {
-        "train.small": "train-small", "train_small": "train-small-2",
+        "train.small": "train-small",
+        "train_small": "train-small-2",
         ENTRYPOINT: f"{ENTRYPOINT}-2",
     }

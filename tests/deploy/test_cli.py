@@ -1,4 +1,5 @@
 """The commands as a user runs them: the real ``kedro`` CLI in the toy project."""
+
 from __future__ import annotations
 
 import re
@@ -21,8 +22,16 @@ def test_the_commands_are_kedro_project_plugins(toy_template):
 
 
 def test_a_dry_run_prints_every_script_and_submits_nothing(toy_project):
-    result = run_kedro(toy_project, "slurm", "submit", "--dry-run", "--env", "local",
-                       "--params", "train.large.fail=true")
+    result = run_kedro(
+        toy_project,
+        "slurm",
+        "submit",
+        "--dry-run",
+        "--env",
+        "local",
+        "--params",
+        "train.large.fail=true",
+    )
 
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -35,8 +44,17 @@ def test_a_dry_run_prints_every_script_and_submits_nothing(toy_project):
 
 
 def test_argo_render_writes_a_workflow_for_the_chosen_pipeline(toy_project):
-    result = run_kedro(toy_project, "argo", "render", "--pipeline", "variants",
-                       "--image", "toy:dev", "--output", "wf.yaml")
+    result = run_kedro(
+        toy_project,
+        "argo",
+        "render",
+        "--pipeline",
+        "variants",
+        "--image",
+        "toy:dev",
+        "--output",
+        "wf.yaml",
+    )
 
     assert result.returncode == 0, result.stderr
     manifest = Workflow.from_file(toy_project / "wf.yaml").to_dict()
@@ -44,7 +62,11 @@ def test_argo_render_writes_a_workflow_for_the_chosen_pipeline(toy_project):
     assert set(templates) == {ENTRYPOINT, "train-small", "train-large"}
     assert templates["train-small"]["container"]["image"] == "toy:dev"
     assert templates["train-small"]["container"]["args"] == [
-        "run", "--pipelines", "variants", "--namespaces", "train.small",
+        "run",
+        "--pipelines",
+        "variants",
+        "--namespaces",
+        "train.small",
     ]
     assert templates["train-small"]["retryStrategy"] == {"limit": 2}
 
@@ -56,7 +78,9 @@ def test_nodes_in_no_namespace_can_be_grouped_by_registered_pipeline(toy_project
     manifest = Workflow.from_file(toy_project / "argo-workflow.yaml").to_dict()
     dag = next(t for t in manifest["spec"]["templates"] if t["name"] == ENTRYPOINT)["dag"]
     assert {t["name"]: set(t.get("dependencies", [])) for t in dag["tasks"]} == {
-        "data": set(), "train-small": {"data"}, "train-large": {"data"},
+        "data": set(),
+        "train-small": {"data"},
+        "train-large": {"data"},
         "reporting": {"train-small", "train-large"},
     }
 
@@ -68,8 +92,10 @@ def test_memory_datasets_crossing_groups_are_warned_about(toy_project):
     result = run_kedro(toy_project, "argo", "render")
 
     assert result.returncode == 0, result.stderr
-    assert ("Warning: 'train.small.score' is a MemoryDataset produced by group 'train.small' "
-            "and loaded by group 'compare'") in result.stderr
+    assert (
+        "Warning: 'train.small.score' is a MemoryDataset produced by group 'train.small' "
+        "and loaded by group 'compare'"
+    ) in result.stderr
     assert (toy_project / "argo-workflow.yaml").is_file()
 
 

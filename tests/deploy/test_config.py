@@ -18,10 +18,19 @@ from tlkedro.deploy.config import (
 PROJECT_DEPLOY_YML = Path(__file__).parents[2] / "conf" / "base" / "deploy.yml"
 
 
-@pytest.mark.parametrize(("value", "mib"), [
-    (512, 512), ("512", 512), ("512M", 512), ("4G", 4096), ("4Gi", 4096), ("4gb", 4096),
-    ("1T", 1024**2), ("2048K", 2),
-])
+@pytest.mark.parametrize(
+    ("value", "mib"),
+    [
+        (512, 512),
+        ("512", 512),
+        ("512M", 512),
+        ("4G", 4096),
+        ("4Gi", 4096),
+        ("4gb", 4096),
+        ("1T", 1024**2),
+        ("2048K", 2),
+    ],
+)
 def test_memory_sizes_parse_to_mib(value, mib):
     assert parse_memory(value) == mib
 
@@ -32,10 +41,18 @@ def test_memory_that_is_no_size_is_refused(value):
         parse_memory(value)
 
 
-@pytest.mark.parametrize(("value", "seconds"), [
-    (30, 1800), ("30", 1800), ("30:15", 1815), ("02:00:00", 7200), ("1-00", 86400),
-    ("1-02:30", 95400), ("1-02:30:05", 95405),
-])
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (30, 1800),
+        ("30", 1800),
+        ("30:15", 1815),
+        ("02:00:00", 7200),
+        ("1-00", 86400),
+        ("1-02:30", 95400),
+        ("1-02:30:05", 95405),
+    ],
+)
 def test_time_limits_parse_like_slurm(value, seconds):
     assert parse_time(value) == seconds
 
@@ -52,11 +69,13 @@ def test_slurm_time_format_round_trips():
 
 
 def test_overrides_change_only_their_keys_globs_first_then_the_exact_name():
-    config = ResourcesConfig.model_validate({
-        "default": {"cpus": 2, "memory": "8G", "time": "01:00:00"},
-        # The exact name is listed first but still applies after the glob.
-        "groups": {"finetune.full": {"cpus": 16}, "finetune.*": {"cpus": 4, "gpus": 1}},
-    })
+    config = ResourcesConfig.model_validate(
+        {
+            "default": {"cpus": 2, "memory": "8G", "time": "01:00:00"},
+            # The exact name is listed first but still applies after the glob.
+            "groups": {"finetune.full": {"cpus": 16}, "finetune.*": {"cpus": 4, "gpus": 1}},
+        }
+    )
 
     assert config.for_group("finetune.full") == Resources(
         cpus=16, memory="8G", gpus=1, time="01:00:00"
@@ -66,9 +85,7 @@ def test_overrides_change_only_their_keys_globs_first_then_the_exact_name():
 
 
 def test_a_time_override_is_not_read_twice():
-    config = ResourcesConfig.model_validate(
-        {"default": {"time": 10}, "groups": {"v": {"cpus": 2}}}
-    )
+    config = ResourcesConfig.model_validate({"default": {"time": 10}, "groups": {"v": {"cpus": 2}}})
 
     assert config.for_group("v").time == 600
 

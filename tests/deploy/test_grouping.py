@@ -66,10 +66,12 @@ def test_grouping_by_node_gives_one_group_per_node(toy_pipeline):
 
 
 def test_a_namespace_that_would_select_its_sub_namespaces_is_run_by_node_names():
-    pipeline = Pipeline([
-        Node(identity, "a", "b", name="prepare", namespace="train"),
-        Node(identity, "b", "c", name="fit", namespace="train.small"),
-    ])
+    pipeline = Pipeline(
+        [
+            Node(identity, "a", "b", name="prepare", namespace="train"),
+            Node(identity, "b", "c", name="fit", namespace="train.small"),
+        ]
+    )
 
     by_name = {g.name: g for g in group_pipeline(pipeline, depth=2)}
 
@@ -81,11 +83,13 @@ def test_a_namespace_that_would_select_its_sub_namespaces_is_run_by_node_names()
 def test_groups_depending_on_each_other_in_a_cycle_are_refused():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Kedro warns that the namespace is interrupted
-        pipeline = Pipeline([
-            Node(identity, "a", "x", name="first", namespace="ns"),
-            Node(identity, "x", "y", name="between"),
-            Node(identity, "y", "z", name="second", namespace="ns"),
-        ])
+        pipeline = Pipeline(
+            [
+                Node(identity, "a", "x", name="first", namespace="ns"),
+                Node(identity, "x", "y", name="between"),
+                Node(identity, "y", "z", name="second", namespace="ns"),
+            ]
+        )
 
     with pytest.raises(ValueError, match=r"cycle .*group by node"):
         group_pipeline(pipeline)
@@ -93,19 +97,24 @@ def test_groups_depending_on_each_other_in_a_cycle_are_refused():
 
 
 def test_a_node_named_like_a_namespace_is_refused():
-    pipeline = Pipeline([
-        Node(identity, "a", "b", name="fit", namespace="train"),
-        Node(identity, "b", "c", name="train"),
-    ])
+    pipeline = Pipeline(
+        [
+            Node(identity, "a", "b", name="fit", namespace="train"),
+            Node(identity, "b", "c", name="train"),
+        ]
+    )
 
     with pytest.raises(ValueError, match=r"\['train'\] are both a namespace and a node"):
         group_pipeline(pipeline, depth=1)
 
 
-@pytest.mark.parametrize(("by", "depth", "message"), [
-    ("variant", 2, "group_by must be 'namespace' or 'node'"),
-    ("namespace", 0, "depth must be at least 1"),
-])
+@pytest.mark.parametrize(
+    ("by", "depth", "message"),
+    [
+        ("variant", 2, "group_by must be 'namespace' or 'node'"),
+        ("namespace", 0, "depth must be at least 1"),
+    ],
+)
 def test_invalid_grouping_options_are_refused(toy_pipeline, by, depth, message):
     with pytest.raises(ValueError, match=message):
         group_pipeline(toy_pipeline, by=by, depth=depth)
@@ -118,17 +127,26 @@ def test_run_args_repeat_the_submitting_options():
     options = RunOptions(env="cluster", pipeline="training", params="lr=0.1,epochs=2")
 
     assert options.run_args(group) == [
-        "run", "--env", "cluster", "--pipelines", "training", "--params", "lr=0.1,epochs=2",
-        "--namespaces", "train.small",
+        "run",
+        "--env",
+        "cluster",
+        "--pipelines",
+        "training",
+        "--params",
+        "lr=0.1,epochs=2",
+        "--namespaces",
+        "train.small",
     ]
     assert RunOptions().run_args(group) == ["run", "--namespaces", "train.small"]
 
 
 def test_memory_datasets_crossing_groups_are_found(toy_pipeline, tmp_path):
-    catalog = DataCatalog({
-        "raw": JSONDataset(filepath=str(tmp_path / "raw.json")),
-        "train.large.score": MemoryDataset(),
-    })
+    catalog = DataCatalog(
+        {
+            "raw": JSONDataset(filepath=str(tmp_path / "raw.json")),
+            "train.large.score": MemoryDataset(),
+        }
+    )
     groups = group_pipeline(toy_pipeline)
 
     crossings = ephemeral_crossings(groups, partial(is_ephemeral, catalog))
@@ -145,10 +163,12 @@ def test_memory_datasets_crossing_groups_are_found(toy_pipeline, tmp_path):
 def test_a_group_needs_to_run_until_its_persisted_outputs_exist(tmp_path):
     score = JSONDataset(filepath=str(tmp_path / "score.json"))
     catalog = DataCatalog({"score": score})
-    pipeline = Pipeline([
-        Node(identity, "raw", "model", name="fit", namespace="v"),
-        Node(identity, "model", "score", name="score", namespace="v"),
-    ])
+    pipeline = Pipeline(
+        [
+            Node(identity, "raw", "model", name="fit", namespace="v"),
+            Node(identity, "model", "score", name="score", namespace="v"),
+        ]
+    )
     (group,) = group_pipeline(pipeline)
 
     assert missing_outputs(group, catalog) == ["score"]
@@ -166,22 +186,41 @@ def test_a_group_that_persists_nothing_always_needs_to_run():
 
 
 def test_nodes_in_no_namespace_can_be_grouped_by_their_registered_pipeline():
-    ingest = Pipeline([Node(identity, "raw", "manifest", name="ingest"),
-                       Node(identity, "manifest", "clean", name="check")])
-    variants = Pipeline([Node(identity, "clean", "model", name="fit")], namespace="train.a",
-                        inputs={"clean"})
-    report = Pipeline([Node(identity, "train.a.model", "table", name="tabulate"),
-                       Node(identity, "table", "plot", name="plot")])
-    registered = {"ingestion": ingest, "training": ingest + variants, "reporting": report,
-                  "__default__": ingest + variants + report}
+    ingest = Pipeline(
+        [
+            Node(identity, "raw", "manifest", name="ingest"),
+            Node(identity, "manifest", "clean", name="check"),
+        ]
+    )
+    variants = Pipeline(
+        [Node(identity, "clean", "model", name="fit")], namespace="train.a", inputs={"clean"}
+    )
+    report = Pipeline(
+        [
+            Node(identity, "train.a.model", "table", name="tabulate"),
+            Node(identity, "table", "plot", name="plot"),
+        ]
+    )
+    registered = {
+        "ingestion": ingest,
+        "training": ingest + variants,
+        "reporting": report,
+        "__default__": ingest + variants + report,
+    }
 
     homes = pipeline_homes(registered)
     groups = group_pipeline(registered["__default__"], homes=homes)
 
     # `check` is in `ingestion` and in the larger `training`: the smaller pipeline wins.
-    assert homes == {"ingest": "ingestion", "check": "ingestion", "tabulate": "reporting",
-                     "plot": "reporting"}
+    assert homes == {
+        "ingest": "ingestion",
+        "check": "ingestion",
+        "tabulate": "reporting",
+        "plot": "reporting",
+    }
     assert [(g.name, g.dependencies) for g in groups] == [
-        ("ingestion", ()), ("train.a", ("ingestion",)), ("reporting", ("train.a",)),
+        ("ingestion", ()),
+        ("train.a", ("ingestion",)),
+        ("reporting", ("train.a",)),
     ]
     assert groups[0].selector() == ["--nodes", "ingest,check"]

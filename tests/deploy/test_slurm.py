@@ -1,4 +1,5 @@
 """Slurm scripts, submission and states without a cluster; test_slurm_cluster.py uses a real one."""
+
 from __future__ import annotations
 
 import subprocess
@@ -50,39 +51,70 @@ def groups(toy_pipeline):
 
 def _plan(groups, folder, to_submit=None, config=SlurmConfig()):
     return plan_jobs(
-        groups, lambda name: Resources(), RunOptions(), config, folder=folder,
-        project_path=Path("/project"), python="/venv/bin/python",
+        groups,
+        lambda name: Resources(),
+        RunOptions(),
+        config,
+        folder=folder,
+        project_path=Path("/project"),
+        python="/venv/bin/python",
         to_submit={g.name for g in groups} if to_submit is None else to_submit,
     )
 
 
 def test_the_script_asks_for_the_groups_resources_and_runs_its_namespace(groups, tmp_path):
-    resources = Resources(cpus=4, memory="16G", gpus=2, time="1-00:00:00", partition="gpu",
-                          account="lab", sbatch_options=["--qos=short"])
+    resources = Resources(
+        cpus=4,
+        memory="16G",
+        gpus=2,
+        time="1-00:00:00",
+        partition="gpu",
+        account="lab",
+        sbatch_options=["--qos=short"],
+    )
     variant = next(g for g in groups if g.name == "train.large")
 
     script = render_script(
-        variant, resources, RunOptions(env="cluster", params="train.large.fail=true"),
-        SlurmConfig(job_prefix="tl"), project_path=Path("/my project"), python="/venv/bin/python",
-        log=tmp_path / "g.log", exit_file=tmp_path / "g.exit",
+        variant,
+        resources,
+        RunOptions(env="cluster", params="train.large.fail=true"),
+        SlurmConfig(job_prefix="tl"),
+        project_path=Path("/my project"),
+        python="/venv/bin/python",
+        log=tmp_path / "g.log",
+        exit_file=tmp_path / "g.exit",
     )
 
     directives = [line for line in script.splitlines() if line.startswith("#SBATCH")]
     assert directives == [
-        "#SBATCH --job-name=tl-train.large", f"#SBATCH --output={tmp_path / 'g.log'}",
-        "#SBATCH --cpus-per-task=4", "#SBATCH --mem=16384M", "#SBATCH --time=1-00:00:00",
-        "#SBATCH --gres=gpu:2", "#SBATCH --partition=gpu", "#SBATCH --account=lab",
+        "#SBATCH --job-name=tl-train.large",
+        f"#SBATCH --output={tmp_path / 'g.log'}",
+        "#SBATCH --cpus-per-task=4",
+        "#SBATCH --mem=16384M",
+        "#SBATCH --time=1-00:00:00",
+        "#SBATCH --gres=gpu:2",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --account=lab",
         "#SBATCH --qos=short",
     ]
     assert "  cd '/my project'\n" in script
-    assert ("/venv/bin/python -m kedro run --env cluster --params train.large.fail=true "
-            "--namespaces train.large") in script
+    assert (
+        "/venv/bin/python -m kedro run --env cluster --params train.large.fail=true "
+        "--namespaces train.large"
+    ) in script
 
 
 def test_a_cpu_job_asks_for_no_gpu_partition_or_account(groups, tmp_path):
-    script = render_script(groups[0], Resources(), RunOptions(), SlurmConfig(),
-                           project_path=tmp_path, python="python", log=tmp_path / "l",
-                           exit_file=tmp_path / "e")
+    script = render_script(
+        groups[0],
+        Resources(),
+        RunOptions(),
+        SlurmConfig(),
+        project_path=tmp_path,
+        python="python",
+        log=tmp_path / "l",
+        exit_file=tmp_path / "e",
+    )
 
     assert "--gres" not in script and "--partition" not in script and "--account" not in script
 
@@ -95,16 +127,29 @@ def _fake_python(tmp_path: Path, exit_code: int) -> str:
     return str(python)
 
 
-@pytest.mark.parametrize(("setup", "python_exit", "expected"), [
-    ([], 0, "0"), ([], 3, "3"), (["false"], 0, "1"),
-])
+@pytest.mark.parametrize(
+    ("setup", "python_exit", "expected"),
+    [
+        ([], 0, "0"),
+        ([], 3, "3"),
+        (["false"], 0, "1"),
+    ],
+)
 def test_the_script_records_its_exit_code(groups, tmp_path, setup, python_exit, expected):
     exit_file = tmp_path / "g.exit"
     script = tmp_path / "g.sbatch"
-    script.write_text(render_script(
-        groups[0], Resources(), RunOptions(), SlurmConfig(setup=setup), project_path=tmp_path,
-        python=_fake_python(tmp_path, python_exit), log=tmp_path / "g.log", exit_file=exit_file,
-    ))
+    script.write_text(
+        render_script(
+            groups[0],
+            Resources(),
+            RunOptions(),
+            SlurmConfig(setup=setup),
+            project_path=tmp_path,
+            python=_fake_python(tmp_path, python_exit),
+            log=tmp_path / "g.log",
+            exit_file=exit_file,
+        )
+    )
 
     result = subprocess.run(["bash", str(script)], check=False)
 
@@ -125,7 +170,8 @@ def test_jobs_are_chained_by_afterok_on_the_ids_slurm_gave(groups, tmp_path):
     assert "--kill-on-invalid-dep=yes" in sbatch[str(compare.script)]
     dependency = next(a for a in sbatch[str(compare.script)] if a.startswith("--dependency="))
     assert set(dependency.removeprefix("--dependency=afterok:").split(":")) == {
-        ids["train.small"], ids["train.large"],
+        ids["train.small"],
+        ids["train.large"],
     }
     assert all(j.script.is_file() for j in submission.jobs)
     assert Submission.load(tmp_path / "sub") == submission
@@ -157,23 +203,36 @@ def test_a_refused_job_stops_the_submission_and_keeps_the_queued_ones(groups, tm
 
 
 def _job(tmp_path: Path, group: str, job_id: str | None, dependencies=()) -> Job:
-    return Job(group=group, job_id=job_id, dependencies=list(dependencies),
-               script=tmp_path / f"{group}.sbatch", log=tmp_path / f"{group}.log",
-               exit_file=tmp_path / f"{group}.exit")
+    return Job(
+        group=group,
+        job_id=job_id,
+        dependencies=list(dependencies),
+        script=tmp_path / f"{group}.sbatch",
+        log=tmp_path / f"{group}.log",
+        exit_file=tmp_path / f"{group}.exit",
+    )
 
 
 def test_states_combine_exit_files_the_queue_and_dependencies(tmp_path):
     jobs = [
-        _job(tmp_path, "done", "1"), _job(tmp_path, "broke", "2"),
-        _job(tmp_path, "queued", "3"), _job(tmp_path, "busy", "4"),
-        _job(tmp_path, "after_broke", "5", ["broke"]), _job(tmp_path, "killed", "6"),
-        _job(tmp_path, "vanished", "7"), _job(tmp_path, "had_outputs", None),
+        _job(tmp_path, "done", "1"),
+        _job(tmp_path, "broke", "2"),
+        _job(tmp_path, "queued", "3"),
+        _job(tmp_path, "busy", "4"),
+        _job(tmp_path, "after_broke", "5", ["broke"]),
+        _job(tmp_path, "killed", "6"),
+        _job(tmp_path, "vanished", "7"),
+        _job(tmp_path, "had_outputs", None),
     ]
     (tmp_path / "done.exit").write_text("0\n")
     (tmp_path / "broke.exit").write_text("1\n")
     (tmp_path / "killed.log").write_text("slurmstepd: error: *** JOB 6 CANCELLED DUE TO TIME LIMIT")
-    queue = {"3": ("PENDING", "Dependency"), "4": ("RUNNING", "None"),
-             "5": ("CANCELLED", "DependencyNeverSatisfied"), "6": ("TIMEOUT", "TimeLimit")}
+    queue = {
+        "3": ("PENDING", "Dependency"),
+        "4": ("RUNNING", "None"),
+        "5": ("CANCELLED", "DependencyNeverSatisfied"),
+        "6": ("TIMEOUT", "TimeLimit"),
+    }
 
     statuses = group_states(Submission(folder=tmp_path, created="now", jobs=jobs), queue)
 
@@ -195,7 +254,8 @@ def test_the_queue_is_read_from_squeue_including_ended_jobs():
     fake = FakeSlurm(queue="3|PENDING|Dependency\n4|FAILED|NonZeroExitCode\n")
 
     assert query_queue(["3", "4"], run=fake) == {
-        "3": ("PENDING", "Dependency"), "4": ("FAILED", "NonZeroExitCode"),
+        "3": ("PENDING", "Dependency"),
+        "4": ("FAILED", "NonZeroExitCode"),
     }
     assert "--states=all" in fake.calls[0] and "--jobs=3,4" in fake.calls[0]
 

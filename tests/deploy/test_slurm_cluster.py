@@ -1,4 +1,5 @@
 """``kedro slurm`` against a real Slurm controller on localhost, running the toy project."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,9 @@ def _submit(project: Path, cluster, *args: str) -> Path:
 
 
 def _wait(project: Path, cluster, *folder: str) -> tuple[int, dict[str, list[str]]]:
-    result = run_kedro(project, "slurm", "status", *folder, "--wait", "--interval", "0.5",
-                       env=cluster.env)
+    result = run_kedro(
+        project, "slurm", "status", *folder, "--wait", "--interval", "0.5", env=cluster.env
+    )
     # Kedro's own log lines share stdout with the table: keep the rows, `group job state detail`.
     rows = {m[1]: [m[2], m[3], m[4]] for m in STATUS_ROW.finditer(result.stdout)}
     return result.returncode, rows
@@ -41,8 +43,10 @@ def finished(slurm_cluster, toy_template, tmp_path_factory):
     project = Path(shutil.copytree(toy_template, tmp_path_factory.mktemp("run") / "toy"))
     folder = _submit(project, slurm_cluster)
     code, rows = _wait(project, slurm_cluster, str(folder))
-    outputs = {name: _read(project, name) for name in
-               ("raw.json", "small/score.json", "large/score.json", "report.json")}
+    outputs = {
+        name: _read(project, name)
+        for name in ("raw.json", "small/score.json", "large/score.json", "report.json")
+    }
     return project, folder, code, rows, outputs
 
 
@@ -51,7 +55,9 @@ def test_every_group_completes_as_a_slurm_job(finished):
 
     assert code == 0
     assert {group: row[1] for group, row in rows.items()} == {
-        "make_data": "COMPLETED", "train.large": "COMPLETED", "train.small": "COMPLETED",
+        "make_data": "COMPLETED",
+        "train.large": "COMPLETED",
+        "train.small": "COMPLETED",
         "compare": "COMPLETED",
     }
     assert sorted(p.suffix for p in folder.iterdir()) == sorted(
@@ -79,7 +85,9 @@ def test_resubmitting_submits_only_groups_whose_outputs_are_missing(finished, sl
 
     assert code == 0
     assert {group: row[1] for group, row in rows.items()} == {
-        "make_data": "SKIPPED", "train.large": "SKIPPED", "train.small": "COMPLETED",
+        "make_data": "SKIPPED",
+        "train.large": "SKIPPED",
+        "train.small": "COMPLETED",
         "compare": "SKIPPED",
     }
     assert _read(project, "small/score.json")["score"] == 6
@@ -92,14 +100,22 @@ def test_a_failed_job_names_its_log_and_its_dependents_are_cancelled(toy_project
 
     assert code == 1
     state = {group: row[1] for group, row in rows.items()}
-    assert state == {"make_data": "COMPLETED", "train.large": "FAILED",
-                     "train.small": "COMPLETED", "compare": "CANCELLED"}
+    assert state == {
+        "make_data": "COMPLETED",
+        "train.large": "FAILED",
+        "train.small": "COMPLETED",
+        "compare": "CANCELLED",
+    }
     log = Path(re.search(r"log: (\S+)", rows["train.large"][2]).group(1))
     assert "asked to fail" in log.read_text()
     assert rows["compare"][2] == "dependency train.large did not succeed"
     # Slurm itself removed the dependent job (--kill-on-invalid-dep), it did not wait forever.
     compare_id = rows["compare"][0]
-    queue = subprocess.run(["squeue", "--noheader", "--states=all", f"--jobs={compare_id}",
-                            "--format=%T|%r"], env=slurm_cluster.env, capture_output=True,
-                           text=True, check=True)
+    queue = subprocess.run(
+        ["squeue", "--noheader", "--states=all", f"--jobs={compare_id}", "--format=%T|%r"],
+        env=slurm_cluster.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert queue.stdout.strip() == "CANCELLED|DependencyNeverSatisfied"

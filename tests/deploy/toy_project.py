@@ -5,6 +5,7 @@
 (no namespace) reads both scores. Every persisted output records when it was written, so a test
 can check the order the jobs ran in. ``--params train.large.fail=true`` makes one variant fail.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,7 +22,7 @@ source_dir = "src"
 """,
     f"src/{PACKAGE}/__init__.py": "",
     f"src/{PACKAGE}/settings.py": "",
-    f"src/{PACKAGE}/nodes.py": '''\
+    f"src/{PACKAGE}/nodes.py": """\
 import time
 
 
@@ -42,8 +43,8 @@ def score(model):
 def compare(small, large):
     return {"best": max(small["score"], large["score"]),
             "inputs_t": [small["t"], large["t"]], "t": time.time()}
-''',
-    f"src/{PACKAGE}/pipeline_registry.py": f'''\
+""",
+    f"src/{PACKAGE}/pipeline_registry.py": f"""\
 from kedro.pipeline import Node, Pipeline
 
 from {PACKAGE}.nodes import compare, make_data, score, train
@@ -63,7 +64,7 @@ def register_pipelines():
     ])
     return {{"__default__": upstream + variants + report, "variants": variants,
              "data": upstream, "reporting": report}}
-''',
+""",
     "conf/base/catalog.yml": """\
 raw:
   type: json.JSONDataset

@@ -15,7 +15,9 @@ from tlkedro.pipelines.dapt import create_pipeline
 from tlkedro.pipelines.finetune import create_pipeline as create_finetune_pipeline
 
 STRATEGIES = ["full", "partial", "hybrid", "simplified"]
-VARIANTS = [f"{strategy}_{seed}" for strategy in STRATEGIES for seed in range(3)]  # three seeds each
+VARIANTS = [
+    f"{strategy}_{seed}" for strategy in STRATEGIES for seed in range(3)
+]  # three seeds each
 TINY_VARIANTS = [f"{strategy}_0" for strategy in STRATEGIES]
 
 

@@ -39,13 +39,15 @@ def _one_thread():
 
 def _split(n: int, seed: int) -> tuple[np.ndarray, pd.DataFrame]:
     rng = np.random.default_rng(seed)
-    labels = pd.DataFrame({
-        "subject_id": [f"{seed}-{i}" for i in range(n)],
-        "age": rng.uniform(45, 80, n),
-        "sex": rng.integers(0, 2, n),
-        "site": "11025",
-        "slice": 0,
-    })
+    labels = pd.DataFrame(
+        {
+            "subject_id": [f"{seed}-{i}" for i in range(n)],
+            "age": rng.uniform(45, 80, n),
+            "sex": rng.integers(0, 2, n),
+            "site": "11025",
+            "slice": 0,
+        }
+    )
     images = rng.normal(size=(n, 1, 32, 32)).astype(np.float16)
     images[labels["sex"].to_numpy() == 1, :, 8:24, 8:24] += 1.5  # a learnable signal
     return images, labels
@@ -55,6 +57,7 @@ def _catalog(parameters: dict, tmp_path) -> DataCatalog:
     catalog = DataCatalog()
     for split, n, seed in (("pretrain", 32, 0), ("finetune", 24, 1), ("test", 16, 2)):
         catalog[f"{split}_images"], catalog[f"{split}_labels"] = _split(n, seed)
+
     def add(key: str, value) -> None:  # as KedroContext does: every nested key is a parameter too
         catalog[f"params:{key}"] = value
         if isinstance(value, dict):
@@ -68,9 +71,12 @@ def _catalog(parameters: dict, tmp_path) -> DataCatalog:
 
 
 def test_variants_are_namespaced_copies_sharing_the_model_inputs():
-    section = {**BASE, "init_from": "pretrain.default",
-               "variants": {"full": {}, "scratch": {"init_from": None, "strategy": {"name": "scratch"}}},
-               "sweeps": {"lr": {"kind": "grid", "grid": {"optimizer.lr": [0.1, 0.01]}}}}
+    section = {
+        **BASE,
+        "init_from": "pretrain.default",
+        "variants": {"full": {}, "scratch": {"init_from": None, "strategy": {"name": "scratch"}}},
+        "sweeps": {"lr": {"kind": "grid", "grid": {"optimizer.lr": [0.1, 0.01]}}},
+    }
     pipeline = create_finetune_pipeline({"finetune": section})
     namespaces = {node.namespace for node in pipeline.nodes}
     assert namespaces == {"finetune.full", "finetune.scratch", "finetune.lr_0", "finetune.lr_1"}
@@ -83,10 +89,19 @@ def test_variants_are_namespaced_copies_sharing_the_model_inputs():
 
 
 def test_pretrain_then_finetune_variants_run_on_an_in_memory_catalog(tmp_path):
-    pretrain = {**BASE, "target": "age", "task": "regression", "objective": {"name": "mse"},
-                "strategy": {"name": "scratch"}, "variants": {"default": {}}}
-    finetune = {**BASE, "init_from": "pretrain.default",
-                "variants": {"full": {}, "linear_probe": {"strategy": {"name": "linear_probe"}}}}
+    pretrain = {
+        **BASE,
+        "target": "age",
+        "task": "regression",
+        "objective": {"name": "mse"},
+        "strategy": {"name": "scratch"},
+        "variants": {"default": {}},
+    }
+    finetune = {
+        **BASE,
+        "init_from": "pretrain.default",
+        "variants": {"full": {}, "linear_probe": {"strategy": {"name": "linear_probe"}}},
+    }
     parameters = {"pretrain": pretrain, "finetune": finetune}
     catalog = _catalog(parameters, tmp_path)
     pipeline = create_pretrain_pipeline(parameters) + create_finetune_pipeline(parameters)
@@ -98,7 +113,10 @@ def test_pretrain_then_finetune_variants_run_on_an_in_memory_catalog(tmp_path):
 
     SequentialRunner().run(pipeline, catalog)
 
-    full, probe = catalog.load("finetune.full.metrics"), catalog.load("finetune.linear_probe.metrics")
+    full, probe = (
+        catalog.load("finetune.full.metrics"),
+        catalog.load("finetune.linear_probe.metrics"),
+    )
     assert 0.0 <= full["test/auroc"] <= 1.0
     # The validation metrics are those of the kept (lowest validation loss) epoch.
     assert full["val/loss"] == pytest.approx(full["best_val_loss"])
@@ -114,13 +132,28 @@ def test_pretrain_then_finetune_variants_run_on_an_in_memory_catalog(tmp_path):
 
 
 def test_resolve_config_merges_overrides_and_names_the_variant_in_errors():
-    run = resolve_config({**BASE, "variants": {}}, {"optimizer": {"lr": 0.5}}, {"checkpoint_dir": "ckpt"},
-                         namespace="finetune.x", wired_source=None)
+    run = resolve_config(
+        {**BASE, "variants": {}},
+        {"optimizer": {"lr": 0.5}},
+        {"checkpoint_dir": "ckpt"},
+        namespace="finetune.x",
+        wired_source=None,
+    )
     assert run["config"]["optimizer"] == {**run["config"]["optimizer"], "name": "adam", "lr": 0.5}
     assert run["workdir"] == "ckpt/finetune.x"
     with pytest.raises(ValueError, match=r"(?s)finetune.x.*optimizer.lr"):
-        resolve_config(BASE, {"optimizer": {"lr": -1}}, {"checkpoint_dir": "c"}, namespace="finetune.x",
-                       wired_source=None)
+        resolve_config(
+            BASE,
+            {"optimizer": {"lr": -1}},
+            {"checkpoint_dir": "c"},
+            namespace="finetune.x",
+            wired_source=None,
+        )
     with pytest.raises(ValueError, match="init_from"):
-        resolve_config(BASE, {"init_from": "pretrain.other"}, {"checkpoint_dir": "c"},
-                       namespace="finetune.x", wired_source=None)
+        resolve_config(
+            BASE,
+            {"init_from": "pretrain.other"},
+            {"checkpoint_dir": "c"},
+            namespace="finetune.x",
+            wired_source=None,
+        )

@@ -63,14 +63,18 @@ def source_state() -> dict[str, Tensor]:
     return {key: value.clone() for key, value in source.state_dict().items()}
 
 
-def prepared(name: str, source_state: dict[str, Tensor] | None, **kwargs: object) -> tuple[object, TLModel]:
+def prepared(
+    name: str, source_state: dict[str, Tensor] | None, **kwargs: object
+) -> tuple[object, TLModel]:
     strategy = create_strategy(name, **kwargs)
     return strategy, strategy.prepare(build(), source_state)
 
 
 def frozen_state(model: TLModel) -> dict[str, Tensor]:
     """Copies of the frozen parameters and of the buffers of BatchNorm layers whose parameters are frozen."""
-    state = {name: p.detach().clone() for name, p in model.named_parameters() if not p.requires_grad}
+    state = {
+        name: p.detach().clone() for name, p in model.named_parameters() if not p.requires_grad
+    }
     for path, module in model.named_modules():
         if isinstance(module, _BatchNorm) and not any(p.requires_grad for p in module.parameters()):
             state.update({f"{path}.{name}": b.clone() for name, b in module.named_buffers()})
@@ -111,7 +115,9 @@ def test_contract(name: str, source_state: dict[str, Tensor]) -> None:
     summary = strategy.summary(model)
     assert summary["strategy"] == name
     assert summary["total_params"] == sum(p.numel() for p in model.parameters())
-    assert summary["trainable_params"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert summary["trainable_params"] == sum(
+        p.numel() for p in model.parameters() if p.requires_grad
+    )
     assert summary["trainable_params"] + summary["frozen_params"] == summary["total_params"]
     assert all(isinstance(callback, lightning.Callback) for callback in strategy.callbacks())
 
@@ -122,7 +128,9 @@ def test_strategies_that_transfer_need_a_source(name: str) -> None:
         prepared(name, None, **KWARGS.get(name, {}))
 
 
-def test_a_source_that_does_not_fit_is_rejected_with_its_keys(source_state: dict[str, Tensor]) -> None:
+def test_a_source_that_does_not_fit_is_rejected_with_its_keys(
+    source_state: dict[str, Tensor],
+) -> None:
     bad = {key: value for key, value in source_state.items() if key != "encoder.conv1.weight"}
     bad["encoder.layer4.0.conv1.weight"] = torch.zeros(3, 3, 3, 3)
     bad["encoder.extra.weight"] = torch.zeros(1)
@@ -148,24 +156,34 @@ def test_create_strategy_errors_list_what_is_valid() -> None:
 
 @pytest.mark.parametrize(
     ("name", "kwargs"),
-    [("lwft", {"k": -1}), ("lwft", {"k": 1, "lr_decay": 0.0}), ("transfusion", {"cutoff": "layer2", "width_factor": 0}),
-     ("l2sp", {"alpha": -1.0})],
+    [
+        ("lwft", {"k": -1}),
+        ("lwft", {"k": 1, "lr_decay": 0.0}),
+        ("transfusion", {"cutoff": "layer2", "width_factor": 0}),
+        ("l2sp", {"alpha": -1.0}),
+    ],
 )
 def test_invalid_settings_are_rejected(name: str, kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError, match=name):
         create_strategy(name, **kwargs)
 
 
-def test_full_starts_from_the_source_encoder_and_scratch_does_not(source_state: dict[str, Tensor]) -> None:
+def test_full_starts_from_the_source_encoder_and_scratch_does_not(
+    source_state: dict[str, Tensor],
+) -> None:
     _, full = prepared("full", source_state)
     _, scratch = prepared("scratch", source_state)
 
     encoder_keys = [key for key in full.state_dict() if key.startswith("encoder.")]
     assert all(torch.equal(full.state_dict()[key], source_state[key]) for key in encoder_keys)
     assert full.head.weight.shape == (2, 512) != source_state["head.weight"].shape
-    scratch_weights = [name for name, p in scratch.named_parameters() if name.startswith("encoder.") and p.ndim > 1]
+    scratch_weights = [
+        name for name, p in scratch.named_parameters() if name.startswith("encoder.") and p.ndim > 1
+    ]
     assert scratch_weights
-    assert not any(torch.equal(scratch.state_dict()[key], source_state[key]) for key in scratch_weights)
+    assert not any(
+        torch.equal(scratch.state_dict()[key], source_state[key]) for key in scratch_weights
+    )
 
 
 def test_linear_probe_trains_the_head_only_and_its_frozen_batchnorm_uses_running_statistics(
@@ -174,7 +192,10 @@ def test_linear_probe_trains_the_head_only_and_its_frozen_batchnorm_uses_running
     strategy, model = prepared("linear_probe", source_state)
 
     assert strategy.summary(model)["trainable_params"] == HEAD_PARAMS
-    assert [name for name, p in model.named_parameters() if p.requires_grad] == ["head.weight", "head.bias"]
+    assert [name for name, p in model.named_parameters() if p.requires_grad] == [
+        "head.weight",
+        "head.bias",
+    ]
     x = torch.randn(4, 1, IMG, IMG)
     model.train()  # as Lightning or a training loop would
     in_training = model(x)
@@ -198,9 +219,15 @@ def test_frozen_encoder_part_is_bit_identical_after_training(
     encoder_params = [param_name for param_name, _ in model.encoder.named_parameters()]
     # A timm resnet registers its parameters in forward order (a block's downsample, registered last, runs
     # after conv2), so what is frozen is a prefix of named_parameters.
-    cut = len(encoder_params) if first_trained is None else encoder_params.index(f"{first_trained}.weight")
+    cut = (
+        len(encoder_params)
+        if first_trained is None
+        else encoder_params.index(f"{first_trained}.weight")
+    )
     frozen = {f"encoder.{param_name}" for param_name in encoder_params[:cut]}
-    assert {param_name for param_name, p in model.named_parameters() if not p.requires_grad} == frozen
+    assert {
+        param_name for param_name, p in model.named_parameters() if not p.requires_grad
+    } == frozen
 
     before = frozen_state(model)
     assert any("running_mean" in key for key in before)
@@ -211,13 +238,17 @@ def test_frozen_encoder_part_is_bit_identical_after_training(
     assert all(torch.equal(value, source_state[key]) for key, value in after.items())
 
 
-def test_freeze_up_to_layer4_0_conv1_trains_the_known_count(source_state: dict[str, Tensor]) -> None:
+def test_freeze_up_to_layer4_0_conv1_trains_the_known_count(
+    source_state: dict[str, Tensor],
+) -> None:
     strategy, model = prepared("freeze_up_to", source_state, layer="layer4.0.conv1")
     assert strategy.summary(model)["trainable_params"] == RESNET18_LAYER4_PARAMS + HEAD_PARAMS
     assert model.encoder.layer4[0].downsample[0].weight.requires_grad
 
 
-def test_freeze_up_to_an_unknown_layer_lists_the_valid_ones(source_state: dict[str, Tensor]) -> None:
+def test_freeze_up_to_an_unknown_layer_lists_the_valid_ones(
+    source_state: dict[str, Tensor],
+) -> None:
     with pytest.raises(ValueError, match=r"Did you mean 'layer3.1.conv1'.*layer4\.1\.bn2"):
         prepared("freeze_up_to", source_state, layer="layer3.1.cnv1")
 
@@ -234,7 +265,9 @@ def test_lwft_groups_carry_decaying_learning_rates(source_state: dict[str, Tenso
         "head": 1.0,
     }
     for stage in ("layer2", "layer3", "layer4"):
-        assert groups[f"encoder.{stage}"]["params"] == list(model.encoder.get_submodule(stage).parameters())
+        assert groups[f"encoder.{stage}"]["params"] == list(
+            model.encoder.get_submodule(stage).parameters()
+        )
     assert not any(p.requires_grad for p in model.encoder.layer1.parameters())
 
 
@@ -245,7 +278,10 @@ def test_lwft_counts_the_stages_with_parameters(source_state: dict[str, Tensor])
         prepared("lwft", source_state, k=7)
 
 
-@pytest.mark.parametrize(("cutoff", "removed", "num_features"), [("layer3", "layer4.", 256), ("layer3.0", "layer3.1.", 256)])
+@pytest.mark.parametrize(
+    ("cutoff", "removed", "num_features"),
+    [("layer3", "layer4.", 256), ("layer3.0", "layer3.1.", 256)],
+)
 def test_truncated_model_has_no_parameters_above_the_cutoff(
     cutoff: str, removed: str, num_features: int, source_state: dict[str, Tensor]
 ) -> None:
@@ -260,30 +296,59 @@ def test_truncated_model_has_no_parameters_above_the_cutoff(
 
 def test_truncation_candidates_search_blocks_then_around_the_best() -> None:
     assert truncation_candidates("resnet18", img_size=IMG) == [
-        "conv1", "bn1", "act1", "maxpool", "layer1", "layer2", "layer3", "layer4",
+        "conv1",
+        "bn1",
+        "act1",
+        "maxpool",
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer4",
     ]
-    assert truncation_candidates("resnet18", "layer3", img_size=IMG) == ["layer3.0", "layer3", "layer4.0"]
+    assert truncation_candidates("resnet18", "layer3", img_size=IMG) == [
+        "layer3.0",
+        "layer3",
+        "layer4.0",
+    ]
     assert truncation_candidates("resnet18", "layer4", img_size=IMG) == ["layer4.0", "layer4"]
     with pytest.raises(ValueError, match="layer4"):
         truncation_candidates("resnet18", "layer5", img_size=IMG)
 
 
-def test_transfusion_slims_and_reinitialises_the_stages_above_the_cutoff(source_state: dict[str, Tensor]) -> None:
+def test_transfusion_slims_and_reinitialises_the_stages_above_the_cutoff(
+    source_state: dict[str, Tensor],
+) -> None:
     _, model = prepared("transfusion", source_state, cutoff="layer2")
     state = model.state_dict()
 
-    assert state["encoder.layer3.0.conv1.weight"].shape == (128, 128, 3, 3)  # pretrained (256, 128, 3, 3)
-    assert state["encoder.layer4.1.conv2.weight"].shape == (256, 256, 3, 3)  # pretrained (512, 512, 3, 3)
+    assert state["encoder.layer3.0.conv1.weight"].shape == (
+        128,
+        128,
+        3,
+        3,
+    )  # pretrained (256, 128, 3, 3)
+    assert state["encoder.layer4.1.conv2.weight"].shape == (
+        256,
+        256,
+        3,
+        3,
+    )  # pretrained (512, 512, 3, 3)
     assert model.head.in_features == 256
     pretrained_slice = source_state["encoder.layer3.0.conv1.weight"][:128]
     assert not torch.equal(state["encoder.layer3.0.conv1.weight"], pretrained_slice)
-    bottom = [key for key in state if key.startswith(("encoder.conv1.", "encoder.bn1.", "encoder.layer1.", "encoder.layer2."))]
+    bottom = [
+        key
+        for key in state
+        if key.startswith(("encoder.conv1.", "encoder.bn1.", "encoder.layer1.", "encoder.layer2."))
+    ]
     assert all(torch.equal(state[key], source_state[key]) for key in bottom)
     rebuilt = create_architecture(**model.config)
     rebuilt.load_state_dict(state)  # the slim model's checkpoint rebuilds from its config
 
 
-def test_mean_var_redraws_each_tensor_with_its_mean_and_std(source_state: dict[str, Tensor]) -> None:
+def test_mean_var_redraws_each_tensor_with_its_mean_and_std(
+    source_state: dict[str, Tensor],
+) -> None:
     torch.manual_seed(2)
     _, model = prepared("mean_var", source_state)
 
@@ -291,7 +356,9 @@ def test_mean_var_redraws_each_tensor_with_its_mean_and_std(source_state: dict[s
     for name, param in model.encoder.named_parameters():
         source = source_state[f"encoder.{name}"]
         assert not torch.equal(param, source)
-        if source.numel() >= 1000:  # small tensors' sample statistics are too noisy to compare tightly
+        if (
+            source.numel() >= 1000
+        ):  # small tensors' sample statistics are too noisy to compare tightly
             std = source.std(correction=0)
             assert abs(param.mean() - source.mean()) < 4 * std / source.numel() ** 0.5
             assert abs(param.std(correction=0) / std - 1) < 4 / (2 * source.numel()) ** 0.5

@@ -5,6 +5,7 @@ task runs ``kedro run --namespaces <group>`` (or ``--nodes``) in the project's i
 separate pods: datasets exchanged between groups must be persisted on a mounted volume or in
 object storage, never MemoryDatasets.
 """
+
 from __future__ import annotations
 
 import re
@@ -46,7 +47,11 @@ def task_names(groups: Sequence[NodeGroup]) -> dict[str, str]:
 
 
 def _container(
-    name: str, group: NodeGroup, resources: Resources, options: RunOptions, config: ArgoConfig,
+    name: str,
+    group: NodeGroup,
+    resources: Resources,
+    options: RunOptions,
+    config: ArgoConfig,
     image: str,
 ) -> Container:
     memory = f"{resources.memory}Mi"
@@ -67,8 +72,8 @@ def _container(
         ),
         active_deadline_seconds=resources.time,
         retry_strategy=RetryStrategy(limit=config.retries) if config.retries else None,
-        volume_mounts=[m.VolumeMount(name=v.name, mount_path=v.mount_path)
-                       for v in config.volumes] or None,
+        volume_mounts=[m.VolumeMount(name=v.name, mount_path=v.mount_path) for v in config.volumes]
+        or None,
     )
 
 
@@ -122,5 +127,6 @@ def build_workflow(
                 ),
             )
             for v in config.volumes
-        ] or None,
+        ]
+        or None,
     )

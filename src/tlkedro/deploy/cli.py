@@ -4,6 +4,7 @@
 They work in any Kedro project of the environment that has tlkedro installed: they read the
 project's pipelines, its catalog and its ``deploy`` configuration (``conf/<env>/deploy*.yml``).
 """
+
 from __future__ import annotations
 
 import sys
@@ -107,7 +108,9 @@ def _deployment(
     homes = pipeline_homes(pipelines) if group_by == "pipeline" else None
     try:
         groups = group_pipeline(
-            pipelines[name], by="node" if group_by == "node" else "namespace", depth=depth,
+            pipelines[name],
+            by="node" if group_by == "node" else "namespace",
+            depth=depth,
             homes=homes,
         )
     except ValueError as error:
@@ -127,20 +130,37 @@ def _deployment(
 
 
 _PIPELINE_OPTIONS = (
-    click.option("--pipeline", "-p", default=None,
-                 help="Registered pipeline to deploy; `__default__` when not given."),
+    click.option(
+        "--pipeline",
+        "-p",
+        default=None,
+        help="Registered pipeline to deploy; `__default__` when not given.",
+    ),
     env_option,
-    click.option("--params", default="", callback=_params_callback,
-                 help="Extra parameters, as for `kedro run --params`; every job repeats them."),
-    click.option("--group-by", type=click.Choice(["namespace", "pipeline", "node"]),
-                 default="namespace", show_default=True,
-                 help="namespace: one job per namespace (a variant), and one per node in no "
-                      "namespace; pipeline: the same, but nodes in no namespace grouped by the "
-                      "registered pipeline holding them (ingestion, reporting); node: one job "
-                      "per node."),
-    click.option("--depth", type=click.IntRange(min=1), default=2, show_default=True,
-                 help="Leading parts of a namespace that name a group: 2 gives one job per "
-                      "`finetune.<variant>`, 1 one job for all of `finetune`."),
+    click.option(
+        "--params",
+        default="",
+        callback=_params_callback,
+        help="Extra parameters, as for `kedro run --params`; every job repeats them.",
+    ),
+    click.option(
+        "--group-by",
+        type=click.Choice(["namespace", "pipeline", "node"]),
+        default="namespace",
+        show_default=True,
+        help="namespace: one job per namespace (a variant), and one per node in no "
+        "namespace; pipeline: the same, but nodes in no namespace grouped by the "
+        "registered pipeline holding them (ingestion, reporting); node: one job "
+        "per node.",
+    ),
+    click.option(
+        "--depth",
+        type=click.IntRange(min=1),
+        default=2,
+        show_default=True,
+        help="Leading parts of a namespace that name a group: 2 gives one job per "
+        "`finetune.<variant>`, 1 one job for all of `finetune`.",
+    ),
 )
 
 
@@ -163,10 +183,17 @@ def slurm() -> None:
 
 @slurm.command()
 @_pipeline_options
-@click.option("--dry-run", is_flag=True,
-              help="Print the batch scripts and sbatch commands; write and submit nothing.")
-@click.option("--all", "submit_all", is_flag=True,
-              help="Submit every group, also those whose outputs all exist.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the batch scripts and sbatch commands; write and submit nothing.",
+)
+@click.option(
+    "--all",
+    "submit_all",
+    is_flag=True,
+    help="Submit every group, also those whose outputs all exist.",
+)
 @click.pass_obj
 def submit(
     metadata: ProjectMetadata,
@@ -242,11 +269,17 @@ _folder_argument = click.argument(
 
 @slurm.command()
 @_folder_argument
-@env_option(help="Environment whose `slurm.logs_dir` holds the submissions (when FOLDER is "
-                 "not given).")
+@env_option(
+    help="Environment whose `slurm.logs_dir` holds the submissions (when FOLDER is not given)."
+)
 @click.option("--wait", is_flag=True, help="Poll until every job has ended.")
-@click.option("--interval", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
-              help="Seconds between polls with --wait.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds between polls with --wait.",
+)
 @click.pass_obj
 def status(
     metadata: ProjectMetadata, folder: Path | None, env: str | None, wait: bool, interval: float
@@ -266,16 +299,19 @@ def status(
         raise click.ClickException(str(error))
     width = max((len(s.job.group) for s in statuses), default=0)
     for s in statuses:
-        click.echo(f"{s.job.group:<{width}}  {s.job.job_id or '-':>8}  {s.state.value:<9}  "
-                   f"{s.detail}".rstrip())
+        click.echo(
+            f"{s.job.group:<{width}}  {s.job.job_id or '-':>8}  {s.state.value:<9}  "
+            f"{s.detail}".rstrip()
+        )
     if any(s.state in (slurm_jobs.State.FAILED, slurm_jobs.State.CANCELLED) for s in statuses):
         sys.exit(1)
 
 
 @slurm.command()
 @_folder_argument
-@env_option(help="Environment whose `slurm.logs_dir` holds the submissions (when FOLDER is "
-                 "not given).")
+@env_option(
+    help="Environment whose `slurm.logs_dir` holds the submissions (when FOLDER is not given)."
+)
 @click.pass_obj
 def cancel(metadata: ProjectMetadata, folder: Path | None, env: str | None) -> None:
     """Cancel the jobs of a submission (FOLDER, or the latest one) that have not ended."""
@@ -294,12 +330,20 @@ def argo() -> None:
 
 @argo.command()
 @_pipeline_options
-@click.option("--image", default=None,
-              help="Container image of the tasks; overrides `argo.image` of deploy.yml.")
+@click.option(
+    "--image",
+    default=None,
+    help="Container image of the tasks; overrides `argo.image` of deploy.yml.",
+)
 # A file rather than stdout: Kedro's default logging writes to stdout and would mix into it.
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
-              default="argo-workflow.yaml", show_default=True,
-              help="File the manifest is written to.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="argo-workflow.yaml",
+    show_default=True,
+    help="File the manifest is written to.",
+)
 @click.pass_obj
 def render(
     metadata: ProjectMetadata,

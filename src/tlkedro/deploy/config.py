@@ -4,6 +4,7 @@ Resources are given once for every group under ``resources.default`` and overrid
 (a variant such as ``finetune.full``, or a glob such as ``pretrain.*``) under ``resources.groups``.
 Slurm and Argo read the same resources; the keys that only one scheduler understands say so.
 """
+
 from __future__ import annotations
 
 import fnmatch

@@ -7,6 +7,7 @@ A group is what one Slurm job or one Argo task runs. Grouped by namespace, a var
 every node is a group. A group depends on the groups whose outputs it loads, so a job starts only
 after the jobs producing its inputs have succeeded.
 """
+
 from __future__ import annotations
 
 import graphlib

@@ -6,6 +6,7 @@ script itself, since ``sacct`` needs a Slurm database that many clusters do not 
 ``submission.json`` tying groups to job ids. ``status`` reads the live state from ``squeue`` and
 the final one from the exit files.
 """
+
 from __future__ import annotations
 
 import re
@@ -210,7 +211,7 @@ def render_script(
         f"  {run}",
         ")",
         "status=$?",
-        f"echo \"$status\" > {shlex.quote(str(tmp))} && mv {shlex.quote(str(tmp))} "
+        f'echo "$status" > {shlex.quote(str(tmp))} && mv {shlex.quote(str(tmp))} '
         f"{shlex.quote(str(exit_file))}",
         'exit "$status"',
     ]
@@ -372,8 +373,9 @@ def query_queue(job_ids: Sequence[str], run: Runner = run_command) -> dict[str, 
     """
     if not job_ids:
         return {}
-    result = run(["squeue", "--noheader", "--states=all", "--jobs=" + ",".join(job_ids),
-                  "--format=%i|%T|%r"])
+    result = run(
+        ["squeue", "--noheader", "--states=all", "--jobs=" + ",".join(job_ids), "--format=%i|%T|%r"]
+    )
     if result.returncode != 0:
         if "Invalid job id" in result.stderr:
             return {}
@@ -416,14 +418,14 @@ def _group_state(
         return GroupStatus(job, State.PENDING, reason)
     if state in _RUNNING:
         return GroupStatus(job, State.RUNNING, f"log: {job.log}")
-    broken = [d for d in job.dependencies
-              if earlier[d].state in (State.FAILED, State.CANCELLED)]
+    broken = [d for d in job.dependencies if earlier[d].state in (State.FAILED, State.CANCELLED)]
     if broken:
         return GroupStatus(job, State.CANCELLED, f"dependency {', '.join(broken)} did not succeed")
     if job.log.is_file():
         ended = f"Slurm state {state}" if state else "ended"
         return GroupStatus(
-            job, State.FAILED,
+            job,
+            State.FAILED,
             f"{ended} without an exit code (time limit, memory or scancel), log: {job.log}",
         )
     return GroupStatus(job, State.CANCELLED, f"never started ({state or 'not in queue'})")

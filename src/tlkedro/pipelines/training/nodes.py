@@ -22,7 +22,9 @@ class VariantConfig(TrainConfig):
     init_from: str | None = None
     evaluate_on: list[str] = []
     unlabelled_from: str | None = None  # split whose images auxiliary terms use without labels
-    group: str | None = None  # variants sharing a group (e.g. seeds of one setting) are aggregated in reports
+    group: str | None = (
+        None  # variants sharing a group (e.g. seeds of one setting) are aggregated in reports
+    )
 
 
 def resolve_config(
@@ -72,7 +74,9 @@ def train_model(
 ) -> tuple[dict, pd.DataFrame, dict[str, Any]]:
     """Fit the variant's model on its training split; resumes from the variant's last checkpoint."""
     config = VariantConfig.model_validate(run["config"])
-    result = fit(config, images, labels, source=source, workdir=run["workdir"], unlabelled=unlabelled)
+    result = fit(
+        config, images, labels, source=source, workdir=run["workdir"], unlabelled=unlabelled
+    )
     return result.checkpoint, result.history, result.summary
 
 
@@ -81,8 +85,14 @@ def evaluate_model(
 ) -> tuple[dict[str, float], pd.DataFrame]:
     """Metrics and per-subject predictions of the trained model on one split."""
     config = VariantConfig.model_validate(run["config"])
-    return evaluate(checkpoint, images, labels, target=config.target, split=split,
-                    batch_size=config.trainer.batch_size)
+    return evaluate(
+        checkpoint,
+        images,
+        labels,
+        target=config.target,
+        split=split,
+        batch_size=config.trainer.batch_size,
+    )
 
 
 def measure_complexity(checkpoint: dict, images: np.ndarray) -> dict[str, float]:

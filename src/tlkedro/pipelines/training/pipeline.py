@@ -58,7 +58,11 @@ def create_variant_pipeline(
         resolve_inputs["overrides"] = "params:overrides"
     else:
         resolve = bind(resolve, overrides=overrides)
-    train_inputs = {"run": "config", "images": f"{train_split}_images", "labels": f"{train_split}_labels"}
+    train_inputs = {
+        "run": "config",
+        "images": f"{train_split}_images",
+        "labels": f"{train_split}_labels",
+    }
     if source:
         train_inputs["source"] = "source_model"
     if unlabelled_from:
@@ -66,7 +70,12 @@ def create_variant_pipeline(
     nodes = [
         Node(resolve, resolve_inputs, "config", name="resolve_config"),
         Node(train_model, train_inputs, ["model", "history", "training_summary"], name="train"),
-        Node(measure_complexity, ["model", f"{train_split}_images"], "complexity", name="measure_complexity"),
+        Node(
+            measure_complexity,
+            ["model", f"{train_split}_images"],
+            "complexity",
+            name="measure_complexity",
+        ),
     ]
     for split in evaluate_on:
         nodes.append(
@@ -80,7 +89,13 @@ def create_variant_pipeline(
     nodes.append(
         Node(
             summarise_variant,
-            ["config", "training_summary", "history", "complexity", *[f"metrics_{s}" for s in evaluate_on]],
+            [
+                "config",
+                "training_summary",
+                "history",
+                "complexity",
+                *[f"metrics_{s}" for s in evaluate_on],
+            ],
             "metrics",
             name="summarise",
         )
@@ -93,13 +108,18 @@ def create_variant_pipeline(
     return Pipeline(
         nodes,
         namespace=namespace,
-        inputs={**{name: name for name in shared}, **({"source_model": f"{source}.model"} if source else {})},
+        inputs={
+            **{name: name for name in shared},
+            **({"source_model": f"{source}.model"} if source else {}),
+        },
         parameters=parameters,
         tags={pipeline_name, namespace},
     )
 
 
-def create_variants_pipeline(pipeline_name: str, section: dict[str, Any], *, train_split: str) -> Pipeline:
+def create_variants_pipeline(
+    pipeline_name: str, section: dict[str, Any], *, train_split: str
+) -> Pipeline:
     """Every variant and sweep point of a pipeline's parameter section, side by side.
 
     ``init_from``, ``evaluate_on`` and ``unlabelled_from`` shape the pipeline (which checkpoint is read,
@@ -114,8 +134,13 @@ def create_variants_pipeline(pipeline_name: str, section: dict[str, Any], *, tra
         unlabelled_from = overrides.get("unlabelled_from", section.get("unlabelled_from"))
         pipelines.append(
             create_variant_pipeline(
-                pipeline_name, variant, train_split=train_split, evaluate_on=list(evaluate_on),
-                source=init_from, declared=variant in declared, overrides=overrides,
+                pipeline_name,
+                variant,
+                train_split=train_split,
+                evaluate_on=list(evaluate_on),
+                source=init_from,
+                declared=variant in declared,
+                overrides=overrides,
                 unlabelled_from=unlabelled_from,
             )
         )

@@ -179,7 +179,11 @@ def load_encoder(
     if any(problems.values()):
         lines = [
             f"  {len(keys)} keys {what}: {', '.join(keys[:_MAX_LISTED_KEYS])}"
-            + (f", ... ({len(keys) - _MAX_LISTED_KEYS} more)" if len(keys) > _MAX_LISTED_KEYS else "")
+            + (
+                f", ... ({len(keys) - _MAX_LISTED_KEYS} more)"
+                if len(keys) > _MAX_LISTED_KEYS
+                else ""
+            )
             for what, keys in problems.items()
             if keys
         ]
@@ -203,7 +207,10 @@ def freeze(modules: Iterable[nn.Module]) -> None:
     for module in modules:
         module.requires_grad_(False)
         for layer in module.modules():
-            if isinstance(layer, _BatchNorm) and _keep_eval not in layer._forward_pre_hooks.values():
+            if (
+                isinstance(layer, _BatchNorm)
+                and _keep_eval not in layer._forward_pre_hooks.values()
+            ):
                 layer.register_forward_pre_hook(_keep_eval)
 
 
@@ -227,4 +234,3 @@ def unfreeze(modules: Iterable[nn.Module]) -> None:
 def _keep_eval(module: nn.Module, args: tuple[Any, ...]) -> None:
     # Undo any model.train() since freezing, before the layer could use or update batch statistics.
     module.training = False
-

@@ -60,4 +60,3 @@ class FreezeUpTo(Strategy):
             for param in model.encoder.parameters(recurse=False):
                 param.requires_grad_(False)
         return model
-

@@ -42,13 +42,16 @@ class L2SP(Strategy):
 
     def __post_init__(self) -> None:
         if self.alpha < 0 or self.beta < 0:
-            raise ValueError(f"l2sp: alpha and beta must be >= 0, got alpha={self.alpha}, beta={self.beta}")
+            raise ValueError(
+                f"l2sp: alpha and beta must be >= 0, got alpha={self.alpha}, beta={self.beta}"
+            )
 
     def prepare(self, model: TLModel, source_state: dict[str, Tensor] | None) -> TLModel:
         """Load the source encoder into ``model`` and record it as the starting point ``w0``."""
         model = super().prepare(model, source_state)
         self._start = {
-            f"encoder.{name}": param.detach().clone() for name, param in model.encoder.named_parameters()
+            f"encoder.{name}": param.detach().clone()
+            for name, param in model.encoder.named_parameters()
         }
         return model
 

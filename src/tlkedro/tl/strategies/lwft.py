@@ -43,7 +43,9 @@ class LayerWiseFineTuning(Strategy):
 
     def __post_init__(self) -> None:
         if self.k < 0:
-            raise ValueError(f"lwft: k must be >= 0 (the number of top stages to fine-tune), got {self.k}")
+            raise ValueError(
+                f"lwft: k must be >= 0 (the number of top stages to fine-tune), got {self.k}"
+            )
         if self.lr_decay <= 0:
             raise ValueError(f"lwft: lr_decay must be > 0, got {self.lr_decay}")
 
@@ -77,10 +79,16 @@ class LayerWiseFineTuning(Strategy):
             if param.requires_grad:
                 by_depth.setdefault(_depth(weighted, name), []).append(param)
         stage_groups = [
-            {"params": params, "lr": lr * self.lr_decay**depth, "name": f"encoder.{weighted[-1 - depth]}"}
+            {
+                "params": params,
+                "lr": lr * self.lr_decay**depth,
+                "name": f"encoder.{weighted[-1 - depth]}",
+            }
             for depth, params in sorted(by_depth.items())
         ]
-        other_groups = [group for group in super().param_groups(model, lr) if group["name"] != "encoder"]
+        other_groups = [
+            group for group in super().param_groups(model, lr) if group["name"] != "encoder"
+        ]
         return stage_groups + other_groups
 
 

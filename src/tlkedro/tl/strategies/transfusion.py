@@ -40,7 +40,9 @@ class TransFusion(Strategy):
 
     def __post_init__(self) -> None:
         if not 0 < self.width_factor <= 1:
-            raise ValueError(f"transfusion: width_factor must be in (0, 1], got {self.width_factor}")
+            raise ValueError(
+                f"transfusion: width_factor must be in (0, 1], got {self.width_factor}"
+            )
 
     def prepare(self, model: TLModel, source_state: dict[str, Tensor] | None) -> TLModel:
         """Return a slimmed rebuild of ``model`` whose stages up to ``cutoff`` hold the source weights.

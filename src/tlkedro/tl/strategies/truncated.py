@@ -43,7 +43,9 @@ class Truncated(Strategy):
         return truncate(super().prepare(model, source_state), self.cutoff)
 
 
-def truncation_candidates(architecture: str, best_stage: str | None = None, **kwargs: Any) -> list[str]:
+def truncation_candidates(
+    architecture: str, best_stage: str | None = None, **kwargs: Any
+) -> list[str]:
     """Cutoffs to try in TruncatedTL's hierarchical search.
 
     Stage 1 (``best_stage=None``) tries every stage boundary. Stage 2 refines around the stage-1 winner:
@@ -68,7 +70,9 @@ def truncation_candidates(architecture: str, best_stage: str | None = None, **kw
     if best_stage is None:
         return stages
     if best_stage not in stages:
-        raise ValueError(f"{best_stage!r} is not a stage of {architecture!r}; its stages: {', '.join(stages)}")
+        raise ValueError(
+            f"{best_stage!r} is not a stage of {architecture!r}; its stages: {', '.join(stages)}"
+        )
     index = stages.index(best_stage)
     points = truncation_points(model)
     start = points.index(stages[index - 1]) + 1 if index > 0 else 0
