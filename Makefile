@@ -22,5 +22,8 @@ test: install
 viz: install
 	$(VENV)/bin/kedro viz run
 
+# Files and the folders they leave empty: the synthetic cohort refuses to write into a non-empty folder
+# that lacks its marker file, and a tree of empty subject folders is not empty.
 clean-data:
 	find data -type f ! -name .gitkeep -delete
+	find data -mindepth 2 -type d -empty -delete
