@@ -7,7 +7,8 @@ import pytest
 
 from tlkedro import reporting
 from tlkedro.pipelines.finetune import create_pipeline as create_finetune_pipeline
-from tlkedro.pipelines.reporting import create_pipeline as create_reporting_pipeline
+from tlkedro.pipelines.reporting import create_pipeline
+from tlkedro.plan import build_plan
 from tlkedro.variants import deep_merge
 
 SEEDS = {"seed": [1, 2]}
@@ -38,13 +39,23 @@ FINETUNE = {
     },
 }
 PARAMETERS = {
-    "pretrain": {"target": "age", "task": "regression", "variants": {"default": {}}},
+    "pretrain": {
+        "target": "age",
+        "task": "regression",
+        "architecture": {"name": "resnet18"},
+        "objective": {"name": "mse"},
+        "variants": {"default": {}},
+    },
     "finetune": FINETUNE,
     "reporting": {
         "primary_metric": {"pretrain": "test/mae", "finetune": "test/auroc"},
         "cutoff_search": {"metric": "val/auprc", "reference_group": "full"},
     },
 }
+
+
+def create_reporting_pipeline(parameters: dict):
+    return create_pipeline(build_plan(parameters), parameters["reporting"])
 
 
 def _comparison(scores: dict[str, list[float]]) -> pd.DataFrame:
@@ -94,7 +105,7 @@ def test_stage_one_winner_gives_a_stage_two_sweep_kedro_can_run():
     # Passed to `kedro run --config`, the params merge into the finetune section and `from_nodes` picks
     # exactly the new variants and the reports that follow them.
     merged = deep_merge(PARAMETERS, {"finetune": {"sweeps": sweeps}})
-    everything = create_finetune_pipeline(merged) + create_reporting_pipeline(merged)
+    everything = create_finetune_pipeline(build_plan(merged)) + create_reporting_pipeline(merged)
     selected = everything.from_nodes(*config["run"]["from_nodes"].split(","))
     namespaces = {node.namespace for node in selected.nodes}
     assert namespaces == {None, *(f"finetune.{s}_{i}" for s in sweeps for i in range(2))}

@@ -128,8 +128,9 @@ def plan_cutoff_search(
         [c for c in around if c not in stages], template, seeds, search.stage2_prefix
     )
     first_nodes = [
-        f"finetune.{name}.resolve_config"
+        f"finetune.{name}.{node}"
         for name in expand_variants({"sweeps": sweeps}, "finetune")
+        for node in ("record_run", "train")
     ]
     # Nothing to refine (no blocks around the best stage): re-running the reports is all that is left.
     run = (
