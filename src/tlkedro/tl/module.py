@@ -18,8 +18,6 @@ loss, which early stopping and checkpointing follow), and the metric collections
 
 from __future__ import annotations
 
-from typing import Any
-
 import lightning as L
 import torch
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
@@ -29,9 +27,8 @@ from torchmetrics import MetricCollection
 from tlkedro.tl.config import OptimizerConfig, SchedulerConfig
 from tlkedro.tl.metrics import metric_collection
 from tlkedro.tl.objectives import PROGRESS, Objective, TaskInfo
+from tlkedro.tl.optim import create_optimizer, create_schedule
 from tlkedro.tl.strategies import Strategy
-
-_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 
 
 class TransferModule(L.LightningModule):
@@ -145,32 +142,17 @@ class TransferModule(L.LightningModule):
         auxiliary = [p for p in self.auxiliary.parameters() if p.requires_grad]
         if auxiliary:
             groups.append({"params": auxiliary, "lr": config.lr, "name": "auxiliary"})
-        kwargs: dict[str, Any] = {"lr": config.lr, "weight_decay": config.weight_decay}
-        if config.name == "sgd":
-            kwargs["momentum"] = config.momentum
-        optimizer = _OPTIMIZERS[config.name](groups, **kwargs)
+        optimizer = create_optimizer(
+            groups, config.name, config.lr, config.weight_decay, config.momentum, config.kwargs
+        )
         schedule = self.scheduler_config
-        if schedule.name == "cosine":
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-                optimizer, T_max=self.trainer.max_epochs, **schedule.kwargs
-            )
-            return {
-                "optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
-            }
-        if schedule.name == "plateau":
-            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, mode="min", **schedule.kwargs
-            )
-            return {
-                "optimizer": optimizer,
-                "lr_scheduler": {
-                    "scheduler": scheduler,
-                    "interval": "epoch",
-                    "monitor": "val/loss",
-                },
-            }
-        return optimizer
+        # The trainer is read only by schedules that need the epoch count (cosine).
+        scheduler = create_schedule(
+            optimizer, schedule.name, schedule.kwargs, lambda: self.trainer.max_epochs
+        )
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def configure_callbacks(self) -> list[L.Callback]:
         """The strategy's callbacks (e.g. phase switches)."""
