@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 import torch
 
-from tlkedro.tl import training
 from tlkedro.tl.architectures import create_architecture
 from tlkedro.tl.checkpoint import build_model, make_checkpoint
 from tlkedro.tl.config import TrainConfig
@@ -22,6 +21,7 @@ from tlkedro.tl.data import subject_split
 from tlkedro.tl.metrics import metric_collection
 from tlkedro.tl.module import TransferModule
 from tlkedro.tl.objectives import TaskInfo
+from tlkedro.tl.resume import fingerprint
 from tlkedro.tl.training import FitResult, evaluate, fit
 
 SUBJECTS = 24
@@ -157,9 +157,7 @@ def test_a_different_seed_gives_a_different_model_and_never_resumes_another_seed
     reference: FitResult, images: np.ndarray, labels: pd.DataFrame
 ) -> None:
     other = config(seed=4)
-    assert training._fingerprint(other, images, labels, None) != training._fingerprint(
-        config(), images, labels, None
-    )
+    assert fingerprint(other, images, labels, None) != fingerprint(config(), images, labels, None)
     result = fit(
         other.model_copy(update={"trainer": other.trainer.model_copy(update={"max_epochs": 1})}),
         images,

@@ -197,6 +197,10 @@ class TrainerConfig(_Strict):
         log_every_n_steps: Logging interval of step-level values.
         enable_progress_bar: Show the progress bar.
         limit_train_batches: Train on this many batches (int) or this fraction (float) per epoch.
+        recalibrate_batchnorm: Recompute the running statistics of the trained BatchNorm layers over the
+            training rows before every validation (``tlkedro.tl.batchnorm``): ``True``, ``False``, or
+            ``"auto"``: for volumes (3D), whose few, small batches leave the running statistics far from
+            the data after a short run, not for slices, where it would change results that were right.
     """
 
     max_epochs: int = Field(10, ge=1)
@@ -211,6 +215,7 @@ class TrainerConfig(_Strict):
     log_every_n_steps: int = Field(10, ge=1)
     enable_progress_bar: bool = True
     limit_train_batches: int | float | None = None
+    recalibrate_batchnorm: bool | Literal["auto"] = "auto"
 
     @field_validator("devices", mode="before")
     @classmethod
