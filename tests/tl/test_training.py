@@ -16,7 +16,7 @@ import torch
 
 from tlkedro.tl.architectures import create_architecture
 from tlkedro.tl.checkpoint import build_model, make_checkpoint
-from tlkedro.tl.config import TrainConfig
+from tlkedro.tl.config import TrainConfig, TrainerConfig
 from tlkedro.tl.data import subject_split
 from tlkedro.tl.metrics import metric_collection
 from tlkedro.tl.module import TransferModule
@@ -258,3 +258,16 @@ def test_evaluate_refuses_another_target(
 ) -> None:
     with pytest.raises(ValueError, match="predicts 'age', not 'sex'"):
         evaluate(reference.checkpoint, images, labels, target="sex", split="test")
+
+
+def test_evaluate_runs_with_the_trainers_precision(
+    reference: FitResult, images: np.ndarray, labels: pd.DataFrame
+) -> None:
+    _, float32 = evaluate(reference.checkpoint, images, labels, target="age", split="test")
+    settings = TrainerConfig(accelerator="cpu", precision="bf16-mixed", enable_progress_bar=False)
+    _, bfloat16 = evaluate(
+        reference.checkpoint, images, labels, target="age", split="test", trainer=settings
+    )
+    # bfloat16 keeps 8 bits of mantissa: close to the float32 predictions, but not the same.
+    assert bfloat16["prediction"].to_numpy() == pytest.approx(float32["prediction"], rel=0.05)
+    assert not np.array_equal(bfloat16["prediction"], float32["prediction"])
