@@ -180,9 +180,10 @@ def _configured(
     ``checked``: every model it builds must also pass ``check_architecture``."""
     signature = inspect.signature(builder)
     accepted = tuple(signature.parameters)
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
 
     def build(*, cut_at: str | None = None, **kwargs: Any) -> TLModel:
-        unknown = sorted(set(kwargs) - set(accepted))
+        unknown = [] if takes_any else sorted(set(kwargs) - set(accepted))
         if "width_factors" in unknown:
             raise ValueError(
                 f"Architecture {name!r} does not support width_factors; these do: "
@@ -195,11 +196,15 @@ def _configured(
             )
         bound = signature.bind(**kwargs)
         bound.apply_defaults()
-        model = builder(**bound.arguments)
+        arguments = dict(bound.arguments)
+        for parameter in signature.parameters.values():
+            if parameter.kind is parameter.VAR_KEYWORD:  # flattened, so that config rebuilds it
+                arguments.update(arguments.pop(parameter.name, {}))
+        model = builder(**arguments)
         if checked:
             check_architecture(model, name, kwargs)
         # A copy: the caller's dicts (width_factors) must not alias the config of the model.
-        model.config = {"name": name, **copy.deepcopy(bound.arguments)}
+        model.config = {"name": name, **copy.deepcopy(arguments)}
         if cut_at is not None:
             truncate_in_place(model, cut_at)
         return model
@@ -278,26 +283,28 @@ def check_architecture(model: Any, name: str, kwargs: Mapping[str, Any] | None =
     if "num_outputs" in kwargs and model.num_outputs != kwargs["num_outputs"]:
         problems.append(f"asked for num_outputs={kwargs['num_outputs']}, has {model.num_outputs}")
     if not problems:
-        shape = (2, model.in_channels, *model.input_size)
-        try:
-            with eval_mode(model), torch.no_grad():
-                x = model.example_input(batch_size=2)
-                features, outputs = model.forward_features(x), model(x)
-        except Exception as error:  # the user's forward; any failure is the finding
-            problems.append(
-                f"the forward pass on an input of shape {shape} failed: {type(error).__name__}: {error}"
-            )
-        else:
-            if tuple(features.shape) != (2, model.num_features):
-                problems.append(
-                    f"forward_features gave {tuple(features.shape)}, not (2, {model.num_features})"
-                )
-            if tuple(outputs.shape) != (2, model.num_outputs):
-                problems.append(
-                    f"forward gave {tuple(outputs.shape)}, not (2, {model.num_outputs})"
-                )
+        problems.extend(_forward_problems(model))
     if problems:
         raise ContractError(f"architecture {name!r} does not fit: " + "; ".join(problems))
+
+
+def _forward_problems(model: TLModel) -> list[str]:
+    shape = (2, model.in_channels, *model.input_size)
+    with eval_mode(model), torch.no_grad():
+        try:  # the user's forward: any failure is the finding
+            x = model.example_input(batch_size=2)
+            features = model.forward_features(x)
+        except Exception as error:
+            return [f"forward_features on an input of shape {shape} failed: {error!r}"]
+        if tuple(features.shape) != (2, model.num_features):
+            return [f"forward_features gave {tuple(features.shape)}, not (2, {model.num_features})"]
+        try:
+            outputs = model(x)
+        except Exception as error:
+            return [f"forward on an input of shape {shape} failed: {error!r}"]
+    if tuple(outputs.shape) != (2, model.num_outputs):
+        return [f"forward gave {tuple(outputs.shape)}, not (2, {model.num_outputs})"]
+    return []
 
 
 def create_architecture(name: str, **kwargs: Any) -> TLModel:

@@ -75,8 +75,8 @@ def create_strategy(name: str, **kwargs: Any) -> Strategy:
 
 
 def check_strategy(strategy: Any, name: str) -> None:
-    """Check that ``strategy`` has what training calls: ``STRATEGY_METHODS``, and the dataclass fields that
-    ``Strategy.summary`` reports if it keeps that method.
+    """Check that ``strategy`` has what training calls: ``STRATEGY_METHODS``, and, if it keeps
+    ``Strategy.summary``, every constructor argument as a dataclass field, which that method reports.
 
     Raises:
         ContractError: Naming what is missing.
@@ -87,11 +87,19 @@ def check_strategy(strategy: Any, name: str) -> None:
             f"strategy {name!r} ({type(strategy).__name__}) lacks {', '.join(missing)}; subclass "
             "tlkedro.tl.strategies.Strategy, which has them all (docs/strategies.md)"
         )
-    if type(strategy).summary is Strategy.summary and not dataclasses.is_dataclass(strategy):
-        raise ContractError(
-            f"strategy {name!r}: decorate {type(strategy).__name__} with @dataclasses.dataclass; "
-            "Strategy.summary reports its fields as the strategy's settings"
+    if type(strategy).summary is Strategy.summary:
+        fields = (
+            {f.name for f in dataclasses.fields(strategy) if f.init}
+            if dataclasses.is_dataclass(strategy)
+            else set()
         )
+        unreported = sorted(set(inspect.signature(type(strategy)).parameters) - fields)
+        if unreported:
+            raise ContractError(
+                f"strategy {name!r}: Strategy.summary reports the dataclass fields, and "
+                f"{', '.join(unreported)} of {type(strategy).__name__} are not; decorate it with "
+                "@dataclasses.dataclass and declare them as fields"
+            )
 
 
 def _from_class_path(path: str, obj: Any) -> Callable[..., Strategy]:
