@@ -139,7 +139,7 @@ def test_kedro_run_dapt_on_the_tiny_cohort(tmp_path: Path) -> None:
         "adapt/energy_kwh",
     } <= set(record)
     simplified = json.loads((output / "simplified_0" / "adapt" / "config.json").read_text())
-    assert simplified["config"]["strategy"]["kwargs"]["cutoff"] == "layer2"
+    assert simplified["config"]["strategy"]["kwargs"]["cut_at"] == "layer2"
     [comparison] = (tmp_path / "data" / "08_reporting" / "dapt_comparison.csv").glob("*/*.csv")
     table = pd.read_csv(comparison)
     assert set(table["variant"]) == {f"dapt.{v}" for v in TINY_VARIANTS}

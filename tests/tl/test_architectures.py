@@ -15,12 +15,14 @@ import torch
 from monai.networks import nets as monai_nets
 from torch import nn
 
+from tlkedro.imaging.extraction import SliceConfig, VolumeConfig
 from tlkedro.tl.architectures import (
     TLModel,
     create_architecture,
     list_architectures,
     register_architecture,
 )
+from tlkedro.tl.architectures.base import DEFAULT_IMG_SIZE, check_architecture
 from tlkedro.tl.registry import UnknownComponentError
 
 # Spatial size of the test input per architecture: 32x32 slices (five stride-2 reductions; ViT patch 8
@@ -71,6 +73,11 @@ def _batch(model: TLModel) -> torch.Tensor:
 
 def test_every_architecture_has_a_test_input_size() -> None:
     assert set(TEST_IMG_SIZE) == set(list_architectures())
+
+
+def test_passes_the_contract_that_class_path_architectures_are_held_to(model: TLModel) -> None:
+    name = model.config["name"]
+    check_architecture(model, name, {"img_size": TEST_IMG_SIZE[name], "num_outputs": 2})
 
 
 def test_forward_backward_reaches_every_parameter(model: TLModel) -> None:
@@ -237,3 +244,11 @@ def test_wrong_img_size_is_rejected() -> None:
 def test_duplicate_registration_raises() -> None:
     with pytest.raises(ValueError, match="already registered"):
         register_architecture("resnet18")(lambda: None)
+
+
+@pytest.mark.parametrize("name", list_architectures())
+def test_without_img_size_the_model_input_is_the_preprocessing_default(name: str) -> None:
+    assert DEFAULT_IMG_SIZE == {2: SliceConfig().size, 3: VolumeConfig().shape}
+    with torch.device("meta"):
+        model = create_architecture(name)
+    assert model.input_size == DEFAULT_IMG_SIZE[model.spatial_dims]

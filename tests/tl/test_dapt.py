@@ -104,11 +104,11 @@ def test_phases_and_their_validation() -> None:
 
 
 def test_simplified_dapt_keeps_the_first_stages_and_warms_up_a_new_head(source: dict) -> None:
-    strategy = create_strategy("dapt_simplified", cutoff="layer1")
+    strategy = create_strategy("dapt_simplified", cut_at="layer1")
     model = strategy.prepare(
         create_architecture("resnet18", num_outputs=1, img_size=IMG), source["state_dict"]
     )
-    assert model.num_features == 64 and model.config["truncate_at"] == "layer1"
+    assert model.num_features == 64 and model.config["cut_at"] == "layer1"
     assert [n for n, p in model.named_parameters() if p.requires_grad] == [
         "head.weight",
         "head.bias",

@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from tlkedro.tl.architectures import TLModel, create_architecture
-from tlkedro.tl.registry import UnknownComponentError
+from tlkedro.tl.registry import RenamedKeywordWarning, UnknownComponentError
 from tlkedro.tl.strategies import (
     MissingSourceError,
     SourceMismatchError,
@@ -26,10 +26,10 @@ from tlkedro.tl.strategies import (
 IMG = 32
 # The kwargs each strategy needs in the contract test; the others take none.
 KWARGS = {
-    "freeze_up_to": {"layer": "layer4.0.conv1"},
+    "freeze_up_to": {"cut_at": "layer4.0.conv1"},
     "lwft": {"k": 2, "lr_decay": 0.5},
-    "truncated": {"cutoff": "layer3"},
-    "transfusion": {"cutoff": "layer2"},
+    "truncated": {"cut_at": "layer3"},
+    "transfusion": {"cut_at": "layer2"},
 }
 RESNET18_LAYER4_PARAMS = 8_393_728
 HEAD_PARAMS = 512 * 2 + 2
@@ -141,8 +141,27 @@ def test_a_source_that_does_not_fit_is_rejected_with_its_keys(
 def test_create_strategy_errors_list_what_is_valid() -> None:
     with pytest.raises(UnknownComponentError, match=r"Did you mean 'linear_probe'.*freeze_up_to"):
         create_strategy("linear_prob")
-    with pytest.raises(TypeError, match=r"'freeze_up_to'.*It takes: layer"):
+    with pytest.raises(TypeError, match=r"'freeze_up_to'.*It takes: cut_at"):
         create_strategy("freeze_up_to", layers="layer3")
+
+
+@pytest.mark.parametrize(
+    ("name", "old"),
+    [
+        ("freeze_up_to", "layer"),
+        ("truncated", "cutoff"),
+        ("transfusion", "cutoff"),
+        ("dapt_simplified", "cutoff"),
+    ],
+)
+def test_the_old_names_of_cut_at_still_work_with_a_warning_naming_it(name: str, old: str) -> None:
+    point = "layer2" if name != "freeze_up_to" else "layer4.0.conv1"
+    with pytest.warns(
+        RenamedKeywordWarning, match=rf"'{name}': keyword '{old}' is renamed 'cut_at'"
+    ):
+        strategy = create_strategy(name, **{old: point})
+    assert strategy == create_strategy(name, cut_at=point)
+    assert strategy.summary(build())["cut_at"] == point
 
 
 @pytest.mark.parametrize(
@@ -150,7 +169,7 @@ def test_create_strategy_errors_list_what_is_valid() -> None:
     [
         ("lwft", {"k": -1}),
         ("lwft", {"k": 1, "lr_decay": 0.0}),
-        ("transfusion", {"cutoff": "layer2", "width_factor": 0}),
+        ("transfusion", {"cut_at": "layer2", "width_factor": 0}),
         ("l2sp", {"alpha": -1.0}),
     ],
 )
@@ -198,8 +217,8 @@ def test_linear_probe_trains_the_head_only_and_its_frozen_batchnorm_uses_running
     ("name", "kwargs", "first_trained"),
     [
         ("linear_probe", {}, None),
-        ("freeze_up_to", {"layer": "layer3.1.conv1"}, "layer3.1.conv1"),
-        ("freeze_up_to", {"layer": "layer4.0.conv1"}, "layer4.0.conv1"),
+        ("freeze_up_to", {"cut_at": "layer3.1.conv1"}, "layer3.1.conv1"),
+        ("freeze_up_to", {"cut_at": "layer4.0.conv1"}, "layer4.0.conv1"),
         ("lwft", {"k": 1}, "layer4.0.conv1"),
     ],
 )
@@ -232,7 +251,7 @@ def test_frozen_encoder_part_is_bit_identical_after_training(
 def test_freeze_up_to_layer4_0_conv1_trains_the_known_count(
     source_state: dict[str, Tensor],
 ) -> None:
-    strategy, model = prepared("freeze_up_to", source_state, layer="layer4.0.conv1")
+    strategy, model = prepared("freeze_up_to", source_state, cut_at="layer4.0.conv1")
     assert strategy.summary(model)["trainable_params"] == RESNET18_LAYER4_PARAMS + HEAD_PARAMS
     assert model.encoder.layer4[0].downsample[0].weight.requires_grad
 
@@ -241,7 +260,7 @@ def test_freeze_up_to_an_unknown_layer_lists_the_valid_ones(
     source_state: dict[str, Tensor],
 ) -> None:
     with pytest.raises(ValueError, match=r"Did you mean 'layer3.1.conv1'.*layer4\.1\.bn2"):
-        prepared("freeze_up_to", source_state, layer="layer3.1.cnv1")
+        prepared("freeze_up_to", source_state, cut_at="layer3.1.cnv1")
 
 
 def test_lwft_groups_carry_decaying_learning_rates(source_state: dict[str, Tensor]) -> None:
@@ -270,13 +289,13 @@ def test_lwft_counts_the_stages_with_parameters(source_state: dict[str, Tensor])
 
 
 @pytest.mark.parametrize(
-    ("cutoff", "removed", "num_features"),
+    ("cut_at", "removed", "num_features"),
     [("layer3", "layer4.", 256), ("layer3.0", "layer3.1.", 256)],
 )
-def test_truncated_model_has_no_parameters_above_the_cutoff(
-    cutoff: str, removed: str, num_features: int, source_state: dict[str, Tensor]
+def test_truncated_model_has_no_parameters_above_the_cut_point(
+    cut_at: str, removed: str, num_features: int, source_state: dict[str, Tensor]
 ) -> None:
-    _, model = prepared("truncated", source_state, cutoff=cutoff)
+    _, model = prepared("truncated", source_state, cut_at=cut_at)
 
     names = [name for name, _ in model.named_parameters()]
     assert not [name for name in names if name.startswith(f"encoder.{removed}")]
@@ -306,10 +325,10 @@ def test_truncation_candidates_search_blocks_then_around_the_best() -> None:
         truncation_candidates("resnet18", "layer5", img_size=IMG)
 
 
-def test_transfusion_slims_and_reinitialises_the_stages_above_the_cutoff(
+def test_transfusion_slims_and_reinitialises_the_stages_above_the_cut_point(
     source_state: dict[str, Tensor],
 ) -> None:
-    _, model = prepared("transfusion", source_state, cutoff="layer2")
+    _, model = prepared("transfusion", source_state, cut_at="layer2")
     state = model.state_dict()
 
     assert state["encoder.layer3.0.conv1.weight"].shape == (

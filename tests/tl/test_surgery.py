@@ -12,6 +12,7 @@ from torch import nn
 
 from tlkedro.tl.architectures import TLModel, create_architecture, list_architectures
 from tlkedro.tl.architectures.surgery import ordered_layers, stage_of, truncate, truncation_points
+from tlkedro.tl.registry import RenamedKeywordWarning
 
 
 def _meta(name: str, **kwargs: object) -> TLModel:
@@ -30,8 +31,8 @@ def meta_model(request: pytest.FixtureRequest) -> TLModel:
 
 def test_truncating_any_architecture_at_its_middle_stage(meta_model: TLModel) -> None:
     stages = meta_model.stage_names
-    cutoff = stages[len(stages) // 2]
-    truncated = truncate(meta_model, cutoff)
+    cut_at = stages[len(stages) // 2]
+    truncated = truncate(meta_model, cut_at)
 
     assert truncated.stage_names == stages[: len(stages) // 2 + 1]
     removed = [f"encoder.{stage}." for stage in stages[len(stages) // 2 + 1 :]]
@@ -42,12 +43,12 @@ def test_truncating_any_architecture_at_its_middle_stage(meta_model: TLModel) ->
         == truncated.example_features().shape[1]
     )
     assert (
-        meta_model.stage_names == stages and "truncate_at" not in meta_model.config
+        meta_model.stage_names == stages and "cut_at" not in meta_model.config
     )  # the original is kept
 
     with torch.device("meta"):
         rebuilt = create_architecture(**truncated.config)
-    assert rebuilt.config["truncate_at"] == cutoff
+    assert rebuilt.config["cut_at"] == cut_at
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
         k: v.shape for k, v in truncated.state_dict().items()
     }
@@ -63,7 +64,7 @@ def test_ordered_layers_follow_the_stages_and_cover_the_encoder(meta_model: TLMo
     assert all(meta_model.encoder.get_submodule(layer) is not None for layer in layers)
 
 
-def test_truncated_resnet_keeps_the_weights_below_the_cutoff() -> None:
+def test_truncated_resnet_keeps_the_weights_below_the_cut_point() -> None:
     torch.manual_seed(0)
     model = create_architecture("resnet18", img_size=32, num_outputs=3)
     truncated = truncate(model, "layer3")
@@ -81,7 +82,7 @@ def test_truncated_resnet_keeps_the_weights_below_the_cutoff() -> None:
         assert truncated(torch.randn(2, 1, 32, 32)).shape == (2, 3)
 
 
-def test_truncating_inside_a_stage_keeps_the_blocks_before_the_cutoff() -> None:
+def test_truncating_inside_a_stage_keeps_the_blocks_before_the_cut_point() -> None:
     model = _meta("resnet18")
     names = _parameter_names(truncate(model, "layer3.0"))
     assert "encoder.layer3.0.conv1.weight" in names
@@ -89,7 +90,7 @@ def test_truncating_inside_a_stage_keeps_the_blocks_before_the_cutoff() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "kwargs", "cutoff", "num_features"),
+    ("name", "kwargs", "cut_at", "num_features"),
     [
         ("sfcn", {"spatial_dims": 2}, "conv_2", 128),
         ("cbr_large_t", {}, "layer2.bn", 64),
@@ -98,14 +99,24 @@ def test_truncating_inside_a_stage_keeps_the_blocks_before_the_cutoff() -> None:
         ("resnet10_3d", {}, "layer2", 128),
     ],
 )
-def test_truncated_feature_size(name: str, kwargs: dict, cutoff: str, num_features: int) -> None:
-    assert truncate(_meta(name, **kwargs), cutoff).num_features == num_features
+def test_truncated_feature_size(name: str, kwargs: dict, cut_at: str, num_features: int) -> None:
+    assert truncate(_meta(name, **kwargs), cut_at).num_features == num_features
 
 
-def test_truncate_at_is_a_builder_argument() -> None:
-    direct = _meta("resnet18", truncate_at="layer2")
+def test_cut_at_is_a_builder_argument() -> None:
+    direct = _meta("resnet18", cut_at="layer2")
     assert direct.stage_names[-1] == "layer2" and direct.num_features == 128
     assert _parameter_names(direct) == _parameter_names(truncate(_meta("resnet18"), "layer2"))
+
+
+def test_the_old_name_truncate_at_still_builds_with_a_warning_naming_cut_at() -> None:
+    with pytest.warns(RenamedKeywordWarning, match=r"'truncate_at' is renamed 'cut_at'"):
+        old = _meta("resnet18", truncate_at="layer2")
+    # A checkpoint written before the rename records truncate_at in its config; it rebuilds the same.
+    assert old.config["cut_at"] == "layer2" and "truncate_at" not in old.config
+    assert _parameter_names(old) == _parameter_names(_meta("resnet18", cut_at="layer2"))
+    with pytest.raises(TypeError, match="both 'truncate_at' and its new name 'cut_at'"):
+        _meta("resnet18", truncate_at="layer2", cut_at="layer3")
 
 
 def test_truncation_points_are_stages_and_sequential_sub_blocks() -> None:
@@ -114,18 +125,18 @@ def test_truncation_points_are_stages_and_sequential_sub_blocks() -> None:
     assert points[-3:] == ["layer4.0", "layer4.1", "layer4"]
 
 
-def test_invalid_cutoffs_are_rejected_with_the_valid_ones() -> None:
+def test_invalid_cut_points_are_rejected_with_the_valid_ones() -> None:
     model = _meta("resnet18")
     with pytest.raises(
         ValueError, match=r"Cannot truncate 'resnet18' at 'layer3.1.conv1'.*layer3\.0"
     ):
         truncate(model, "layer3.1.conv1")  # inside a residual block, which is not a plain sequence
-    with pytest.raises(ValueError, match="Valid cutoffs, input side first: conv1, .*, layer2$"):
+    with pytest.raises(ValueError, match="Valid cut points, input side first: conv1, .*, layer2$"):
         truncate(truncate(model, "layer2"), "layer3")  # already cut below layer3
 
 
 @pytest.mark.parametrize(
-    ("name", "kwargs", "cutoff"),
+    ("name", "kwargs", "cut_at"),
     [
         ("resnet18", {}, "layer2"),
         ("resnet50", {}, "layer3"),
@@ -134,11 +145,11 @@ def test_invalid_cutoffs_are_rejected_with_the_valid_ones() -> None:
         ("cbr_large_t", {"spatial_dims": 3}, "layer3"),
     ],
 )
-def test_width_factors_halve_the_stages_above_the_cutoff(
-    name: str, kwargs: dict, cutoff: str
+def test_width_factors_halve_the_stages_above_the_cut_point(
+    name: str, kwargs: dict, cut_at: str
 ) -> None:
     full = _meta(name, **kwargs)
-    above = full.stage_names[full.stage_names.index(cutoff) + 1 :]
+    above = full.stage_names[full.stage_names.index(cut_at) + 1 :]
     slim = _meta(name, **kwargs, width_factors=dict.fromkeys(above, 0.5))
 
     def conv_widths(model: TLModel) -> dict[str, int]:

@@ -7,7 +7,9 @@ encoder's output into ``(B, num_features)`` features, and a linear ``head``.
 
 Builders are registered with ``register_architecture``, which records the resolved keyword arguments as
 the model's ``config`` (so ``create_architecture(**model.config)`` rebuilds it) and handles the keyword
-every architecture shares, ``truncate_at``.
+every architecture shares, ``cut_at`` (``truncate_at`` before; the old name still works for one release).
+A builder outside the package is named by class path (``mypkg.nets:build_net``) and gets the same
+handling plus ``check_architecture`` on every model it builds.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from tlkedro.imaging.extraction import SliceConfig, VolumeConfig
 from tlkedro.tl.architectures.surgery import truncate_in_place
-from tlkedro.tl.registry import Registry
+from tlkedro.tl.registry import ContractError, Registry
 
 ARCHITECTURES: Registry[TLModel] = Registry("architecture")
 
-# The preprocessing defaults: 64x64 slices, 80x96x80 volumes (2 mm MNI space).
-DEFAULT_IMG_SIZE = {2: (64, 64), 3: (80, 96, 80)}
+# The model input that preprocessing writes by default (its slice size and volume grid), so that a model
+# built without ``img_size`` fits the default data.
+DEFAULT_IMG_SIZE = {2: SliceConfig().size, 3: VolumeConfig().shape}
 
 # The builder keyword arguments of each registered name, for error messages that list what is accepted.
 _ACCEPTED: dict[str, tuple[str, ...]] = {}
@@ -155,56 +159,168 @@ def register_architecture(name: str) -> Callable[[Callable[..., TLModel]], Calla
 
     The registered callable validates the keyword arguments against the builder's signature, records the
     resolved arguments (defaults included) as ``model.config`` and accepts one more keyword argument,
-    ``truncate_at`` (see ``surgery.truncate``).
+    ``cut_at`` (see ``surgery.truncate``).
 
     Args:
         name: The registry key (``create_architecture(name, ...)``).
     """
 
     def decorator(builder: Callable[..., TLModel]) -> Callable[..., TLModel]:
-        signature = inspect.signature(builder)
-        accepted = tuple(signature.parameters)
-
-        def build(*, truncate_at: str | None = None, **kwargs: Any) -> TLModel:
-            unknown = sorted(set(kwargs) - set(accepted))
-            if "width_factors" in unknown:
-                raise ValueError(
-                    f"Architecture {name!r} does not support width_factors; these do: "
-                    f"{', '.join(n for n, kw in sorted(_ACCEPTED.items()) if 'width_factors' in kw)}"
-                )
-            if unknown:
-                raise TypeError(
-                    f"Architecture {name!r} got unexpected arguments {unknown}; it accepts "
-                    f"{', '.join(accepted)} and truncate_at"
-                )
-            bound = signature.bind(**kwargs)
-            bound.apply_defaults()
-            model = builder(**bound.arguments)
-            # A copy: the caller's dicts (width_factors) must not alias the config of the model.
-            model.config = {"name": name, **copy.deepcopy(bound.arguments)}
-            if truncate_at is not None:
-                truncate_in_place(model, truncate_at)
-            return model
-
-        # A family registers functools.partials of one builder; the documentation is the builder's.
-        build.__doc__ = getattr(builder, "func", builder).__doc__
-        ARCHITECTURES.register(name)(build)
-        _ACCEPTED[name] = accepted
+        ARCHITECTURES.register(name)(_configured(name, builder, checked=False))
+        _ACCEPTED[name] = tuple(inspect.signature(builder).parameters)
         return builder
 
     return decorator
 
 
-def create_architecture(name: str, **kwargs: Any) -> TLModel:
-    """Build the architecture registered as ``name``.
+def _configured(
+    name: str, builder: Callable[..., TLModel], *, checked: bool
+) -> Callable[..., TLModel]:
+    """``builder`` with its keyword arguments validated, ``config`` recorded and ``cut_at`` applied;
+    ``checked``: every model it builds must also pass ``check_architecture``."""
+    signature = inspect.signature(builder)
+    accepted = tuple(signature.parameters)
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+
+    def build(*, cut_at: str | None = None, **kwargs: Any) -> TLModel:
+        unknown = [] if takes_any else sorted(set(kwargs) - set(accepted))
+        if "width_factors" in unknown:
+            raise ValueError(
+                f"Architecture {name!r} does not support width_factors; these do: "
+                f"{', '.join(n for n, kw in sorted(_ACCEPTED.items()) if 'width_factors' in kw)}"
+            )
+        if unknown:
+            raise TypeError(
+                f"Architecture {name!r} got unexpected arguments {unknown}; it accepts "
+                f"{', '.join(accepted)} and cut_at"
+            )
+        bound = signature.bind(**kwargs)
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        for parameter in signature.parameters.values():
+            if parameter.kind is parameter.VAR_KEYWORD:  # flattened, so that config rebuilds it
+                arguments.update(arguments.pop(parameter.name, {}))
+        model = builder(**arguments)
+        if checked:
+            check_architecture(model, name, kwargs)
+        # A copy: the caller's dicts (width_factors) must not alias the config of the model.
+        model.config = {"name": name, **copy.deepcopy(arguments)}
+        if cut_at is not None:
+            truncate_in_place(model, cut_at)
+        return model
+
+    # A family registers functools.partials of one builder; the documentation is the builder's.
+    build.__doc__ = getattr(builder, "func", builder).__doc__
+    build.renamed_kwargs = {"truncate_at": "cut_at"}  # type: ignore[attr-defined]
+    return build
+
+
+def _from_class_path(path: str, builder: Any) -> Callable[..., TLModel]:
+    if not callable(builder):
+        raise ContractError(
+            f"architecture {path!r} is a {type(builder).__name__}, not a builder: name a TLModel "
+            "subclass or a function returning a TLModel"
+        )
+    return _configured(path, builder, checked=True)
+
+
+ARCHITECTURES.accept_class_paths(_from_class_path)
+
+
+def check_architecture(model: Any, name: str, kwargs: Mapping[str, Any] | None = None) -> None:
+    """Check that ``model`` is a ``TLModel`` the strategies and training can use.
+
+    What is checked: it is a ``TLModel``; it has an encoder with parameters and a linear head on
+    ``num_features``; every stage name resolves inside the encoder; ``forward_features`` of a batch of
+    two ``example_input`` images is ``(2, num_features)`` and ``forward`` is ``(2, num_outputs)``; and the
+    channels, input size and outputs that ``kwargs`` asked for are the model's.
 
     Args:
-        name: A registered name (see ``list_architectures``).
-        **kwargs: The builder's keyword arguments (``in_channels``, ``num_outputs``, ``img_size``,
-            ``dropout``, ``truncate_at``, and per architecture ``width_factors``, ``spatial_dims``, ...).
+        model: What the builder returned.
+        name: The builder's name or class path, for the message.
+        kwargs: The keyword arguments it was built with.
 
     Raises:
-        UnknownComponentError: If ``name`` is not registered; the message lists the valid names.
+        ContractError: Listing every problem found.
+    """
+    if not isinstance(model, TLModel):
+        raise ContractError(
+            f"architecture {name!r} returned a {type(model).__name__}, not a TLModel: wrap the network "
+            "as TLModel(encoder, stage_names=..., spatial_dims=..., input_size=..., in_channels=..., "
+            "num_outputs=...) (docs/architectures.md, 'Your own architecture')"
+        )
+    kwargs = dict(kwargs or {})
+    problems: list[str] = []
+    for attribute in (
+        "encoder",
+        "head",
+        "stage_names",
+        "num_features",
+        "num_outputs",
+        "input_size",
+    ):
+        if not hasattr(model, attribute):
+            problems.append(f"no attribute {attribute!r} (was TLModel.__init__ called?)")
+    if problems:
+        raise ContractError(f"architecture {name!r}: " + "; ".join(problems))
+    if not any(True for _ in model.encoder.parameters()):
+        problems.append("the encoder has no parameters, so there is nothing to transfer")
+    if not isinstance(model.head, nn.Linear) or model.head.in_features != model.num_features:
+        problems.append(f"the head must be an nn.Linear on the {model.num_features} features")
+    if not model.stage_names:
+        problems.append("stage_names is empty; name the encoder's stages, input side first")
+    for stage in model.stage_names:
+        try:
+            model.encoder.get_submodule(stage)
+        except AttributeError:
+            problems.append(f"stage {stage!r} is not a module of the encoder")
+    if "in_channels" in kwargs and model.in_channels != kwargs["in_channels"]:
+        problems.append(f"asked for in_channels={kwargs['in_channels']}, has {model.in_channels}")
+    if kwargs.get("img_size") is not None:
+        wanted = spatial_size(kwargs["img_size"], model.spatial_dims)
+        if model.input_size != wanted:
+            problems.append(f"asked for img_size={list(wanted)}, has input_size {model.input_size}")
+    if "num_outputs" in kwargs and model.num_outputs != kwargs["num_outputs"]:
+        problems.append(f"asked for num_outputs={kwargs['num_outputs']}, has {model.num_outputs}")
+    if not problems:
+        problems.extend(_forward_problems(model))
+    if problems:
+        raise ContractError(f"architecture {name!r} does not fit: " + "; ".join(problems))
+
+
+def _forward_problems(model: TLModel) -> list[str]:
+    shape = (2, model.in_channels, *model.input_size)
+    with eval_mode(model), torch.no_grad():
+        try:  # the user's forward: any failure is the finding
+            x = model.example_input(batch_size=2)
+            features = model.forward_features(x)
+        except Exception as error:
+            return [f"forward_features on an input of shape {shape} failed: {error!r}"]
+        if tuple(features.shape) != (2, model.num_features):
+            return [f"forward_features gave {tuple(features.shape)}, not (2, {model.num_features})"]
+        try:
+            outputs = model(x)
+        except Exception as error:
+            return [f"forward on an input of shape {shape} failed: {error!r}"]
+    if tuple(outputs.shape) != (2, model.num_outputs):
+        return [f"forward gave {tuple(outputs.shape)}, not (2, {model.num_outputs})"]
+    return []
+
+
+def create_architecture(name: str, **kwargs: Any) -> TLModel:
+    """Build the architecture registered as ``name``, or named by class path.
+
+    Args:
+        name: A registered name (see ``list_architectures``) or a class path ``package.module:Name`` of
+            a ``TLModel`` subclass or a function returning one.
+        **kwargs: The builder's keyword arguments (``in_channels``, ``num_outputs``, ``img_size``,
+            ``dropout``, ``cut_at``, and per architecture ``width_factors``, ``spatial_dims``, ...).
+
+    Raises:
+        UnknownComponentError: If ``name`` is neither registered nor an importable class path; the
+            message lists the valid names.
+        ContractError: If a builder named by class path builds a model that does not fit
+            (``check_architecture``).
         TypeError: If a keyword argument is not accepted; the message lists those that are.
         ValueError: If ``width_factors`` is given to an architecture that cannot slim its stages.
     """

@@ -61,8 +61,14 @@ def _resnet(
     dropout: float = 0.0,
     img_size: int | Sequence[int] | None = None,
     width_factors: Mapping[str, float] | None = None,
+    shortcut_type: str = "B",
+    bias_downsample: bool = True,
 ) -> TLModel:
-    """A MONAI 3D ResNet (Chen et al. 2019, Med3D); ``width_factors`` scales ``layer1``-``layer4``."""
+    """A MONAI 3D ResNet (Chen et al. 2019, Med3D); ``width_factors`` scales ``layer1``-``layer4``.
+
+    ``shortcut_type`` and ``bias_downsample`` are MONAI's; MedicalNet's published weights need the values
+    of ``monai.networks.nets.resnet.get_medicalnet_pretrained_resnet_args`` (docs/architectures.md).
+    """
     widths = scale_widths(_RESNET_WIDTHS, width_factors, _RESNET_SPEC)
     encoder = ResNet(
         block,
@@ -72,6 +78,8 @@ def _resnet(
         n_input_channels=in_channels,
         conv1_t_stride=2,
         feed_forward=False,
+        shortcut_type=shortcut_type,
+        bias_downsample=bias_downsample,
     )
     return TLModel(
         encoder,
@@ -114,7 +122,7 @@ def _vit(
     in_channels: int = 1,
     num_outputs: int = 1,
     dropout: float = 0.0,
-    img_size: int | Sequence[int] = (80, 96, 80),
+    img_size: int | Sequence[int] | None = None,
     patch_size: int | Sequence[int] = 16,
 ) -> TLModel:
     """A MONAI 3D Vision Transformer (Dosovitskiy et al. 2021), 12 blocks; stages are its blocks."""

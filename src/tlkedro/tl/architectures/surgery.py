@@ -1,10 +1,11 @@
 """Model surgery for the transfer-learning strategies: truncation, stage lookup and layer order.
 
 Names are module paths inside ``model.encoder``, without the ``encoder.`` prefix: a stage (``layer3``,
-``blocks.5``), a block inside a stage (``layer3.0``) or a layer (``layer3.0.conv1``). Slimming the stages
-above a cutoff (TransFusion) is not surgery on a built model but the builder keyword ``width_factors``.
+``blocks.5``), a block inside a stage (``layer3.0``) or a layer (``layer3.0.conv1``). A point where the encoder is cut, whatever the strategy
+does there (truncate, freeze below, slim above), is called ``cut_at`` everywhere. Slimming the stages
+above a cut point (TransFusion) is not surgery on a built model but the builder keyword ``width_factors``.
 
-This module only needs ``TLModel``'s attributes, so ``base`` can import it to handle ``truncate_at``.
+This module only needs ``TLModel``'s attributes, so ``base`` can import it to handle ``cut_at``.
 """
 
 from __future__ import annotations
@@ -67,56 +68,56 @@ def ordered_layers(model: TLModel) -> list[str]:
 
 
 def truncation_points(model: TLModel) -> list[str]:
-    """The valid cutoffs of ``truncate``, input side first.
+    """The valid cut points of ``truncate``, input side first.
 
-    Every stage is a cutoff, and so is every child of a stage that is an ``nn.Sequential`` (recursively,
+    Every stage is a cut point, and so is every child of a stage that is an ``nn.Sequential`` (recursively,
     through nested ``nn.Sequential``\\ s): cutting there keeps the children before it. Blocks whose
     forward is not a plain sequence (a residual block, a transformer block) can only be kept or dropped
     whole. On a timm resnet18: ``conv1, bn1, act1, maxpool, layer1.0, layer1.1, layer1, layer2.0, ...``.
-    A truncated model's cutoffs stop at its own cutoff.
+    A truncated model's cut points stop at its own ``cut_at``.
     """
     points: list[str] = []
     for stage in model.stage_names:
         points.extend(_sequential_points(model.encoder.get_submodule(stage), stage))
-    current = model.config.get("truncate_at")
+    current = model.config.get("cut_at")
     return points[: points.index(current) + 1] if current in points else points
 
 
-def truncate(model: TLModel, cutoff: str) -> TLModel:
-    """A copy of ``model`` keeping the encoder from the input up to and including ``cutoff``.
+def truncate(model: TLModel, cut_at: str) -> TLModel:
+    """A copy of ``model`` keeping the encoder from the input up to and including ``cut_at``.
 
-    Everything above the cutoff is removed (replaced by identities, so the kept parameters keep their
+    Everything above the cut point is removed (replaced by identities, so the kept parameters keep their
     names and the copy loads the same state-dict entries), the encoder's own global pooling or ``pool``
     pools the shallower feature map, and a new head of ``model.num_outputs`` outputs is sized by a dummy
-    forward pass. The kept weights are those of ``model``. ``config`` gains ``truncate_at``, so
+    forward pass. The kept weights are those of ``model``. ``config`` gains ``cut_at``, so
     ``create_architecture(**config)`` rebuilds the truncated architecture.
 
     Args:
         model: The model to cut; it is not changed.
-        cutoff: A stage (``layer3``) or a block inside a sequential stage (``layer3.0``); see
+        cut_at: A stage (``layer3``) or a block inside a sequential stage (``layer3.0``); see
             ``truncation_points``.
 
     Raises:
-        ValueError: If ``cutoff`` is not a valid cutoff, listing the valid ones.
+        ValueError: If ``cut_at`` is not a valid cut point, listing the valid ones.
     """
     truncated = copy.deepcopy(model)
-    truncate_in_place(truncated, cutoff)
+    truncate_in_place(truncated, cut_at)
     return truncated
 
 
-def truncate_in_place(model: TLModel, cutoff: str) -> None:
-    """``truncate`` without the copy; the builders apply it for the ``truncate_at`` keyword."""
+def truncate_in_place(model: TLModel, cut_at: str) -> None:
+    """``truncate`` without the copy; the builders apply it for the ``cut_at`` keyword."""
     points = truncation_points(model)
-    if cutoff not in points:
+    if cut_at not in points:
         raise ValueError(
-            f"Cannot truncate {_describe(model)} at {cutoff!r}. Valid cutoffs, input side first: "
+            f"Cannot truncate {_describe(model)} at {cut_at!r}. Valid cut points, input side first: "
             f"{', '.join(points)}"
         )
-    stage = stage_of(model, cutoff)
+    stage = stage_of(model, cut_at)
     index = model.stage_names.index(stage)
     for later in model.stage_names[index + 1 :]:
         model.encoder.set_submodule(later, nn.Identity())
-    path = cutoff
+    path = cut_at
     while path != stage:  # inside the stage: drop the later siblings at every level up to the stage
         parent, _, child = path.rpartition(".")
         siblings = list(model.encoder.get_submodule(parent)._modules)
@@ -126,7 +127,7 @@ def truncate_in_place(model: TLModel, cutoff: str) -> None:
     model.stage_names = model.stage_names[: index + 1]
     model.num_features = model.infer_num_features()
     model.reset_head(model.num_outputs)
-    model.config["truncate_at"] = cutoff
+    model.config["cut_at"] = cut_at
 
 
 def _sequential_points(module: nn.Module, path: str) -> list[str]:

@@ -7,10 +7,10 @@ the containers timm nests its stages in expanded (``blocks.0``, ``blocks.1``, ..
 
 Choices for small single-channel images (the project's slices are 64x64):
 
-- ViT: ``img_size`` (default 64) and ``patch_size`` (default 8, so a 64x64 slice gives 8x8 = 64 tokens
-  instead of the 16 of 16x16 patches); the input must be exactly ``img_size``.
-- Swin: ``img_size`` (default 64) and ``window_size`` (default 4, which tiles the 16, 8 and 4 wide
-  feature maps of a 64x64 input; timm shrinks a window to the feature map when the map is smaller). timm
+- ViT: ``img_size`` (default: the preprocessed slice, 64x64) and ``patch_size`` (default 8, so a 64x64
+  slice gives 8x8 = 64 tokens instead of the 16 of 16x16 patches); the input must be exactly ``img_size``.
+- Swin: ``img_size`` (default: the preprocessed slice) and ``window_size`` (default 4, which tiles the
+  16, 8 and 4 wide feature maps of a 64x64 input; timm shrinks a window to the feature map when the map is smaller). timm
   accepts any ``img_size`` of at least 4; multiples of 32 avoid padding in the patch merging.
 - ConvNeXt: ``head_norm_first=True`` puts the final LayerNorm before the pooling (``norm_pre``), so the
   encoder holds no ``head.*`` module that could be confused with the model's head.
@@ -121,7 +121,7 @@ def _vit(
     in_channels: int = 1,
     num_outputs: int = 1,
     dropout: float = 0.0,
-    img_size: int | Sequence[int] = 64,
+    img_size: int | Sequence[int] | None = None,
     patch_size: int = 8,
 ) -> TLModel:
     """A timm Vision Transformer (Dosovitskiy et al. 2021) with a class token; stages are its blocks."""
@@ -144,7 +144,7 @@ def swin_tiny(
     in_channels: int = 1,
     num_outputs: int = 1,
     dropout: float = 0.0,
-    img_size: int | Sequence[int] = 64,
+    img_size: int | Sequence[int] | None = None,
     window_size: int = 4,
 ) -> TLModel:
     """Swin-T (Liu et al. 2021) from timm, patch 4; stages are its four resolution stages."""

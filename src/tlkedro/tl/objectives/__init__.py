@@ -5,12 +5,18 @@ Classification: ``cross_entropy``. Regression: ``mse``, ``l1``, ``soft_label_kl`
 found by name with ``create_auxiliary_term`` and combined with a primary one by ``build_objective``:
 ``task`` (multitask: a head for another label), ``reconstruction`` and ``consistency`` (self- and
 semi-supervised), ``domain_adversarial`` (DANN).
+
+An objective outside the package is named by class path (``mypkg.losses:huber``): a callable returning an
+``Objective``, or a ``PrimaryTerm`` (subclass or factory), which becomes an objective without auxiliary
+terms. What it builds is checked for what training calls (``check_objective``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+import functools
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, get_args
 
 from tlkedro.tl.objectives import (  # noqa: F401  (imported for their registrations)
     classification,
@@ -32,6 +38,10 @@ from tlkedro.tl.objectives.base import (
     Task,
     TaskInfo,
 )
+from tlkedro.tl.registry import ContractError
+
+# What the training module and the predictions call on the primary term.
+PRIMARY_TERM_METHODS = ("num_outputs", "loss", "predict")
 
 __all__ = [
     "AUXILIARY_TERMS",
@@ -45,6 +55,7 @@ __all__ = [
     "Task",
     "TaskInfo",
     "build_objective",
+    "check_objective",
     "create_auxiliary_term",
     "create_objective",
     "list_auxiliary_terms",
@@ -56,15 +67,60 @@ def create_objective(name: str, **kwargs: Any) -> Objective:
     """Build the objective registered as ``name``.
 
     Args:
-        name: A registered name (see ``list_objectives``).
+        name: A registered name (see ``list_objectives``) or a class path ``package.module:Name``.
         **kwargs: The objective's keyword arguments (the YAML ``objective.kwargs``).
 
     Raises:
-        UnknownComponentError: If ``name`` is not registered; the message lists the valid names.
+        UnknownComponentError: If ``name`` is neither registered nor an importable class path; the
+            message lists the valid names.
         TypeError: If ``kwargs`` do not fit the objective; the message lists the arguments it takes.
         ValueError: If a keyword argument has a value the objective rejects.
+        ContractError: If an objective named by class path lacks what training calls.
     """
     return OBJECTIVES.create(name, **kwargs)
+
+
+def check_objective(objective: Any, name: str) -> Objective:
+    """``objective`` as an ``Objective`` (a ``PrimaryTerm`` is wrapped in one), checked for what training
+    calls: an ``Objective`` whose primary term has a ``task`` and ``PRIMARY_TERM_METHODS``.
+
+    Raises:
+        ContractError: Naming what is missing.
+    """
+    if isinstance(objective, PrimaryTerm):
+        objective = Objective(objective)
+    if not isinstance(objective, Objective):
+        raise ContractError(
+            f"objective {name!r} built a {type(objective).__name__}; it must build a "
+            "tlkedro.tl.objectives.Objective or PrimaryTerm (docs/architectures.md)"
+        )
+    primary = objective.primary
+    missing = [m for m in PRIMARY_TERM_METHODS if not callable(getattr(primary, m, None))]
+    task = getattr(primary, "task", None)
+    if task not in get_args(Task):
+        missing.append(f"a task class attribute, one of {', '.join(get_args(Task))} (got {task!r})")
+    if missing:
+        raise ContractError(
+            f"objective {name!r}: its primary term {type(primary).__name__} lacks {', '.join(missing)}"
+        )
+    return objective
+
+
+def _from_class_path(path: str, obj: Any) -> Callable[..., Objective]:
+    if not callable(obj):
+        raise ContractError(
+            f"objective {path!r} is a {type(obj).__name__}, not a callable returning an Objective"
+        )
+
+    @functools.wraps(obj, assigned=("__doc__",), updated=())
+    def build(**kwargs: Any) -> Objective:
+        return check_objective(obj(**kwargs), path)
+
+    build.__signature__ = inspect.signature(obj)  # type: ignore[attr-defined]
+    return build
+
+
+OBJECTIVES.accept_class_paths(_from_class_path)
 
 
 def create_auxiliary_term(name: str, **kwargs: Any) -> AuxiliaryTerm:

@@ -9,7 +9,7 @@ it cheaper in three ways, each registered here next to the standard one:
 - ``dapt_partial``: warm-up, then only the last ``blocks`` blocks of the encoder (the rest stays frozen,
   bit-identical, and is never back-propagated through).
 - ``dapt_hybrid``: warm-up, partial DAPT for ``partial_epochs``, then every layer (at ``full_lr``).
-- ``dapt_simplified``: the encoder is cut after ``cutoff`` (one or two of its first stages), followed by
+- ``dapt_simplified``: the encoder is cut after ``cut_at`` (one or two of its first stages), followed by
   global pooling and a new head (``surgery.truncate``); warm-up, then every kept layer.
 
 Schedule: the source encoder's weights are loaded and the whole encoder is frozen, so for the first
@@ -25,7 +25,8 @@ stage is a plain sequence of layers (SFCN, CBR); see ``encoder_blocks``.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, ClassVar
 
 import lightning as L
 from torch import Tensor, nn
@@ -196,16 +197,18 @@ class HybridDapt(PartialDapt):
 @register("dapt_simplified")
 @dataclasses.dataclass
 class SimplifiedDapt(FullDapt):
-    """DAPT of a simplified encoder: the first stages up to ``cutoff``, then pooling and a new head.
+    """DAPT of a simplified encoder: the first stages up to ``cut_at``, then pooling and a new head.
 
     Args:
-        cutoff: The last kept part of the encoder (``surgery.truncation_points``): one or two of its first
-            stages, e.g. ``layer1`` or ``layer2`` on a ResNet, ``conv_1`` on SFCN.
+        cut_at: The last kept part of the encoder (``surgery.truncation_points``): one or two of its first
+            stages, e.g. ``layer1`` or ``layer2`` on a ResNet, ``conv_1`` on SFCN. It was called
+            ``cutoff`` before, which still works for one release.
     """
 
-    cutoff: str = "layer2"
+    cut_at: str = "layer2"
+    renamed_kwargs: ClassVar[Mapping[str, str]] = {"cutoff": "cut_at"}
 
     def prepare(self, model: TLModel, source_state: dict[str, Tensor] | None) -> TLModel:
-        """Load the source encoder, cut it after ``cutoff`` and freeze what is kept."""
+        """Load the source encoder, cut it after ``cut_at`` and freeze what is kept."""
         # The copy that truncate makes keeps the frozen flags and BatchNorm hooks; its head is new.
-        return truncate(super().prepare(model, source_state), self.cutoff)
+        return truncate(super().prepare(model, source_state), self.cut_at)

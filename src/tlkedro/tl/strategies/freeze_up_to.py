@@ -1,7 +1,7 @@
 """``freeze_up_to``: freeze the transferred encoder below a given layer, fine-tune the rest.
 
-Schedule: the source encoder's weights are loaded; every encoder layer before ``layer`` in forward
-order is frozen for the whole run (no gradients, BatchNorm running statistics kept); ``layer``, the
+Schedule: the source encoder's weights are loaded; every encoder layer before ``cut_at`` in forward
+order is frozen for the whole run (no gradients, BatchNorm running statistics kept); ``cut_at``, the
 layers after it and the new head are trained at the base learning rate. On resnet18 the levels
 compared in TLIMB are ``layer3.1.conv1``, ``layer4.0.conv1`` and ``layer4.1.conv1`` (and no
 freezing: strategy ``full``).
@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, ClassVar
 
 from torch import Tensor
 
@@ -29,30 +30,32 @@ if TYPE_CHECKING:
 @register("freeze_up_to")
 @dataclasses.dataclass
 class FreezeUpTo(Strategy):
-    """Load the source encoder, freeze every layer before ``layer``, fine-tune from ``layer`` on.
+    """Load the source encoder, freeze every layer before ``cut_at``, fine-tune from ``cut_at`` on.
 
     Args:
-        layer: The first trained encoder layer, without the ``encoder.`` prefix (e.g. ``layer3.1.conv1``).
+        cut_at: The first trained encoder layer, without the ``encoder.`` prefix (e.g. ``layer3.1.conv1``);
+            it was called ``layer`` before, which still works for one release.
     """
 
-    layer: str
+    cut_at: str
+    renamed_kwargs: ClassVar[Mapping[str, str]] = {"layer": "cut_at"}
 
     def prepare(self, model: TLModel, source_state: dict[str, Tensor] | None) -> TLModel:
-        """Load the source encoder into ``model`` and freeze the layers before ``layer``.
+        """Load the source encoder into ``model`` and freeze the layers before ``cut_at``.
 
         Raises:
-            ValueError: If ``layer`` is not a layer of the model, listing the valid names.
+            ValueError: If ``cut_at`` is not a layer of the model, listing the valid names.
         """
         layers = ordered_layers(model)
-        if self.layer not in layers:
-            close = difflib.get_close_matches(self.layer, layers, n=1)
+        if self.cut_at not in layers:
+            close = difflib.get_close_matches(self.cut_at, layers, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ValueError(
-                f"freeze_up_to: {self.layer!r} is not a layer of {model.config['name']!r}.{hint} "
+                f"freeze_up_to: cut_at {self.cut_at!r} is not a layer of {model.config['name']!r}.{hint} "
                 f"Valid layers, in forward order: {', '.join(layers)}"
             )
         model = super().prepare(model, source_state)
-        frozen = layers[: layers.index(self.layer)]
+        frozen = layers[: layers.index(self.cut_at)]
         freeze(model.encoder.get_submodule(name) for name in frozen)
         if frozen:
             # Parameters the encoder holds itself (a ViT's class token and position embedding) belong to no
