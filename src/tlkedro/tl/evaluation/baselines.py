@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 BASELINE_KINDS = ("trivial", "linear", "covariate")
 DEFAULT_COVARIATE = "head_scale"
 _RIDGE_ALPHAS = np.logspace(-3, 5, 17)
-_LOGISTIC_CS = np.logspace(-4, 4, 17)
+_LOGISTIC_CS = np.logspace(-4, 4, 9)
 _CHUNK = 256
 
 
@@ -149,7 +149,14 @@ def _linear_model(task: str, train_targets: pd.Series, inner_folds: int, seed: i
     inner = StratifiedKFold(min(inner_folds, smallest), shuffle=True, random_state=seed)
     return make_pipeline(
         StandardScaler(),
-        LogisticRegressionCV(Cs=_LOGISTIC_CS, cv=inner, scoring="neg_log_loss", max_iter=5000),
+        LogisticRegressionCV(
+            Cs=_LOGISTIC_CS,
+            l1_ratios=(0.0,),  # L2
+            cv=inner,
+            scoring="neg_log_loss",
+            max_iter=5000,
+            use_legacy_attributes=False,
+        ),
     )
 
 
