@@ -133,22 +133,6 @@ def rank_cutoffs(table: pd.DataFrame, cutoffs: Mapping[str, str], metric: str) -
     )
 
 
-def bootstrap_interval(
-    predictions: pd.DataFrame, *, n_resamples: int = 500, seed: int = 0, level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the AUROC over subjects (classification predictions)."""
-    rng = np.random.default_rng(seed)
-    y = predictions["target"].to_numpy()
-    p = predictions["probability"].to_numpy()
-    scores = []
-    for _ in range(n_resamples):
-        index = rng.integers(0, len(y), len(y))
-        if len(np.unique(y[index])) == 2:
-            scores.append(roc_auc_score(y[index], p[index]))
-    tail = (1 - level) / 2 * 100
-    return float(np.percentile(scores, tail)), float(np.percentile(scores, 100 - tail))
-
-
 def _format(value: object) -> str:
     if value is None or pd.isna(value):  # e.g. init_from of a variant without a source model
         return ""
@@ -187,7 +171,7 @@ def plot_metric_by_variant(
     if intervals:
         lows = np.array([intervals[v][0] for v in table["variant"]])
         highs = np.array([intervals[v][1] for v in table["variant"]])
-        errors = np.vstack([values - lows, highs - values]).clip(min=0)
+        errors = np.nan_to_num(np.vstack([values - lows, highs - values]).clip(min=0))
     ax.bar(names, values, yerr=errors, capsize=4, color="tab:blue", alpha=0.8)
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} per variant" + (" (95% bootstrap interval)" if intervals else ""))

@@ -46,15 +46,38 @@ def compare_variants(
 
 
 def plot_primary_metric(
-    table: pd.DataFrame, *predictions: pd.DataFrame, names: list[str], metric: str
+    table: pd.DataFrame,
+    *predictions: pd.DataFrame,
+    names: list[str],
+    metric: str,
+    evaluation_params: dict[str, Any] | None = None,
 ) -> Figure:
-    """The primary metric per variant, with bootstrap intervals for classification predictions."""
+    """The primary metric per variant, with its bootstrap interval over subjects.
+
+    Intervals are drawn where the metric (``test/auroc``: ``auroc``) is one of ``tlkedro.tl.evaluation``'s
+    for the predictions' task (classification where they have class probabilities).
+    """
+    params = EvaluationParams.model_validate(evaluation_params or {})
+    name = metric.split("/")[-1]
+    task = "classification" if evaluation.probability_columns(predictions[0]) else "regression"
     intervals = None
-    if all("probability" in frame for frame in predictions):
-        intervals = dict(zip(names, (reporting.bootstrap_interval(frame) for frame in predictions)))
+    if name in evaluation.METRICS[task]:
+        intervals = {
+            variant: _interval_ends(frame, name, task, params)
+            for variant, frame in zip(names, predictions)
+        }
     return reporting.plot_metric_by_variant(
         table.set_index("variant").loc[names].reset_index(), metric, intervals
     )
+
+
+def _interval_ends(
+    frame: pd.DataFrame, metric: str, task: str, params: EvaluationParams
+) -> tuple[float, float]:
+    interval = evaluation.metric_interval(
+        frame, metric, task, params.confidence, params.n_resamples, params.seed, params.method
+    )
+    return interval.low, interval.high
 
 
 def plot_learning_curves(*histories: pd.DataFrame, names: list[str]) -> Figure:
