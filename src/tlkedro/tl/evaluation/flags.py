@@ -31,7 +31,7 @@ def quality_flags(
 
     A flag is raised when a model
     - does not beat the trivial baseline: the paired interval of their difference in ``metric`` does not
-      exclude 0 in the model's favour (the trivial baseline itself and a missing one are said so);
+      exclude 0 in the model's favour (a missing trivial baseline is a flag too);
     - (regression) has an MAE above the standard deviation of the target among its subjects;
     - (classification) predicts one class for every subject;
     - rests on fewer than ``min_subjects`` subjects (said once when every model has the same count).
@@ -73,7 +73,7 @@ def quality_flags(
             )
             if difference.a_is_better is not True:
                 flags.append(
-                    f"{name} does not beat the trivial baseline: {difference.statement(name, trivial)}."
+                    f"{name} does not beat the trivial baseline {trivial}: {difference.figures()}."
                 )
         rows = pooled[name]
         if task == "regression":
