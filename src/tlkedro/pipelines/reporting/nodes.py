@@ -257,7 +257,7 @@ class EvaluationParams(BaseModel):
     small_sample: PositiveInt = 30
     reference: str | None = "scratch"
     baselines: list[Literal["trivial", "linear", "covariate"]] = list(evaluation.BASELINE_KINDS)
-    covariate: str = evaluation.baselines.DEFAULT_COVARIATE
+    covariate: str = evaluation.DEFAULT_COVARIATE
     pooled_size: PositiveInt = 8
     inner_folds: int = Field(5, ge=2)
 
