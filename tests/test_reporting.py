@@ -249,7 +249,15 @@ def test_evaluation_markdown_shows_the_table_notes_and_flags():
     assert "BCa bootstrap over subjects (100 resamples" in text
     assert "- finetune.probe does not beat it." in text
     assert "averaged over the" not in text  # one repeat
+    assert "covariate" not in text  # no covariate baseline in the table
     assert "### Flags\n\nNone." in reporting.evaluation_markdown(table, [], "Age")
+    with_covariate = reporting.evaluation_table(
+        _evaluation_tables() | {"baseline.covariate": _regression_predictions(9.0, seed=4)},
+        "regression",
+        n_resamples=50,
+    )
+    text = reporting.evaluation_markdown(with_covariate, [], "Age", covariate="head_scale")
+    assert "baseline.covariate predicts from `head_scale` alone" in text
 
 
 def test_training_size_plot_draws_one_line_per_strategy_with_intervals():

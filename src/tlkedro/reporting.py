@@ -373,10 +373,12 @@ def evaluation_markdown(
     title: str,
     n_resamples: int = 2000,
     method: str = "BCa",
+    covariate: str | None = None,
 ) -> str:
     """The evaluation table (``evaluation_table``) and the flags as a markdown section.
 
-    ``n_resamples`` and ``method`` are the ones the table was computed with, for its notes.
+    ``n_resamples`` and ``method`` are the ones the table was computed with, for its notes;
+    ``covariate`` is the column of the ``baseline.covariate`` row, if any, named in a note.
     """
     metric = table["metric"].iloc[0]
     reference = table["reference"].iloc[0]
@@ -415,6 +417,11 @@ def evaluation_markdown(
         notes.append(
             f"Differences to {reference} are paired: both models on the same resampled subjects. A "
             "verdict says better or worse only where the interval excludes 0."
+        )
+    if covariate is not None and (table["model"] == f"{BASELINE_PREFIX}covariate").any():
+        notes.append(
+            f"{BASELINE_PREFIX}covariate predicts from `{covariate}` alone; a variant that does not beat "
+            "it may have learned no more than that covariate (for `head_scale`: head size)."
         )
     if repeats > 1:
         notes.append(

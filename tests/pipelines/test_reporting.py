@@ -239,6 +239,16 @@ def test_split_baselines_on_a_classification_task():
         title="Sex",
     )
     assert list(table["metric"].unique()) == ["auroc"]
+    prefixed, _ = report_evaluation(
+        baselines,
+        names=[],
+        task="classification",
+        target="sex",
+        evaluation_params={"n_resamples": 100, "reference": None},
+        title="Sex",
+        metric="test/balanced_accuracy",
+    )
+    assert list(prefixed["metric"].unique()) == ["balanced_accuracy"]
     assert "rests on 12 subjects (fewer than 30)" in markdown
     assert "difference to" not in markdown  # no reference
 

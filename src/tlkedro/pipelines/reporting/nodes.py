@@ -359,9 +359,11 @@ def report_evaluation(
         target: The target column's name.
         evaluation_params: ``reporting.evaluation`` (``EvaluationParams``).
         title: The markdown section's title.
-        metric: The metric with intervals; ``None``: ``mae`` or ``auroc``.
+        metric: The metric with intervals, with or without a split prefix (``test/auroc`` or
+            ``auroc``); ``None``: ``mae`` or ``auroc``.
     """
     params = EvaluationParams.model_validate(evaluation_params)
+    metric = metric.split("/")[-1] if metric else None
     if len(names) != len(predictions):
         raise ValueError(f"{len(predictions)} predictions tables for {len(names)} names {names}")
     tables = dict(zip(names, predictions)) | evaluation.split_models(baselines)
@@ -375,7 +377,9 @@ def report_evaluation(
     flags = evaluation.quality_flags(
         tables, task, target, metric, evaluation.TRIVIAL, params.small_sample, **settings
     )
-    markdown = reporting.evaluation_markdown(table, flags, title, params.n_resamples, params.method)
+    markdown = reporting.evaluation_markdown(
+        table, flags, title, params.n_resamples, params.method, params.covariate
+    )
     return table, markdown
 
 
