@@ -394,3 +394,22 @@ def test_a_good_model_on_enough_subjects_raises_no_flag():
     assert flags == []
     missing = evaluation.quality_flags({"good": reg}, "regression", "age", n_resamples=200)
     assert len(missing) == 1 and missing[0].startswith("No trivial baseline")
+
+
+def test_auroc_is_checked_against_chance_not_the_pooled_trivial_baseline():
+    # Pooled over folds, the trivial baseline's fold-wise priors rank subjects against their class.
+    images, labels = _images_and_labels(40)
+    labels = labels.assign(sex=np.repeat(np.arange(40) % 2, 2))
+    subjects = labels.drop_duplicates("subject_id")
+    folds = assign_folds(subjects.assign(sex=0), k=3, seed=0)  # folds blind to sex: priors differ
+    trivial = evaluation.cross_validated_baselines(
+        images, labels, folds, "classification", "sex", ["trivial"]
+    )["trivial"]
+    assert evaluation.metric_values(trivial, "classification")["auroc"] < 0.5
+    assert evaluation.fold_summary(trivial, "auroc", "classification").mean == pytest.approx(0.5)
+    rng = np.random.default_rng(0)
+    noise = trivial.assign(probability=rng.uniform(size=len(trivial)))
+    flags = evaluation.quality_flags(
+        {"noise": noise, "baseline.trivial": trivial}, "classification", "sex", n_resamples=200
+    )
+    assert any(f.startswith("noise does not beat the trivial baseline: its AUROC") for f in flags)
