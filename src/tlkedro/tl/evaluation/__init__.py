@@ -25,6 +25,7 @@ Modules: ``predictions`` (the contract, pooling, pairing), ``scores`` (metrics, 
 
 from tlkedro.tl.evaluation.baselines import (
     BASELINE_KINDS,
+    DEFAULT_COVARIATE,
     MissingCovariateError,
     baseline_predictions,
     cross_validated_baselines,
@@ -59,6 +60,7 @@ from tlkedro.tl.evaluation.scores import (
 
 __all__ = [
     "BASELINE_KINDS",
+    "DEFAULT_COVARIATE",
     "HIGHER_IS_BETTER",
     "METRICS",
     "TRIVIAL",

@@ -8,11 +8,17 @@ from collections.abc import Mapping
 import pandas as pd
 
 from tlkedro.tl.evaluation.predictions import pool_repeats
-from tlkedro.tl.evaluation.scores import default_metric, metric_values, paired_difference
+from tlkedro.tl.evaluation.scores import (
+    default_metric,
+    metric_interval,
+    metric_values,
+    paired_difference,
+)
 
 logger = logging.getLogger(__name__)
 
 TRIVIAL = "baseline.trivial"
+CHANCE_AUROC = 0.5
 
 
 def quality_flags(
@@ -31,7 +37,11 @@ def quality_flags(
 
     A flag is raised when a model
     - does not beat the trivial baseline: the paired interval of their difference in ``metric`` does not
-      exclude 0 in the model's favour (the trivial baseline itself and a missing one are said so);
+      exclude 0 in the model's favour (a missing trivial baseline is a flag too). For AUROC the model's
+      own interval must exclude 0.5, the AUROC of any constant predictor: pooled over folds, the
+      trivial baseline's fold-wise class priors rank the subjects against their classes (a held-out
+      fold with more of class 1 leaves a lower prior), which pulls its pooled AUROC below 0.5 and would
+      make it too easy to beat;
     - (regression) has an MAE above the standard deviation of the target among its subjects;
     - (classification) predicts one class for every subject;
     - rests on fewer than ``min_subjects`` subjects (said once when every model has the same count).
@@ -51,7 +61,8 @@ def quality_flags(
     metric = metric or default_metric(task)
     flags = []
     pooled = {name: pool_repeats(table, task, name) for name, table in tables.items()}
-    if trivial is not None and trivial not in tables:
+    against_chance = metric == "auroc"
+    if trivial is not None and trivial not in tables and not against_chance:
         flags.append(
             f"No trivial baseline ({trivial}) was given: nothing shows whether the models beat "
             "predicting the training mean or majority class."
@@ -59,7 +70,15 @@ def quality_flags(
     for name, table in tables.items():
         if name == trivial:
             continue
-        if trivial in tables:
+        if against_chance:
+            interval = metric_interval(table, metric, task, confidence, n_resamples, seed, method)
+            if not interval.low > CHANCE_AUROC:
+                flags.append(
+                    f"{name} does not beat the trivial baseline: its AUROC {interval.estimate:.3g} "
+                    f"({confidence:.0%} interval {interval.low:.3g} to {interval.high:.3g}, {interval.n} "
+                    f"subjects) does not exceed {CHANCE_AUROC}, the AUROC of a constant prediction."
+                )
+        elif trivial in tables:
             difference = paired_difference(
                 table,
                 tables[trivial],
@@ -73,7 +92,7 @@ def quality_flags(
             )
             if difference.a_is_better is not True:
                 flags.append(
-                    f"{name} does not beat the trivial baseline: {difference.statement(name, trivial)}."
+                    f"{name} does not beat the trivial baseline {trivial}: {difference.figures()}."
                 )
         rows = pooled[name]
         if task == "regression":
