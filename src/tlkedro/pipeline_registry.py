@@ -85,7 +85,7 @@ def _build(parameters: dict[str, Any], source: str) -> dict[str, Pipeline]:
     return {
         "synthetic": create_synthetic_pipeline(),
         "ingestion": create_ingestion_pipeline(source=source),
-        "preprocessing": create_preprocessing_pipeline(),
+        "preprocessing": create_preprocessing_pipeline(source=source),
         "pretrain": pretrain.create_pipeline(parameters),
         "finetune": finetune.create_pipeline(parameters),
         "reporting": reporting.create_pipeline(parameters),

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Literal
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ class SpatialNormalisationConfig(BaseModel):
         min_similarity: Correlation with the template below which a scan is quarantined as
             ``registration_failed``. Not part of the cached result: changing it needs no recomputation.
         seed: ANTs' random seed (its metric samples voxels at random).
+        mosaic_scans: Scans shown in the QC mosaic (the first ones of the manifest).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -88,11 +90,13 @@ class SpatialNormalisationConfig(BaseModel):
     retry_below: float = Field(default=0.45, ge=-1.0, le=1.0)
     min_similarity: float = Field(default=0.4, ge=-1.0, le=1.0)
     seed: int = 42
+    mosaic_scans: int = Field(default=12, ge=1)
 
     def fingerprint(self, spacing_mm: tuple[float, float, float]) -> str:
-        """Hash of everything that shapes a normalised scan: these options (but ``min_similarity``), the
-        target spacing, the algorithm's version and the versions of antspyx and nilearn (its template)."""
-        options = self.model_dump(exclude={"min_similarity"})
+        """Hash of everything that shapes a normalised scan: these options (but the QC threshold and the
+        mosaic), the target spacing, the algorithm's version and the versions of antspyx and nilearn
+        (its template)."""
+        options = self.model_dump(exclude={"min_similarity", "mosaic_scans"})
         payload = {
             "options": options,
             "spacing_mm": [float(s) for s in spacing_mm],
@@ -383,3 +387,93 @@ def qc_mosaic(
         axes[index // columns, (index % columns) * 3 + 1].set_title(label, fontsize=7)
     figure.suptitle(f"Registered mid-slices, MNI (0, 0, 0), template outline in red ({TEMPLATE_NAME})")
     return figure
+
+
+QC_COLUMNS: dict[str, str] = {
+    "scan_id": "str",
+    "subject_id": "str",
+    "similarity": "float64",
+    "head_scale": "float64",
+    "stage1_similarity": "float64",
+    "retried": "bool",
+    "brain_ml": "float64",
+    "passed": "bool",
+}
+"""Columns of the registration QC table (one row per manifest scan; docs/data.md)."""
+
+REGISTRATION_FAILED = "registration_failed"
+"""Quarantine reason code of a scan whose registration fell below ``min_similarity``."""
+
+
+class StaleNormalisationError(RuntimeError):
+    """A normalised scan was computed with other options or from another file than the current ones."""
+
+
+def assess_registration(
+    manifest: pd.DataFrame,
+    sidecars: dict[str, dict],
+    config: SpatialNormalisationConfig,
+    spacing_mm: tuple[float, float, float],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The QC table of the normalised scans, and the quarantine rows of those below ``min_similarity``.
+
+    Args:
+        manifest: One row per scan (``scan_id``, ``subject_id``).
+        sidecars: Scan id -> the sidecar of its normalised file (``fingerprint`` and the
+            :class:`RegistrationQC` fields); unused when ``config.method`` is ``none``.
+        config: The spatial normalisation options.
+        spacing_mm: The target spacing.
+
+    Returns:
+        The QC table (``QC_COLUMNS``; NaN figures and ``passed`` for every scan with ``method: none``)
+        and the quarantine rows (``source``, ``subject_id``, ``reason_code``, ``reason``).
+
+    Raises:
+        StaleNormalisationError: A scan has no normalised file, or one computed with other options:
+            the message names it (a result is never silently reused).
+    """
+    rows, rejected = [], []
+    current = config.fingerprint(tuple(float(s) for s in spacing_mm))
+    for scan_id, subject_id in zip(manifest["scan_id"], manifest["subject_id"], strict=True):
+        if config.method == "none":
+            nan = float("nan")
+            rows.append((scan_id, subject_id, nan, nan, nan, False, nan, True))
+            continue
+        sidecar = sidecars.get(scan_id)
+        if sidecar is None or str(sidecar.get("fingerprint", "")).split("-")[0] != current:
+            state = "missing" if sidecar is None else "computed with other options"
+            raise StaleNormalisationError(
+                f"the normalised scan {scan_id} is {state}: run the normalise_scans node (kedro run "
+                "--pipelines preprocessing) with the current preprocessing.spatial_normalisation"
+            )
+        passed = sidecar["similarity"] >= config.min_similarity
+        rows.append(
+            (
+                scan_id,
+                subject_id,
+                sidecar["similarity"],
+                sidecar["head_scale"],
+                sidecar["stage1_similarity"],
+                sidecar["retried"],
+                sidecar["brain_ml"],
+                passed,
+            )
+        )
+        if not passed:
+            rejected.append(
+                {
+                    "source": scan_id,
+                    "subject_id": subject_id,
+                    "reason_code": REGISTRATION_FAILED,
+                    "reason": (
+                        f"{config.method} registration to the template reached a correlation of "
+                        f"{sidecar['similarity']:.3f} inside the template mask, below "
+                        f"spatial_normalisation.min_similarity {config.min_similarity:g}"
+                    ),
+                }
+            )
+    qc = pd.DataFrame(rows, columns=list(QC_COLUMNS)).astype(QC_COLUMNS)
+    quarantine = pd.DataFrame(
+        rejected, columns=["source", "subject_id", "reason_code", "reason"]
+    ).astype(str)
+    return qc, quarantine
