@@ -40,7 +40,7 @@ import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Literal
 
 import nibabel as nib
@@ -388,12 +388,12 @@ def qc_mosaic(
             ax = axes[index // columns, (index % columns) * 3 + panel]
             ax.imshow(plane.T, origin="lower", cmap="gray")
             ax.contour(outline.T.astype(float), levels=[0.5], colors="r", linewidths=0.5)
-        label = Path(scan_id).name.split("_")[0]
+        label = PurePosixPath(scan_id).parts[0]  # the subject, in both layouts
         if similarities is not None and scan_id in similarities:
             label += f"  r={similarities[scan_id]:.2f}"
         axes[index // columns, (index % columns) * 3 + 1].set_title(label, fontsize=7)
     figure.suptitle(
-        f"Registered mid-slices, MNI (0, 0, 0), template outline in red ({TEMPLATE_NAME})"
+        f"Slices through MNI (0, 0, 0) on the {TEMPLATE_NAME} grid; template brain outline in red"
     )
     return figure
 
