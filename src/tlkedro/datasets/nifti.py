@@ -146,12 +146,7 @@ class NiftiCollectionDataset(AbstractDataset[Mapping[str, Any], dict[str, NiftiR
         return self._root.is_dir() and any(p.is_file() for p in self._root.glob(self._glob))
 
     def _describe(self) -> dict[str, Any]:
-        return {
-            "path": str(self._root),
-            "glob": self._glob,
-            "workers": self._workers,
-            "min_items_for_pool": self._min_items_for_pool,
-        }
+        return {"path": str(self._root), "glob": self._glob, "workers": self._workers}
 
     def _check_item(self, key: str, item: Any) -> None:
         path = PurePosixPath(key)
