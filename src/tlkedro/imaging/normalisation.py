@@ -8,9 +8,10 @@ in different subjects. ``normalise_scan`` brings one scan into template space, a
 2. A crude skull strip (threshold at the mean, erode, largest component, dilate, fill holes): the
    template is brain-only, and a whole-head-to-brain affine squeezes the head into the brain (a scale
    of about 1.6 on IXI).
-3. Stage 1: ``AffineFast`` (``Rigid`` for ``method: rigid``) of the stripped scan to the template. A scan
-   whose correlation with the template inside the template mask stays below ``retry_below`` is registered
-   again with the full ``Affine`` (on IXI about one scan in seven needed it).
+3. Stage 1: ``AffineFast`` (``Rigid`` for ``method: rigid``) of the stripped scan to the template. While
+   the correlation with the template inside the template mask stays below ``retry_below``, the strip is
+   redone with a larger erosion (the face can stay attached); if even the best stays below, stage 1 is
+   rerun with the full ``Affine``.
 4. Stage 2: the template mask carried back into the scan through the inverse of stage 1 replaces the
    crude one, and a full ``Affine`` (``Rigid``) refines stage 1 on the scan masked by it.
 5. The bias-corrected scan is resampled onto the template grid at the target spacing, and the template
@@ -56,10 +57,12 @@ TEMPLATE_NAME = "MNI152NLin2009aSym"
 """What the outputs are registered to (BIDS ``space`` label): nilearn's copy of ICBM 2009a symmetric."""
 
 # Bump when the algorithm changes in a way that changes its outputs: cached scans are then recomputed.
-ALGORITHM_VERSION = 1
-# A scan's voxels above its mean form the crude head mask; eroding it by this radius cuts the brain loose
-# from scalp, eyes and neck (2 voxels at 2 mm left the face attached; measured on IXI).
-_STRIP_RADIUS_MM = 6.0
+ALGORITHM_VERSION = 2
+# A scan's voxels above its mean form the crude head mask; eroding it cuts the brain loose from scalp,
+# eyes and neck. 6 mm suffices for most IXI scans, but in about one in ten the face stays attached (the
+# crude "brain" then exceeds 2 l and stage 1 fails): the larger radii are tried in turn while stage 1
+# stays below `retry_below`, and the best is kept (measured on IXI).
+_STRIP_RADII_MM = (6.0, 8.0, 10.0)
 # Voxels of the carried-back template mask darker than this fraction of the brain's median intensity
 # are dropped (background and CSF at the rim), and holes filled again (ventricles stay).
 _RIM_DARK_FRACTION = 0.15
@@ -174,11 +177,11 @@ def _to_ants(image: nib.Nifti1Image) -> ants.ANTsImage:
     return _ants().from_nibabel_nifti(nib.Nifti1Image(data, image.affine))
 
 
-def _crude_brain_mask(image: ants.ANTsImage) -> ants.ANTsImage:
+def _crude_brain_mask(image: ants.ANTsImage, radius_mm: float) -> ants.ANTsImage:
     """Threshold at the mean, erode, keep the largest component, dilate, fill holes."""
     ants = _ants()
     array = image.numpy()
-    radius = max(1, round(_STRIP_RADIUS_MM / min(image.spacing)))
+    radius = max(1, round(radius_mm / min(image.spacing)))
     head = image.new_image_like((array > array.mean()).astype(np.float32))
     mask = ants.iMath(head, "ME", radius)
     mask = ants.iMath(mask, "GetLargestComponent")
@@ -244,27 +247,31 @@ def normalise_scan(
     quick = "AffineFast" if config.method == "affine" else "Rigid"
 
     moving = _to_ants(image)
-    strip = _crude_brain_mask(moving)
     if config.bias_correction:
         # N4 fitted inside the (dilated) crude mask: a third of the time of the whole field of view,
         # and the background noise does not pull the bias field.
         iterations = [20, 20, 20] if config.fast else [50, 50, 50, 50]
         moving = ants.n4_bias_field_correction(
             moving,
-            mask=ants.iMath(strip, "MD", 2),
+            mask=ants.iMath(_crude_brain_mask(moving, _STRIP_RADII_MM[0]), "MD", 2),
             convergence={"iters": iterations, "tol": 1e-7},
         )
-        strip = _crude_brain_mask(moving)
     with tempfile.TemporaryDirectory(prefix="tlkedro-ants-") as workdir:
         # antspyx writes its transforms under `outprefix`: here, deleted with the folder.
-        crude = moving * strip
 
         def similarity(transform: str, source) -> float:
             warped = ants.apply_transforms(fixed, source, [transform], interpolator="linear")
             return _correlation(warped.numpy(), fixed.numpy(), fixed_mask)
 
-        transform = _register(fixed, crude, quick, config.seed, workdir)
-        stage1 = similarity(transform, crude)
+        stage1, transform, crude = -np.inf, "", moving
+        for radius_mm in _STRIP_RADII_MM:
+            candidate = moving * _crude_brain_mask(moving, radius_mm)
+            candidate_transform = _register(fixed, candidate, quick, config.seed, workdir)
+            candidate_similarity = similarity(candidate_transform, candidate)
+            if candidate_similarity > stage1:
+                stage1, transform, crude = candidate_similarity, candidate_transform, candidate
+            if stage1 >= config.retry_below:
+                break
         retried = not config.fast and quick != full and stage1 < config.retry_below
         if retried:
             transform = _register(fixed, crude, full, config.seed, workdir)
