@@ -8,6 +8,7 @@ learning rate high enough for the weights to move fast within the few steps.
 from __future__ import annotations
 
 import logging
+import pickle
 
 import numpy as np
 import pandas as pd
@@ -15,8 +16,9 @@ import pytest
 import torch
 from torch import nn
 
-from tlkedro.tl.batchnorm import recalibrate, trained_batchnorms
+from tlkedro.tl.batchnorm import RecalibrateBatchNorm, recalibrate, trained_batchnorms
 from tlkedro.tl.config import TrainConfig
+from tlkedro.tl.data import ArrayDataset
 from tlkedro.tl.metrics import trivial_check
 from tlkedro.tl.objectives import TaskInfo
 from tlkedro.tl.strategies.base import freeze
@@ -109,6 +111,15 @@ def test_recalibration_recomputes_only_trained_layers_and_runs_no_dropout() -> N
     expected = torch.stack([f.mean(dim=(0, 2, 3)) for f in features]).mean(dim=0)
     assert torch.allclose(model[3].running_mean, expected, atol=1e-5)
     assert model[3].momentum == 0.1 and not model.training
+
+
+def test_the_callback_can_be_sent_to_spawned_processes(
+    volumes: tuple[np.ndarray, pd.DataFrame],
+) -> None:
+    images, labels = volumes
+    callback = RecalibrateBatchNorm(ArrayDataset(images, labels["age"].to_numpy()), 8, seed=0)
+    copy = pickle.loads(pickle.dumps(callback))  # what ddp_spawn does to every callback
+    assert len(copy.dataset) == SUBJECTS and copy.batch_size == 8
 
 
 def test_a_constant_classifier_is_flagged_against_the_class_frequencies(

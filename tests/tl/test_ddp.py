@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 import torch
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
-from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 
 from tlkedro.tl.config import TrainConfig, TrainerConfig
 from tlkedro.tl.data import MRIDataModule
@@ -22,6 +21,7 @@ from tlkedro.tl.launch import (
     ProcessGroupShutdown,
     build_trainer,
     machine_defaults,
+    ran_in_launched_processes,
     resolve_accelerator,
 )
 from tlkedro.tl.training import evaluate, fit
@@ -148,8 +148,7 @@ def test_fit_with_ddp_on_two_cpu_processes_gives_its_history_and_a_usable_checkp
 
 def test_auto_strategy_on_several_devices_spawns_the_processes(tmp_path: Path) -> None:
     trainer = build_trainer(TrainerConfig(accelerator="cpu", devices=2), tmp_path, [])
-    launcher = trainer.strategy.launcher
-    assert isinstance(launcher, _MultiProcessingLauncher) and launcher._start_method == "spawn"
+    assert ran_in_launched_processes(trainer) and trainer.strategy.launcher._start_method == "spawn"
     assert trainer.num_devices == 2
 
 
@@ -161,7 +160,7 @@ def test_ddp_that_would_run_the_command_line_again_is_refused(tmp_path: Path) ->
 
 def test_one_device_trains_in_this_process_deterministically(tmp_path: Path) -> None:
     trainer = build_trainer(TrainerConfig(accelerator="cpu"), tmp_path, [])
-    assert trainer.strategy.launcher is None and trainer.num_devices == 1
+    assert not ran_in_launched_processes(trainer) and trainer.num_devices == 1
     assert torch.are_deterministic_algorithms_enabled()
 
 

@@ -25,7 +25,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 
 def trained_batchnorms(model: nn.Module) -> list[_BatchNorm]:
@@ -65,13 +65,27 @@ class RecalibrateBatchNorm(L.Callback):
     """``recalibrate`` the module's ``model`` over the training rows before every validation of ``fit``.
 
     Args:
-        loader: The training rows without augmentation, in order; its items start with the image.
+        dataset: The training rows without augmentation; its items start with the image.
+        batch_size: Images per batch (the training batch size: the statistics are averages of batch
+            statistics).
+        seed: Seed of the loader's generator (an iterator draws a base seed, from the global generator
+            without one).
     """
 
-    def __init__(self, loader: DataLoader) -> None:
-        self.loader = loader
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int) -> None:
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.seed = seed
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        recalibrate(pl_module.model, (batch[0] for batch in self.loader), pl_module.device)
+        # Made here, not kept: a torch.Generator cannot be sent to the processes of ddp_spawn.
+        loader = DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            generator=torch.Generator().manual_seed(self.seed),
+            # BatchNorm cannot compute statistics over a batch of one image.
+            drop_last=len(self.dataset) % self.batch_size == 1,
+        )
+        recalibrate(pl_module.model, (batch[0] for batch in loader), pl_module.device)

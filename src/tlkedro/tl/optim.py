@@ -6,10 +6,11 @@ with timm's meaning: ``sgd`` is SGD with Nesterov momentum, ``momentum`` SGD wit
 timm passes ``momentum`` only to optimizers that take one, and the strategies' parameter groups through
 unchanged.
 
-Schedules are torch's, stepped once per epoch, in a registry of their own: timm's schedulers
-(``timm.scheduler``) step through their own ``step(epoch)`` interface and compute the cosine in closed
-form, which changes the learning rates of strategies that add parameter groups part-way (DAPT), and
-have no plateau schedule on a monitored loss.
+Schedules are torch's, stepped once per epoch by Lightning, in a registry of their own (``SCHEDULES``).
+timm's schedulers (``timm.scheduler``) are not used: they step through their own ``step(epoch, metric)``,
+which Lightning calls only through an overridden ``lr_scheduler_step``, and their cosine is computed in
+closed form from each group's base rate, where torch's follows each group's current rate; that would
+change the learning rates of the groups that strategies add part-way (DAPT) and every result so far.
 """
 
 from __future__ import annotations

@@ -118,7 +118,8 @@ def fit(
         )
         callbacks = [history, throughput, early_stopping, *run.callbacks]
         if _recalibrates(config.trainer, images, module):
-            callbacks.append(RecalibrateBatchNorm(_plain_training_rows(datamodule)))
+            plain = ArrayDataset(images, datamodule.targets, datamodule.train_indices)
+            callbacks.append(RecalibrateBatchNorm(plain, config.trainer.batch_size, config.seed))
         trainer = build_trainer(config.trainer, run.path, callbacks, run.plugins)
         start = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=run.resume_from, weights_only=True)
@@ -179,21 +180,6 @@ def _recalibrates(settings: TrainerConfig, images: np.ndarray, module: L.Lightni
     if wanted == "auto":
         wanted = images.ndim == 5  # (N, C, D, H, W) volumes
     return bool(wanted) and bool(trained_batchnorms(module.model))
-
-
-def _plain_training_rows(datamodule: MRIDataModule) -> DataLoader:
-    """The training rows in order, without augmentation, in training-sized batches."""
-    rows = ArrayDataset(
-        datamodule.train_dataset.images, datamodule.targets, datamodule.train_indices
-    )
-    return DataLoader(
-        rows,
-        batch_size=datamodule.batch_size,
-        # Seeded: an iterator draws a base seed, from the global generator without one.
-        generator=torch.Generator().manual_seed(datamodule.seed),
-        # BatchNorm cannot compute statistics over a batch of one image.
-        drop_last=len(rows) % datamodule.batch_size == 1,
-    )
 
 
 def _datamodule(
