@@ -1,6 +1,8 @@
 # The image every Argo task runs (`kedro argo render`, docs/deployment.md): the project installed
-# from the exact versions of requirements-lock.txt. The catalog's data/ is not in the image: it is
-# a volume mounted at /home/kedro/project/data (argo.volumes in conf/base/deploy.yml).
+# from the exact versions of requirements-lock.txt (s3fs included, for conf/cloud's bucket). The
+# catalog's data/ is not in the image: it is a volume mounted at /home/kedro/project/data
+# (argo.volumes in conf/base/deploy.yml), or, with `-e cloud`, an object store plus a volume for the
+# raw scans at data/01_raw (conf/cloud/).
 #
 #   docker build -t registry.example.org/tlkedro:$(git rev-parse --short HEAD) .
 FROM python:3.11-slim

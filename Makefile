@@ -19,8 +19,12 @@ demo: install
 test: install
 	$(PY) -m pytest
 
+# `make viz ENV=tiny`: the pipelines as `kedro run --env tiny` builds them. --include-hooks runs the
+# hook that hands the environment's parameters to the pipeline registry (one namespace per variant);
+# without it kedro-viz draws the variants of conf/base.
+ENV ?= base
 viz: install
-	$(VENV)/bin/kedro viz run
+	$(VENV)/bin/kedro viz run --env $(ENV) --include-hooks
 
 # Files and the folders they leave empty: the synthetic cohort refuses to write into a non-empty folder
 # that lacks its marker file, and a tree of empty subject folders is not empty.

@@ -4,7 +4,7 @@ The same fine-tuning both ways: a resnet18 trained from scratch (the ``scratch``
 model) to classify sex on the finetune split, with the same subjects in training and validation, epochs,
 batch size, optimizer, learning-rate schedule and seed, on the same machine, one after the other.
 
-- ``kedro run --env benchmark --nodes finetune.scratch.resolve_config,finetune.scratch.train``: Kedro,
+- ``kedro run --env benchmark --nodes finetune.scratch.record_run,finetune.scratch.train``: Kedro,
   Lightning and ``tlkedro.tl`` (catalog, hooks, the data module reading float16 memory-mapped rows,
   per-epoch reseeding, metrics, logging, progress bar, early stopping, ``last.ckpt`` and ``best.ckpt``
   every epoch). Its epochs end when ``last.ckpt`` is written, so the benchmark takes the epochs' end
@@ -158,7 +158,7 @@ class EpochClock:
 
 def through_kedro(project: Path, env: dict[str, str]) -> dict:
     last = project / "data/06_models/checkpoints" / NAMESPACE / "checkpoints" / "last.ckpt"
-    nodes = f"{NAMESPACE}.resolve_config,{NAMESPACE}.train"
+    nodes = f"{NAMESPACE}.record_run,{NAMESPACE}.train"
     started = time.time()
     process = kedro_process(project, "run", "--env", ENV, "--nodes", nodes, env=env)
     with EpochClock(last, process.pid) as clock:

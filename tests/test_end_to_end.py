@@ -71,12 +71,12 @@ def test_each_run_records_its_configuration_and_provenance(project):
     assert record["config"]["strategy"]["name"] == "linear_probe"
     assert record["config"]["optimizer"]["lr"] == pytest.approx(1e-3)  # the variant's override
     assert record["config"]["seed"] == 42
-    assert record["run"]["packages"]["torch"]
-    assert record["run"]["git_revision"]
+    assert record["provenance"]["packages"]["torch"]
+    assert record["provenance"]["git_revision"]
 
 
 def test_params_on_the_command_line_reach_every_variant_that_does_not_override_them(project):
-    nodes = ",".join(f"finetune.{v}.resolve_config" for v in ("full", "linear_probe"))
+    nodes = ",".join(f"finetune.{v}.record_run" for v in ("full", "linear_probe"))
     kedro(
         project,
         "run",

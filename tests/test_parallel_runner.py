@@ -90,7 +90,7 @@ def test_threads_per_worker_is_set_by_the_environment(project, monkeypatch):
         "--runner",
         "ParallelRunner",
         "--nodes",
-        "finetune.full.resolve_config",
+        "finetune.full.record_run",
     )
     assert {threads for _, threads in _WORKER_LOG.findall(run.stdout + run.stderr)} == {"2"}
 

@@ -83,15 +83,6 @@ def test_markdown_report_lists_every_variant_and_the_groups():
     assert "## Groups" in text
 
 
-def test_bootstrap_interval_contains_the_point_estimate():
-    from sklearn.metrics import roc_auc_score
-
-    frame = _predictions(0)
-    low, high = reporting.bootstrap_interval(frame, n_resamples=200)
-    assert low < roc_auc_score(frame["target"], frame["probability"]) < high
-    assert 0 <= low < high <= 1
-
-
 def test_plots_are_figures_with_one_artist_per_variant():
     predictions = {"finetune.a": _predictions(1), "finetune.b": _predictions(2)}
     roc = reporting.plot_roc_curves(predictions, title="sex")
@@ -99,6 +90,11 @@ def test_plots_are_figures_with_one_artist_per_variant():
     history = pd.DataFrame({"epoch": [0, 1], "train/loss": [1.0, 0.5], "val/loss": [1.1, 0.7]})
     curves = reporting.plot_learning_curves({"finetune.a": history, "finetune.b": history})
     assert len(curves.axes[0].get_lines()) == 4
+    # A run of one epoch is a single point: it shows only with a marker.
+    one_epoch = reporting.plot_learning_curves({"finetune.a": history.iloc[:1]})
+    assert all(
+        line.get_marker() not in ("None", "", None) for line in one_epoch.axes[0].get_lines()
+    )
     regression = pd.DataFrame({"target": [50.0, 60.0], "prediction": [52.0, 57.0]})
     scatter = reporting.plot_predicted_vs_true({"pretrain.default": regression}, quantity="age")
     assert "MAE 2.50" in scatter.axes[0].get_title()
@@ -174,3 +170,115 @@ def test_rank_cutoffs_orders_groups_by_their_mean_over_seeds():
     assert by_loss["cutoff"].tolist() == ["layer3", "layer2"]  # lower is better
     with pytest.raises(ValueError, match="mix truncation cutoffs"):
         reporting.rank_cutoffs(table, {**CUTOFFS, "finetune.ttl_layer2_2": "layer2.0"}, "val/auprc")
+
+
+def _regression_predictions(noise: float, n: int = 60, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    target = np.random.default_rng(99).normal(50, 15, n)  # the same subjects for every model
+    return pd.DataFrame(
+        {
+            "subject_id": [f"s{i:02d}" for i in range(n)],
+            "target": target,
+            "prediction": target + rng.normal(0, noise, n),
+        }
+    )
+
+
+def _with_folds(table: pd.DataFrame, k: int = 3) -> pd.DataFrame:
+    return table.assign(repeat=0, fold=np.arange(len(table)) % k)
+
+
+def _evaluation_tables() -> dict[str, pd.DataFrame]:
+    scratch = _regression_predictions(10.0, seed=1)
+    return {
+        "finetune.scratch": _with_folds(scratch),
+        "finetune.full": _with_folds(_regression_predictions(3.0, seed=2)),
+        "finetune.probe": _with_folds(_regression_predictions(10.0, seed=3)),
+        "baseline.trivial": _with_folds(scratch.assign(prediction=scratch["target"].mean())),
+    }
+
+
+def test_evaluation_table_gives_intervals_folds_and_verdicts_against_the_reference():
+    tables = _evaluation_tables()
+    table = reporting.evaluation_table(
+        tables, "regression", reference="scratch", n_resamples=300
+    ).set_index("model")
+    assert list(table.index) == [
+        "finetune.scratch",
+        "finetune.full",
+        "finetune.probe",
+        "baseline.trivial",
+    ]
+    assert table.loc["baseline.trivial", "kind"] == "baseline"
+    assert (table["n_subjects"] == 60).all() and (table["folds"] == 3).all()
+    full = table.loc["finetune.full"]
+    assert full["low"] < full["estimate"] < full["high"]
+    assert full["estimate"] == pytest.approx(full["mae"])
+    assert full["verdict"] == "better than finetune.scratch"
+    assert full["difference"] == pytest.approx(
+        full["estimate"] - table.loc["finetune.scratch", "estimate"]
+    )
+    assert full["fold_difference_mean"] < 0
+    assert table.loc["finetune.probe", "verdict"] == "not distinguishable from finetune.scratch"
+    assert (
+        table.loc["finetune.probe", "difference_low"]
+        < 0
+        < table.loc["finetune.probe", "difference_high"]
+    )
+    assert table.loc["finetune.scratch", "verdict"] == "reference"
+    no_reference = reporting.evaluation_table(tables, "regression", reference=None, n_resamples=50)
+    assert no_reference["difference"].isna().all() and (no_reference["verdict"] == "").all()
+
+
+def test_reference_resolution():
+    names = ["finetune.scratch", "finetune.full"]
+    assert reporting.resolve_reference(names, "scratch") == "finetune.scratch"
+    assert reporting.resolve_reference(names, "finetune.full") == "finetune.full"
+    assert reporting.resolve_reference(names, "lwft") is None
+    with pytest.raises(ValueError, match="matches several models"):
+        reporting.resolve_reference(["pretrain.scratch", "finetune.scratch"], "scratch")
+
+
+def test_evaluation_markdown_shows_the_table_notes_and_flags():
+    table = reporting.evaluation_table(_evaluation_tables(), "regression", n_resamples=100)
+    text = reporting.evaluation_markdown(table, ["finetune.probe does not beat it."], "Age", 100)
+    assert text.startswith("## Age")
+    assert "| model | kind | subjects | mae (95% interval) | mae per fold (mean ± std) |" in text
+    assert "| baseline.trivial | baseline | 60 |" in text
+    assert "not distinguishable from finetune.scratch" in text
+    assert "BCa bootstrap over subjects (100 resamples" in text
+    assert "- finetune.probe does not beat it." in text
+    assert "averaged over the" not in text  # one repeat
+    assert "covariate" not in text  # no covariate baseline in the table
+    assert "### Flags\n\nNone." in reporting.evaluation_markdown(table, [], "Age")
+    with_covariate = reporting.evaluation_table(
+        _evaluation_tables() | {"baseline.covariate": _regression_predictions(9.0, seed=4)},
+        "regression",
+        n_resamples=50,
+    )
+    text = reporting.evaluation_markdown(with_covariate, [], "Age", covariate="head_scale")
+    assert "baseline.covariate predicts from `head_scale` alone" in text
+
+
+def test_training_size_plot_draws_one_line_per_strategy_with_intervals():
+    tables = {
+        f"finetune.{strategy}_n{size}": _regression_predictions(noise, seed=size)
+        for strategy, base in (("scratch", 12.0), ("full", 6.0))
+        for size, noise in ((10, base), (20, base * 0.8), (40, base * 0.6))
+    }
+    table = reporting.evaluation_table(tables, "regression", reference=None, n_resamples=100)
+    sizes = {name: int(name.rsplit("_n", 1)[1]) for name in tables}
+    groups = {name: name.split(".")[1].split("_")[0] for name in tables}
+    figure = reporting.plot_metric_by_training_size(table, sizes, groups)
+    ax = figure.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["scratch", "full"]
+    lines = [container.lines[0] for container in ax.containers]
+    assert [list(line.get_xdata()) for line in lines] == [[10, 20, 40], [10, 20, 40]]
+    assert all(line.get_marker() == "o" for line in lines)
+    scratch = table.set_index("model").loc[[f"finetune.scratch_n{n}" for n in (10, 20, 40)]]
+    assert list(lines[0].get_ydata()) == pytest.approx(scratch["estimate"].tolist())
+    bars = ax.containers[0].lines[2][0].get_segments()  # one vertical bar per point: low to high
+    assert [segment[0][1] for segment in bars] == pytest.approx(scratch["low"].tolist())
+    assert "95% bootstrap intervals" in ax.get_title()
+    with pytest.raises(ValueError, match="no model of the evaluation table has a training size"):
+        reporting.plot_metric_by_training_size(table, {}, {})

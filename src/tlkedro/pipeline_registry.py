@@ -17,11 +17,12 @@ from kedro.config import AbstractConfigLoader
 from kedro.framework.project import settings
 from kedro.pipeline import Pipeline
 
-from tlkedro import settings as project_settings
-from tlkedro.pipelines import dapt, finetune, pretrain, reporting
+from tlkedro.configuration import CONFIG_LOADER_ARGS
+from tlkedro.pipelines import cross_validation, dapt, finetune, pretrain, reporting
 from tlkedro.pipelines.ingestion import create_pipeline as create_ingestion_pipeline
 from tlkedro.pipelines.preprocessing import create_pipeline as create_preprocessing_pipeline
 from tlkedro.pipelines.synthetic import create_pipeline as create_synthetic_pipeline
+from tlkedro.plan import ExperimentPlan, build_plan
 
 
 def _project_root() -> Path:
@@ -50,7 +51,7 @@ def load_parameters() -> dict[str, Any]:
         env=os.environ.get("KEDRO_ENV"),
         # The project's own arguments (soft merge of environments): without `configure_project`, as in
         # a notebook or a test, Kedro's `settings` holds its defaults, which would replace whole sections.
-        **project_settings.CONFIG_LOADER_ARGS,
+        **CONFIG_LOADER_ARGS,
     )
     return loader["parameters"]
 
@@ -59,35 +60,41 @@ def register_pipelines() -> dict[str, Pipeline]:
     """Register the project's pipelines.
 
     Returns:
-        ``synthetic``, ``ingestion``, ``preprocessing``, ``pretrain``, ``finetune``, ``reporting``,
-        ``dapt`` (domain-adaptive pre-training variants, from ``pretrain.default``), ``data``
-        (ingestion to model input) and ``__default__`` (cohort to report, without ``dapt``).
+        ``synthetic``, ``ingestion``, ``preprocessing``, ``cross_validation`` (the folds, when
+        ``cross_validation`` is set), ``pretrain``, ``finetune``, ``reporting``, ``dapt``
+        (domain-adaptive pre-training variants, from ``pretrain.default``), ``data`` (ingestion to
+        model input and folds) and ``__default__`` (cohort to report, without ``dapt``).
+
+    Raises:
+        PlanError: An invalid parameter of a variant, named with its key, before any node runs.
     """
     parameters = load_parameters()
     source = parameters["ingestion"]["source"]
+    plan = build_plan(parameters)
     with warnings.catch_warnings():
         # Finetune variants read `pretrain.<variant>.model` and reporting reads every variant's outputs:
         # consuming another namespace's datasets is the point of the design, not a naming mistake.
         warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
-        pipelines = _build(parameters, source)
+        pipelines = _build(plan, parameters, source)
     # The demo generates its own cohort; with real data (`ingestion.source: raw`) nothing is generated.
     data = (pipelines["synthetic"] if source == "synthetic" else Pipeline([])) + pipelines[
         "ingestion"
     ]
-    pipelines["data"] = data + pipelines["preprocessing"]
+    pipelines["data"] = data + pipelines["preprocessing"] + pipelines["cross_validation"]
     pipelines["__default__"] = (
         pipelines["data"] + pipelines["pretrain"] + pipelines["finetune"] + pipelines["reporting"]
     )
     return pipelines
 
 
-def _build(parameters: dict[str, Any], source: str) -> dict[str, Pipeline]:
+def _build(plan: ExperimentPlan, parameters: dict[str, Any], source: str) -> dict[str, Pipeline]:
     return {
         "synthetic": create_synthetic_pipeline(),
         "ingestion": create_ingestion_pipeline(source=source),
-        "preprocessing": create_preprocessing_pipeline(),
-        "pretrain": pretrain.create_pipeline(parameters),
-        "finetune": finetune.create_pipeline(parameters),
-        "reporting": reporting.create_pipeline(parameters),
-        "dapt": dapt.create_pipeline(parameters),
+        "preprocessing": create_preprocessing_pipeline(source=source),
+        "cross_validation": cross_validation.create_pipeline(plan),
+        "pretrain": pretrain.create_pipeline(plan),
+        "finetune": finetune.create_pipeline(plan),
+        "reporting": reporting.create_pipeline(plan, parameters["reporting"]),
+        "dapt": dapt.create_pipeline(plan),
     }

@@ -1,4 +1,10 @@
-"""Comparison tables and plots over training variants (Kedro-agnostic: takes and returns data)."""
+"""Comparison tables and plots over training variants (Kedro-agnostic: takes and returns data).
+
+The evaluation report (``evaluation_table``, ``evaluation_markdown``, ``plot_metric_by_training_size``)
+rests on ``tlkedro.tl.evaluation``: a metric with its bootstrap interval per model, the paired
+difference to a reference model, per-fold summaries and the quality flags; docs/evaluation.md says how
+to read it.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
+
+from tlkedro.tl import evaluation  # noqa: E402
 
 #: Columns shown first in a comparison table, when present.
 LEADING_COLUMNS = [
@@ -125,22 +133,6 @@ def rank_cutoffs(table: pd.DataFrame, cutoffs: Mapping[str, str], metric: str) -
     )
 
 
-def bootstrap_interval(
-    predictions: pd.DataFrame, *, n_resamples: int = 500, seed: int = 0, level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the AUROC over subjects (classification predictions)."""
-    rng = np.random.default_rng(seed)
-    y = predictions["target"].to_numpy()
-    p = predictions["probability"].to_numpy()
-    scores = []
-    for _ in range(n_resamples):
-        index = rng.integers(0, len(y), len(y))
-        if len(np.unique(y[index])) == 2:
-            scores.append(roc_auc_score(y[index], p[index]))
-    tail = (1 - level) / 2 * 100
-    return float(np.percentile(scores, tail)), float(np.percentile(scores, 100 - tail))
-
-
 def _format(value: object) -> str:
     if value is None or pd.isna(value):  # e.g. init_from of a variant without a source model
         return ""
@@ -179,7 +171,7 @@ def plot_metric_by_variant(
     if intervals:
         lows = np.array([intervals[v][0] for v in table["variant"]])
         highs = np.array([intervals[v][1] for v in table["variant"]])
-        errors = np.vstack([values - lows, highs - values]).clip(min=0)
+        errors = np.nan_to_num(np.vstack([values - lows, highs - values]).clip(min=0))
     ax.bar(names, values, yerr=errors, capsize=4, color="tab:blue", alpha=0.8)
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} per variant" + (" (95% bootstrap interval)" if intervals else ""))
@@ -192,9 +184,10 @@ def plot_learning_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
     fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
     for (name, history), color in zip(histories.items(), plt.cm.tab10.colors * 10):
         label = name.split(".")[-1]
+        # Markers, so that a run of one epoch (a single point) shows too.
         if "train/loss" in history:
-            ax.plot(history["epoch"], history["train/loss"], "--", color=color, alpha=0.6)
-        ax.plot(history["epoch"], history["val/loss"], "-", color=color, label=label)
+            ax.plot(history["epoch"], history["train/loss"], "x--", color=color, alpha=0.6)
+        ax.plot(history["epoch"], history["val/loss"], "o-", color=color, label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (dashed: train, solid: validation)")
     ax.legend(fontsize="small")
@@ -230,4 +223,260 @@ def plot_predicted_vs_true(predictions: Mapping[str, pd.DataFrame], quantity: st
         ax.set_xlabel(f"true {quantity}")
         ax.set_ylabel(f"predicted {quantity}")
         ax.set_title(f"{name} (MAE {mae:.2f})")
+    return fig
+
+
+BASELINE_PREFIX = "baseline."
+
+
+def resolve_reference(names: list[str], reference: str | None) -> str | None:
+    """The model ``reference`` names: an exact name, or the one whose last dotted part it is.
+
+    ``scratch`` resolves to ``finetune.scratch``. ``None`` where ``reference`` is ``None`` or names
+    none of the models.
+
+    Raises:
+        ValueError: ``reference`` matches several models.
+    """
+    if reference is None or reference in names:
+        return reference
+    matches = [name for name in names if name.split(".")[-1] == reference]
+    if len(matches) > 1:
+        raise ValueError(
+            f"reference {reference!r} matches several models: {matches}; give the full name"
+        )
+    return matches[0] if matches else None
+
+
+def evaluation_table(
+    tables: Mapping[str, pd.DataFrame],
+    task: str,
+    metric: str | None = None,
+    reference: str | None = "scratch",
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    method: str = "BCa",
+) -> pd.DataFrame:
+    """Per model: the metric with its bootstrap interval, per-fold figures, the paired difference to a reference.
+
+    Args:
+        tables: Predictions tables (``tlkedro.tl.evaluation``) by model name; names starting with
+            ``baseline.`` are baselines, the others variants.
+        task: ``regression`` or ``classification``.
+        metric: The metric with intervals; ``None``: ``mae`` or ``auroc``.
+        reference: The model each is compared with (``resolve_reference``); ``None`` or a name of no
+            model: no comparison.
+        confidence: Confidence level of the intervals.
+        n_resamples: Bootstrap resamples per interval.
+        seed: Seed of the resampling.
+        method: ``BCa`` or ``percentile``.
+
+    Returns:
+        One row per model, variants first, in the given order: ``model``, ``kind`` (``variant`` or
+        ``baseline``), ``n_subjects``, ``repeats``, ``metric``, ``estimate``, ``low``, ``high``,
+        ``confidence``, ``fold_mean``, ``fold_std``, ``folds`` (NaN/0 without folds), ``reference``, ``difference``
+        (model minus reference, on their shared subjects), ``difference_low``, ``difference_high``,
+        ``verdict`` (``better than``, ``worse than`` or ``not distinguishable from`` the reference, as
+        the interval says), ``fold_difference_mean``, ``fold_difference_std`` (per-fold differences,
+        where both have the same folds), then every metric of the task on the pooled predictions.
+    """
+    metric = metric or evaluation.default_metric(task)
+    names = sorted(tables, key=lambda n: n.startswith(BASELINE_PREFIX))  # stable: variants first
+    reference = resolve_reference(names, reference)
+    settings = dict(confidence=confidence, n_resamples=n_resamples, seed=seed, method=method)
+    rows = []
+    for name in names:
+        table = tables[name]
+        interval = evaluation.metric_interval(table, metric, task, **settings)
+        folds = (
+            evaluation.fold_summary(table, metric, task)
+            if "fold" in table.columns
+            else evaluation.FoldSummary(metric, np.nan, np.nan, 0)
+        )
+        row = {
+            "model": name,
+            "kind": "baseline" if name.startswith(BASELINE_PREFIX) else "variant",
+            "n_subjects": interval.n,
+            "repeats": interval.repeats,
+            "metric": metric,
+            "estimate": interval.estimate,
+            "low": interval.low,
+            "high": interval.high,
+            "confidence": confidence,
+            "fold_mean": folds.mean,
+            "fold_std": folds.std,
+            "folds": folds.folds,
+            "reference": reference,
+        }
+        row |= _comparison(tables, name, reference, metric, task, settings)
+        rows.append(row | evaluation.metric_values(table, task))
+    return pd.DataFrame(rows)
+
+
+def _comparison(
+    tables: Mapping[str, pd.DataFrame],
+    name: str,
+    reference: str | None,
+    metric: str,
+    task: str,
+    settings: dict,
+) -> dict[str, object]:
+    empty = dict.fromkeys(
+        [
+            "difference",
+            "difference_low",
+            "difference_high",
+            "fold_difference_mean",
+            "fold_difference_std",
+        ],
+        np.nan,
+    )
+    if reference is None:
+        return empty | {"verdict": ""}
+    if name == reference:
+        return empty | {"verdict": "reference"}
+    model, ref = tables[name], tables[reference]
+    difference = evaluation.paired_difference(
+        model, ref, metric, task, names=(name, reference), **settings
+    )
+    result = empty | {
+        "difference": difference.estimate,
+        "difference_low": difference.low,
+        "difference_high": difference.high,
+        "verdict": difference.verdict(reference),
+    }
+    if "fold" in model.columns and "fold" in ref.columns:
+        per_fold = evaluation.fold_differences(model, ref, metric, task, (name, reference))
+        summary = evaluation.summarise_folds(per_fold["difference"], metric)
+        result |= {"fold_difference_mean": summary.mean, "fold_difference_std": summary.std}
+    return result
+
+
+def _with_interval(value: float, low: float, high: float) -> str:
+    if pd.isna(value):
+        return "undefined"
+    if pd.isna(low):
+        return f"{value:.3g} (no interval)"
+    return f"{value:.3g} ({low:.3g} to {high:.3g})"
+
+
+def _plus_minus(mean: float, std: float, folds: int) -> str:
+    if folds == 0:
+        return ""
+    return f"{mean:.3g} ± {std:.2g} ({folds} folds)" if folds > 1 else f"{mean:.3g} (1 fold)"
+
+
+def evaluation_markdown(
+    table: pd.DataFrame,
+    flags: list[str],
+    title: str,
+    n_resamples: int = 2000,
+    method: str = "BCa",
+    covariate: str | None = None,
+) -> str:
+    """The evaluation table (``evaluation_table``) and the flags as a markdown section.
+
+    ``n_resamples`` and ``method`` are the ones the table was computed with, for its notes;
+    ``covariate`` is the column of the ``baseline.covariate`` row, if any, named in a note.
+    """
+    metric = table["metric"].iloc[0]
+    reference = table["reference"].iloc[0]
+    level = f"{table['confidence'].iloc[0]:.0%}"
+    shown = pd.DataFrame(
+        {
+            "model": table["model"],
+            "kind": table["kind"],
+            "subjects": table["n_subjects"],
+            f"{metric} ({level} interval)": [
+                _with_interval(*v)
+                for v in table[["estimate", "low", "high"]].itertuples(index=False)
+            ],
+        }
+    )
+    if (table["folds"] > 0).any():
+        shown[f"{metric} per fold (mean ± std)"] = [
+            _plus_minus(*v)
+            for v in table[["fold_mean", "fold_std", "folds"]].itertuples(index=False)
+        ]
+    if isinstance(reference, str):
+        shown[f"difference to {reference} ({level} interval)"] = [
+            ""
+            if v.verdict == "reference"
+            else _with_interval(v.difference, v.difference_low, v.difference_high)
+            for v in table.itertuples(index=False)
+        ]
+        shown["verdict"] = table["verdict"]
+    repeats = int(table["repeats"].max())
+    notes = [
+        f"Intervals: {method} bootstrap over subjects ({n_resamples} resamples; classes resampled "
+        "separately), so they show how much the metric would move with another sample of subjects of "
+        "this size."
+    ]
+    if isinstance(reference, str):
+        notes.append(
+            f"Differences to {reference} are paired: both models on the same resampled subjects. A "
+            "verdict says better or worse only where the interval excludes 0."
+        )
+    if covariate is not None and (table["model"] == f"{BASELINE_PREFIX}covariate").any():
+        notes.append(
+            f"{BASELINE_PREFIX}covariate predicts from `{covariate}` alone; a variant that does not beat "
+            "it may have learned no more than that covariate (for `head_scale`: head size)."
+        )
+    if repeats > 1:
+        notes.append(
+            f"Each subject's out-of-fold predictions are averaged over the {repeats} repeats before a "
+            "pooled metric or interval is computed; the per-fold std is the spread between folds, not a "
+            "standard error."
+        )
+    parts = [f"## {title}", "", markdown_table(shown), "", *notes, "", "### Flags", ""]
+    parts += [f"- {flag}" for flag in flags] if flags else ["None."]
+    return "\n".join([*parts, ""])
+
+
+def plot_metric_by_training_size(
+    table: pd.DataFrame, train_sizes: Mapping[str, int], groups: Mapping[str, str]
+) -> Figure:
+    """The metric against the number of target training subjects, one line per group (strategy).
+
+    Args:
+        table: An evaluation table (``evaluation_table``).
+        train_sizes: Target training subjects per model; models not named here are not plotted.
+        groups: The line each model belongs to (e.g. its strategy), by model; default: the model's name.
+
+    Raises:
+        ValueError: No model of the table has a training size.
+    """
+    rows = table[table["model"].isin(list(train_sizes))].assign(
+        train_size=lambda t: t["model"].map(train_sizes),
+        group=lambda t: t["model"].map(lambda m: groups.get(m, m)),
+    )
+    if rows.empty:
+        raise ValueError(
+            f"no model of the evaluation table has a training size: {list(table['model'])}"
+        )
+    metric = rows["metric"].iloc[0]
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    for (group, part), color in zip(rows.groupby("group", sort=False), plt.cm.tab10.colors * 10):
+        part = part.sort_values("train_size")
+        values = part["estimate"].to_numpy(float)
+        errors = np.vstack([values - part["low"], part["high"] - values]).clip(min=0)
+        style = "--" if (part["kind"] == "baseline").all() else "-"
+        ax.errorbar(
+            part["train_size"],
+            values,
+            yerr=np.nan_to_num(errors),
+            fmt="o" + style,
+            color=color,
+            capsize=3,
+            label=group,
+        )
+    if rows["train_size"].max() >= 10 * rows["train_size"].min():
+        ax.set_xscale("log")
+    ax.set_xlabel("target training subjects")
+    ax.set_ylabel(metric)
+    ax.set_title(
+        f"{metric} against training-set size ({rows['confidence'].iloc[0]:.0%} bootstrap intervals)"
+    )
+    ax.legend(fontsize="small")
     return fig

@@ -2,6 +2,7 @@
 
 import warnings
 
+from tlkedro.configuration import CONFIG_LOADER_ARGS  # noqa: F401 - Kedro reads it from here
 from tlkedro.hooks import ParallelWorkerHook, PipelineParametersHook, ReportLocationHook
 
 # Kedro 1.7 itself calls an OmegaConf API that OmegaConf deprecates: nothing a user of this project can act
@@ -11,12 +12,3 @@ warnings.filterwarnings(
 )
 
 HOOKS = (PipelineParametersHook(), ReportLocationHook(), ParallelWorkerHook())
-
-CONFIG_LOADER_ARGS = {
-    "base_env": "base",
-    "default_run_env": "local",
-    "config_patterns": {"deploy": ["deploy*", "deploy*/**"]},
-    # conf/<env>/ holds only the keys that differ from base: merge nested keys instead of replacing
-    # whole top-level sections.
-    "merge_strategy": {"parameters": "soft", "deploy": "soft"},
-}

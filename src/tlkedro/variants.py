@@ -3,7 +3,7 @@
 A pipeline's parameter section (``pretrain:``, ``finetune:``) holds a base configuration plus
 
 ```yaml
-variants:                 # named overrides of the base
+variants:                 # named overrides of the base; `name: null` removes a variant (e.g. in an env)
   linear_probe: {strategy: {name: linear_probe}}
 sweeps:                   # generated variants, named <sweep>_<index>
   lr:
@@ -147,7 +147,9 @@ def expand_variants(section: Mapping[str, Any], pipeline: str) -> dict[str, dict
     """
     variants: dict[str, dict[str, Any]] = {}
     for name, overrides in (section.get("variants") or {}).items():
-        variants[name] = dict(overrides or {})
+        if overrides is None:  # `linear_probe: null` in an environment removes a base variant
+            continue
+        variants[name] = dict(overrides)
     for sweep_name, spec in (section.get("sweeps") or {}).items():
         try:
             sweep = Sweep.model_validate(spec)

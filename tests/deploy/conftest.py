@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from kedro.pipeline import Pipeline
 
+from tests.datasets.s3_server import s3_bucket, s3_endpoint  # noqa: F401
 from tests.deploy.slurm_cluster import SlurmCluster, SlurmUnavailable, ensure_installed
 from tests.deploy.toy_project import PACKAGE, write_project
 

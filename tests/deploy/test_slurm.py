@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tlkedro.deploy.slurm import (
     plan_jobs,
     query_queue,
     render_script,
+    sbatch_quote,
     submit,
 )
 
@@ -87,14 +89,14 @@ def test_the_script_asks_for_the_groups_resources_and_runs_its_namespace(groups,
 
     directives = [line for line in script.splitlines() if line.startswith("#SBATCH")]
     assert directives == [
-        "#SBATCH --job-name=tl-train.large",
-        f"#SBATCH --output={tmp_path / 'g.log'}",
+        '#SBATCH --job-name="tl-train.large"',
+        f'#SBATCH --output="{tmp_path / "g.log"}"',
         "#SBATCH --cpus-per-task=4",
         "#SBATCH --mem=16384M",
         "#SBATCH --time=1-00:00:00",
         "#SBATCH --gres=gpu:2",
-        "#SBATCH --partition=gpu",
-        "#SBATCH --account=lab",
+        '#SBATCH --partition="gpu"',
+        '#SBATCH --account="lab"',
         "#SBATCH --qos=short",
     ]
     assert "  cd '/my project'\n" in script
@@ -102,6 +104,55 @@ def test_the_script_asks_for_the_groups_resources_and_runs_its_namespace(groups,
         "/venv/bin/python -m kedro run --env cluster --params train.large.fail=true "
         "--namespaces train.large"
     ) in script
+
+
+@pytest.mark.parametrize(
+    ("value", "quoted"),
+    [
+        ("/my project/logs/01-a.log", '"/my project/logs/01-a.log"'),
+        ('/it\'s "x"/#1/a\\b', '"/it\'s \\"x\\"/\\#1/a\\\\b"'),
+    ],
+)
+def test_sbatch_values_are_quoted_as_sbatch_parses_them(value, quoted):
+    assert sbatch_quote(value) == quoted
+    assert _parse_like_sbatch(quoted) == value
+
+
+def _parse_like_sbatch(argument: str) -> str:
+    """One argument of an #SBATCH line as Slurm's sbatch (src/sbatch/opt.c, _get_argument) reads it."""
+    out, escape, quote = [], False, ""
+    for char in argument:
+        if escape:
+            escape = False
+        elif char == "\\":
+            escape = True
+            continue
+        elif quote:
+            if char == quote:
+                quote = ""
+                continue
+        elif char in "\"'":
+            quote = char
+            continue
+        elif char == "#":
+            break
+        out.append(char)
+    assert not quote, "unmatched quote"
+    return "".join(out)
+
+
+def test_percent_signs_in_the_log_path_are_not_filename_patterns(groups, tmp_path):
+    script = render_script(
+        groups[0],
+        Resources(),
+        RunOptions(),
+        SlurmConfig(),
+        project_path=tmp_path,
+        python="python",
+        log=Path("/logs/100%/%j.log"),
+        exit_file=tmp_path / "e",
+    )
+    assert '#SBATCH --output="/logs/100%%/%%j.log"' in script
 
 
 def test_a_cpu_job_asks_for_no_gpu_partition_or_account(groups, tmp_path):
@@ -122,7 +173,9 @@ def test_a_cpu_job_asks_for_no_gpu_partition_or_account(groups, tmp_path):
 def _fake_python(tmp_path: Path, exit_code: int) -> str:
     """A stand-in for the interpreter that records its arguments and exits with ``exit_code``."""
     python = tmp_path / "python"
-    python.write_text(f'#!/bin/bash\necho "$@" > {tmp_path}/args\nexit {exit_code}\n')
+    python.write_text(
+        f'#!/bin/bash\necho "$@" > {shlex.quote(str(tmp_path))}/args\nexit {exit_code}\n'
+    )
     python.chmod(0o755)
     return str(python)
 
@@ -136,6 +189,8 @@ def _fake_python(tmp_path: Path, exit_code: int) -> str:
     ],
 )
 def test_the_script_records_its_exit_code(groups, tmp_path, setup, python_exit, expected):
+    tmp_path = tmp_path / "my project's 100% #1"  # every path of the script is quoted
+    tmp_path.mkdir()
     exit_file = tmp_path / "g.exit"
     script = tmp_path / "g.sbatch"
     script.write_text(
@@ -192,20 +247,35 @@ def test_groups_not_to_submit_are_recorded_but_not_waited_for(groups, tmp_path):
 
 
 def test_a_refused_job_stops_the_submission_and_keeps_the_queued_ones(groups, tmp_path):
-    fake = FakeSlurm(refuse="compare")
+    fake = FakeSlurm(refuse="02-")
 
-    expected = "sbatch refused group 'compare': error: invalid partition"
-    with pytest.raises(SlurmError, match=expected):
-        submit(_plan(groups, tmp_path / "s"), tmp_path / "s", run=fake)
+    submission = submit(_plan(groups, tmp_path / "s"), tmp_path / "s", run=fake)
 
     saved = Submission.load(tmp_path / "s")
-    assert [j.job_id is not None for j in saved.jobs] == [True, True, True, False]
+    assert saved == submission
+    assert [(j.job_id is not None, j.refused) for j in saved.jobs] == [
+        (True, None),
+        (False, "error: invalid partition"),
+        (False, None),
+        (False, None),
+    ]
+    assert saved.refused == saved.jobs[1]
+    statuses = group_states(saved, {saved.jobs[0].job_id: ("RUNNING", "None")})
+    assert [s.state for s in statuses] == [
+        State.RUNNING,
+        State.FAILED,
+        State.CANCELLED,
+        State.CANCELLED,
+    ]
+    assert statuses[1].detail == "not submitted: sbatch refused it: error: invalid partition"
+    assert statuses[2].detail == "not submitted: sbatch refused an earlier job"
 
 
 def _job(tmp_path: Path, group: str, job_id: str | None, dependencies=()) -> Job:
     return Job(
         group=group,
         job_id=job_id,
+        skipped=job_id is None,
         dependencies=list(dependencies),
         script=tmp_path / f"{group}.sbatch",
         log=tmp_path / f"{group}.log",

@@ -21,7 +21,11 @@ STATUS_ROW = re.compile(
 def _submit(project: Path, cluster, *args: str) -> Path:
     result = run_kedro(project, "slurm", "submit", *args, env=cluster.env)
     assert result.returncode == 0, result.stdout + result.stderr
-    return Path(re.search(r"Submission folder: (\S+)", result.stdout).group(1))
+    return _folder(result.stdout)
+
+
+def _folder(stdout: str) -> Path:
+    return Path(re.search(r"^Submission folder: (.+)$", stdout, re.MULTILINE).group(1))
 
 
 def _wait(project: Path, cluster, *folder: str) -> tuple[int, dict[str, list[str]]]:
@@ -119,3 +123,39 @@ def test_a_failed_job_names_its_log_and_its_dependents_are_cancelled(toy_project
         check=True,
     )
     assert queue.stdout.strip() == "CANCELLED|DependencyNeverSatisfied"
+
+
+def test_a_project_whose_path_has_spaces_and_quotes_runs(slurm_cluster, toy_template, tmp_path):
+    project = Path(shutil.copytree(toy_template, tmp_path / "my lab's #1 project" / "toy"))
+
+    folder = _submit(project, slurm_cluster)
+    code, rows = _wait(project, slurm_cluster, str(folder))
+
+    assert code == 0
+    assert {row[1] for row in rows.values()} == {"COMPLETED"}
+    assert _read(project, "report.json")["best"] == 12
+    assert (folder / "01-make_data.log").is_file()  # sbatch took the quoted --output as one path
+
+
+def test_a_refused_submission_is_reported_failed_with_a_non_zero_exit(toy_project, slurm_cluster):
+    deploy = toy_project / "conf" / "local" / "deploy.yml"
+    deploy.parent.mkdir(parents=True, exist_ok=True)
+    deploy.write_text('resources:\n  groups:\n    "train.*":\n      partition: no-such-partition\n')
+
+    result = run_kedro(toy_project, "slurm", "submit", env=slurm_cluster.env)
+
+    assert result.returncode == 1
+    assert re.search(
+        r"^train\.\w+: FAILED \(not submitted\): sbatch refused it: ", result.stdout, re.M
+    )
+    assert "sbatch refused group 'train." in result.stderr
+    code, rows = _wait(toy_project, slurm_cluster, str(_folder(result.stdout)))
+    assert code == 1
+    states = {group: row[1] for group, row in rows.items()}
+    assert "SKIPPED" not in states.values()
+    assert states["make_data"] == "COMPLETED"
+    assert sorted(states[g] for g in ("train.small", "train.large", "compare")) == [
+        "CANCELLED",
+        "CANCELLED",
+        "FAILED",
+    ]

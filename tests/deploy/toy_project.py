@@ -65,18 +65,19 @@ def register_pipelines():
     return {{"__default__": upstream + variants + report, "variants": variants,
              "data": upstream, "reporting": report}}
 """,
+    # data_root: data/ here; an fsspec URL in an object-store environment (globals.yml).
     "conf/base/catalog.yml": """\
 raw:
-  type: json.JSONDataset
-  filepath: data/raw.json
+  type: tlkedro.datasets.atomic.JSONDataset
+  filepath: ${globals:data_root,data}/raw.json
 
 "train.{variant}.score":
-  type: json.JSONDataset
-  filepath: data/{variant}/score.json
+  type: tlkedro.datasets.atomic.JSONDataset
+  filepath: ${globals:data_root,data}/{variant}/score.json
 
 report:
-  type: json.JSONDataset
-  filepath: data/report.json
+  type: tlkedro.datasets.atomic.JSONDataset
+  filepath: ${globals:data_root,data}/report.json
 """,
     "conf/base/parameters.yml": """\
 train:
@@ -98,6 +99,12 @@ argo:
     - {name: data, claim_name: toy-data, mount_path: /project/data}
 """,
     "conf/local/.gitkeep": "",
+    # Tasks that share nothing but an object store; its globals.yml (data_root) is the test's.
+    "conf/cloud/deploy.yml": """\
+argo:
+  volumes: []
+  env_from_secrets: [toy-object-store]
+""",
 }
 
 VARIANTS = ("train.small", "train.large")

@@ -119,7 +119,8 @@ def test_build_model_input_lists_one_label_row_per_image_row(tmp_path):
     config = _config(selection="k_central", k=3)
     stack, labels = build_model_input(scans, config, workers=1)
     assert stack.shape == (6, 1, 12, 10)
-    assert list(labels.columns) == ["subject_id", "age", "sex", "site", "slice"]
+    assert list(labels.columns) == ["subject_id", "age", "sex", "site", "head_scale", "slice"]
+    assert labels["head_scale"].isna().all()  # not registered
     assert labels["subject_id"].tolist() == ["a"] * 3 + ["b"] * 3
     assert labels["slice"].tolist() == [3, 4, 5] * 2
     assert labels["age"].tolist() == [61.5] * 3 + [70.0] * 3
@@ -130,3 +131,68 @@ def test_build_model_input_lists_one_label_row_per_image_row(tmp_path):
 def test_k_larger_than_the_axis_is_rejected_naming_the_key():
     with pytest.raises(ValidationError, match=r"slices.k=9 exceeds the 8 axial slices"):
         ExtractionConfig(volume={"shape": GRID}, slices={"selection": "k_central", "k": 9})
+
+
+def test_build_model_input_reads_the_given_files_and_carries_head_scale(tmp_path):
+    scans = pd.DataFrame(
+        {
+            "subject_id": ["a", "b"],
+            "age": [61.5, 70.0],
+            "sex": [0, 1],
+            "site": ["s", "s"],
+            "head_scale": [0.7, 0.8],
+        }
+    )
+    files = [_indexed_volume(tmp_path, 2), _indexed_volume(tmp_path, 0)]
+    stack, labels = build_model_input(scans, _config(), files=files, workers=1)
+    assert labels["head_scale"].tolist() == [0.7, 0.8]
+    axial, sagittal = list(stack)
+    # The first scan varies along z only (constant in the axial plane), the second along x.
+    assert np.ptp(axial) == 0
+    assert np.ptp(sagittal[0, 0], axis=1).max() == 0 and np.ptp(sagittal[0, 0], axis=0).max() > 0
+
+
+def _marked_volume(tmp_path: Path, name: str, origin_z: float, n_z: int) -> str:
+    """A RAS 2 mm volume whose value is its world z in mm plus 1000 (an anatomy-free 'atlas')."""
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = [-11.0, -9.0, origin_z]
+    z = origin_z + 2.0 * np.arange(n_z, dtype=np.float32)
+    data = np.broadcast_to(1000.0 + z, (12, 10, n_z)).astype(np.float32)
+    path = tmp_path / name
+    nib.save(nib.Nifti1Image(data, affine), path)
+    return str(path)
+
+
+def test_mni_selection_cuts_the_same_world_position_from_differently_placed_grids(tmp_path):
+    # Two scans whose fields of view differ (origin and extent along z): the middle slices differ in
+    # world z, the mni selection does not.
+    first = _marked_volume(tmp_path, "a.nii.gz", origin_z=-20.0, n_z=24)
+    second = _marked_volume(tmp_path, "b.nii.gz", origin_z=-34.0, n_z=30)
+    config = ExtractionConfig(
+        normalisation="divide_by_mean",  # keeps the ratios between slices, which identify them
+        volume={"shape": (12, 10, 20)},  # crops both scans, by different amounts
+        slices={"selection": "mni", "positions_mm": [-10.0, 0.0, 6.0], "size": [12, 10]},
+        dtype="float32",
+    )
+    assert config.rows_per_scan() == 3
+    assert config.slice_labels().tolist() == [-10.0, 0.0, 6.0]
+    for path in (first, second):
+        rows = extract_scan(path, config)[:, 0]
+        assert rows.shape == (3, 12, 10)
+        np.testing.assert_allclose(rows[1] / rows[0], 1000.0 / 990.0, rtol=1e-5)
+        np.testing.assert_allclose(rows[2] / rows[1], 1006.0 / 1000.0, rtol=1e-5)
+    # The grids' middle slices lie at different world z (10 and 0 mm).
+    central = config.model_copy(update={"slices": config.slices.model_copy(update={"selection": "central"})})
+    first_ratio = extract_scan(first, central).mean() / extract_scan(first, config)[1].mean()
+    second_ratio = extract_scan(second, central).mean() / extract_scan(second, config)[1].mean()
+    assert first_ratio != pytest.approx(second_ratio, rel=1e-4)
+
+
+def test_an_mni_position_outside_the_grid_names_the_scan_and_the_extent(tmp_path):
+    path = _marked_volume(tmp_path, "short.nii.gz", origin_z=-20.0, n_z=8)
+    config = ExtractionConfig(
+        volume={"shape": (12, 10, 8)},
+        slices={"selection": "mni", "positions_mm": [40.0], "size": [12, 10]},
+    )
+    with pytest.raises(ScanExtractionError, match=r"short\.nii\.gz: .*40 lies outside .*\[-20, -6\]"):
+        extract_scan(path, config)

@@ -13,6 +13,7 @@ from tests.test_end_to_end import PROJECT, kedro
 from tlkedro.pipeline_registry import load_parameters
 from tlkedro.pipelines.dapt import create_pipeline
 from tlkedro.pipelines.finetune import create_pipeline as create_finetune_pipeline
+from tlkedro.plan import build_plan
 
 STRATEGIES = ["full", "partial", "hybrid", "simplified"]
 VARIANTS = [
@@ -29,7 +30,7 @@ def parameters() -> dict:
 def test_each_variant_adapts_the_generic_model_then_fine_tunes_the_adapted_one(
     parameters: dict,
 ) -> None:
-    pipeline = create_pipeline(parameters)
+    pipeline = create_pipeline(build_plan(parameters))
     assert {n.namespace for n in pipeline.nodes} == {
         *(f"dapt.{v}{stage}" for v in VARIANTS for stage in ("", ".adapt", ".finetune")),
         None,  # the comparison across variants
@@ -42,28 +43,16 @@ def test_each_variant_adapts_the_generic_model_then_fine_tunes_the_adapted_one(
     } <= pipeline.inputs()
     nodes = {node.name: node for node in pipeline.nodes}
     assert nodes["dapt.hybrid_0.adapt.train"].inputs == [
-        "dapt.hybrid_0.adapt.config",
         "external_images",
         "external_labels",
         "pretrain.default.model",
     ]
     assert "dapt.hybrid_0.adapt.model" in nodes["dapt.hybrid_0.finetune.train"].inputs
-    assert nodes["dapt.hybrid_0.adapt.resolve_config"].inputs == [
-        "params:dapt.adapt",
-        "params:runtime",
-    ]
-    assert nodes["dapt.hybrid_0.finetune.resolve_config"].inputs == [
-        "params:dapt.finetune",
-        "params:runtime",
-    ]
     assert {
         "dapt.hybrid_0.finetune.evaluate_test",
         "dapt.hybrid_0.finetune.evaluate_external",
     } <= nodes.keys()
-    assert nodes["dapt.hybrid_0.evaluate_downstream"].inputs[:2] == [
-        "params:dapt.downstream",
-        "dapt.hybrid_0.adapt.model",
-    ]
+    assert nodes["dapt.hybrid_0.evaluate_downstream"].inputs[0] == "dapt.hybrid_0.adapt.model"
     assert nodes["compare_dapt_variants"].inputs == [f"dapt.{v}.metrics" for v in VARIANTS]
 
 
@@ -77,19 +66,31 @@ def test_a_seed_sweep_seeds_every_stage_and_a_wrong_key_names_the_variant(
             "hybrid": {"kind": "grid", "overrides": {"group": "hybrid"}, "grid": {"seed": [1, 2]}}
         },
     }
-    pipeline = create_pipeline({"dapt": section})
-    resolve = next(n for n in pipeline.nodes if n.name == "dapt.hybrid_1.finetune.resolve_config")
-    run = resolve.run(
-        {"params:dapt.finetune": section["finetune"], "params:runtime": {"checkpoint_dir": "c"}}
-    )
-    config = run["dapt.hybrid_1.finetune.config"]["config"]
+    plan = build_plan({"pretrain": parameters["pretrain"], "dapt": section})
+    pipeline = create_pipeline(plan)
+    record = next(n for n in pipeline.nodes if n.name == "dapt.hybrid_1.finetune.record_run")
+    config = record.run({})["dapt.hybrid_1.finetune.config"]["config"]
     assert (config["seed"], config["group"], config["init_from"]) == (
         2,
         "hybrid",
         "dapt.hybrid_1.adapt",
     )
+    assert plan.dapt["hybrid_1"].downstream.seed == 2
     with pytest.raises(ValueError, match=r"(?s)dapt\.oops.*adpt.*Extra inputs"):
-        create_pipeline({"dapt": {**section, "sweeps": {}, "variants": {"oops": {"adpt": {}}}}})
+        build_plan(
+            {
+                "pretrain": parameters["pretrain"],
+                "dapt": {**section, "sweeps": {}, "variants": {"oops": {"adpt": {}}}},
+            }
+        )
+
+
+def test_the_old_split_keys_of_dapt_still_work_with_a_warning(parameters: dict) -> None:
+    section = {**parameters["dapt"], "adapt_on": "finetune"}
+    section["adapt"] = {k: v for k, v in section["adapt"].items() if k != "train_on"}
+    with pytest.warns(FutureWarning, match=r"dapt\.adapt_on.*dapt\.adapt\.train_on"):
+        plan = build_plan({"pretrain": parameters["pretrain"], "dapt": section})
+    assert plan.dapt["hybrid_0"].adapt.config.train_on == "finetune"
 
 
 def test_unlabelled_from_hands_a_split_s_images_to_the_template_s_train_node(
@@ -102,7 +103,9 @@ def test_unlabelled_from_hands_a_split_s_images_to_the_template_s_train_node(
     }
     train = next(
         n
-        for n in create_finetune_pipeline({"finetune": section}).nodes
+        for n in create_finetune_pipeline(
+            build_plan({"pretrain": parameters["pretrain"], "finetune": section})
+        ).nodes
         if n.name == "finetune.dann.train"
     )
     assert "external_images" in train.inputs and "external_labels" not in train.inputs

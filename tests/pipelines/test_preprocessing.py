@@ -14,10 +14,18 @@ from kedro.runner import SequentialRunner
 from kedro.validation.type_extractor import TypeExtractor
 from kedro_datasets.pandas import ParquetDataset
 
-from tlkedro.datasets import NumpyArrayDataset
-from tlkedro.imaging.splits import SPLITS
+from tlkedro.datasets import NiftiCollectionDataset, NumpyArrayDataset
+from tlkedro.imaging.extraction import extract_scan
+from tlkedro.imaging.normalisation import StaleNormalisationError
+from tlkedro.imaging.splits import SPLITS, select_split
 from tlkedro.pipelines.preprocessing import create_pipeline
-from tlkedro.pipelines.preprocessing.nodes import PreprocessingParams
+from tlkedro.pipelines.preprocessing.nodes import (
+    PreprocessingParams,
+    check_registration,
+    normalised_key,
+)
+
+IXI = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ixi_t1_2mm_bids"
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -56,12 +64,26 @@ def _params(**overrides: object) -> PreprocessingParams:
     return PreprocessingParams.model_validate(base | overrides)
 
 
-def _run(manifest: pd.DataFrame, params: PreprocessingParams, tmp_path: Path) -> DataCatalog:
+def _run(
+    manifest: pd.DataFrame,
+    params: PreprocessingParams,
+    tmp_path: Path,
+    images: Path | None = None,
+    glob: str = "sub-*.nii.gz",
+) -> DataCatalog:
     # Outputs on disk: the runner releases memory datasets once no node needs them.
     catalog = DataCatalog(
         {
             "manifest": MemoryDataset(manifest),
             "params:preprocessing": MemoryDataset(params, copy_mode="assign"),
+            "raw_images": NiftiCollectionDataset(path=str(images or tmp_path), glob=glob),
+            "normalised_scans": NiftiCollectionDataset(
+                path=str(tmp_path / "normalised"), glob="**/*.nii.gz", workers=1
+            ),
+            "normalised_manifest": ParquetDataset(filepath=str(tmp_path / "normalised.parquet")),
+            "registration_qc": ParquetDataset(filepath=str(tmp_path / "qc.parquet")),
+            "registration_quarantine": ParquetDataset(filepath=str(tmp_path / "rq.parquet")),
+            "registration_qc_mosaic": MemoryDataset(copy_mode="assign"),
             "splits": ParquetDataset(filepath=str(tmp_path / "splits.parquet")),
             **{
                 f"{s}_images": NumpyArrayDataset(filepath=str(tmp_path / s / "images.npy"))
@@ -91,7 +113,7 @@ def test_pipeline_writes_images_and_matching_labels_per_split(manifest, tmp_path
         images, labels = catalog.load(f"{split}_images"), catalog.load(f"{split}_labels")
         members = set(splits.loc[splits["split"] == split, "subject_id"])
         assert images.shape == (2 * len(members), 1, 32, 32) and images.dtype == np.float16
-        assert list(labels.columns) == ["subject_id", "age", "sex", "site", "slice"]
+        assert list(labels.columns) == ["subject_id", "age", "sex", "site", "head_scale", "slice"]
         assert len(labels) == len(images) and set(labels["subject_id"]) == members
         assert labels["slice"].tolist() == [7, 8] * len(members)
         assert seen.isdisjoint(members)
@@ -118,3 +140,98 @@ def test_base_parameters_are_valid():
     params = PreprocessingParams.model_validate(conf["preprocessing"])
     assert params.splits.external_site == "11028"
     assert params.item_shape() == (1, 64, 64)
+
+
+def test_method_none_reads_the_raw_scans_through_the_catalog_unchanged(manifest, tmp_path):
+    # The manifest's `path` column points nowhere: scans are resolved by scan id through raw_images.
+    params = _params()
+    catalog = _run(manifest.assign(path="/nowhere"), params, tmp_path)
+    qc = catalog.load("registration_qc")
+    assert qc["passed"].all() and qc["similarity"].isna().all() and qc["head_scale"].isna().all()
+    assert catalog.load("registration_quarantine").empty
+    assert catalog.load("registration_qc_mosaic").axes
+    # The same arrays as extracting each scan from its file, as preprocessing did before normalisation.
+    splits = catalog.load("splits")
+    for split in SPLITS:
+        scans = select_split(manifest, splits, split)
+        expected = np.concatenate([extract_scan(p, params) for p in scans["path"]])
+        np.testing.assert_array_equal(np.asarray(catalog.load(f"{split}_images")), expected)
+    assert catalog.load("test_labels")["head_scale"].isna().all()
+
+
+def test_a_scan_missing_from_the_image_dataset_is_named(manifest, tmp_path):
+    broken = manifest.assign(scan_id=lambda m: m["scan_id"].str.replace("sub-03", "sub-99"))
+    with pytest.raises(Exception, match=r"not in the catalog dataset 'raw_images': sub-99\.nii\.gz"):
+        _run(broken, _params(), tmp_path)
+
+
+class _Ref:
+    def __init__(self, path: str, sidecar: dict) -> None:
+        self.path = Path(path)
+        self._sidecar = sidecar
+
+    def sidecar(self) -> dict:
+        return self._sidecar
+
+
+def test_normalised_scans_from_other_options_are_refused_not_reused(manifest):
+    params = _params(spatial_normalisation={"method": "affine"})
+    fingerprint = params.spatial_normalisation.fingerprint(params.spacing_mm)
+    qc = {"similarity": 0.6, "head_scale": 0.7, "stage1_similarity": 0.5, "retried": False}
+    sidecar = {**qc, "brain_ml": 1.0, "fingerprint": f"{fingerprint}-x"}
+    current = {
+        normalised_key(scan_id): _Ref(path, sidecar)
+        for scan_id, path in zip(manifest["scan_id"], manifest["path"], strict=True)
+    }
+    stale_params = _params(spatial_normalisation={"method": "affine", "seed": 1})
+    with pytest.raises(StaleNormalisationError, match=r"sub-00\.nii\.gz is computed with other"):
+        check_registration(manifest.head(1), {}, current, stale_params)
+    # A changed QC threshold needs no recomputation: it quarantines instead.
+    strict = _params(spatial_normalisation={"method": "affine", "min_similarity": 0.65})
+    kept, table, quarantine, _ = check_registration(manifest.head(2), {}, current, strict)
+    assert kept.empty and not table["passed"].any()
+    assert quarantine["reason_code"].tolist() == ["registration_failed"] * 2
+    assert "0.600 inside the template mask, below" in quarantine["reason"].iloc[0]
+
+
+def _ixi_manifest(n: int) -> pd.DataFrame:
+    participants = pd.read_csv(IXI / "participants.tsv", sep="\t")
+    keys = sorted(p.relative_to(IXI).as_posix() for p in IXI.glob("sub-*/anat/*_T1w.nii.gz"))[:n]
+    subjects = [k.split("/")[0] for k in keys]
+    ages = participants.set_index("participant_id").loc[subjects]
+    return pd.DataFrame(
+        {
+            "scan_id": keys,
+            "subject_id": subjects,
+            "session": "",
+            "age": ages["age"].to_numpy(),
+            "sex": (ages["sex"] == "M").astype(int).to_numpy(),
+            "site": "HH",
+        }
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not IXI.is_dir(), reason="shared IXI data absent")
+def test_normalised_scans_are_reused_and_recomputed_when_the_options_change(tmp_path):
+    manifest = _ixi_manifest(1)
+    params = _params(
+        spatial_normalisation={"method": "affine", "fast": True},
+        slices={"selection": "mni", "positions_mm": [0.0], "size": (32, 32)},
+        volume={"shape": (80, 96, 80)},
+        splits={"pretrain": 0, "finetune": 0, "test": 1, "external_site": None},
+    )
+    glob = "sub-*/anat/*_T1w.nii.gz"
+    catalog = _run(manifest, params, tmp_path, images=IXI, glob=glob)
+    output = tmp_path / "normalised" / manifest["scan_id"][0]
+    first = output.stat().st_mtime_ns, output.with_name(output.name[:-7] + ".json").read_text()
+    assert catalog.load("test_labels")["head_scale"].between(0.4, 1.6).all()
+    assert catalog.load("test_labels")["slice"].tolist() == [0.0]
+    _run(manifest, params, tmp_path, images=IXI, glob=glob)
+    assert output.stat().st_mtime_ns == first[0]  # reused
+    reseeded = params.model_copy(
+        update={"spatial_normalisation": params.spatial_normalisation.model_copy(update={"seed": 3})}
+    )
+    _run(manifest, reseeded, tmp_path, images=IXI, glob=glob)
+    assert output.stat().st_mtime_ns != first[0]
+    assert output.with_name(output.name[:-7] + ".json").read_text() != first[1]

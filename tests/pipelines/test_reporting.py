@@ -1,13 +1,28 @@
-"""The reporting pipeline's TruncatedTL cutoff search: stage 1 picks a stage, stage 2 is a runnable sweep."""
+"""The reporting pipeline: TruncatedTL's cutoff search (stage 1 picks a stage, stage 2 is a runnable sweep),
+and the evaluation report's nodes (baselines, intervals, verdicts, flags)."""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from tlkedro import reporting
+from tlkedro.imaging.folds import assign_folds
 from tlkedro.pipelines.finetune import create_pipeline as create_finetune_pipeline
-from tlkedro.pipelines.reporting import create_pipeline as create_reporting_pipeline
+from tlkedro.pipelines.reporting import create_pipeline
+from tlkedro.pipelines.reporting.nodes import (
+    EvaluationParams,
+    compute_cross_validated_baselines,
+    compute_split_baselines,
+    plot_training_size_curve,
+    report_evaluation,
+)
+from tlkedro.plan import build_plan
 from tlkedro.variants import deep_merge
 
 SEEDS = {"seed": [1, 2]}
@@ -38,13 +53,23 @@ FINETUNE = {
     },
 }
 PARAMETERS = {
-    "pretrain": {"target": "age", "task": "regression", "variants": {"default": {}}},
+    "pretrain": {
+        "target": "age",
+        "task": "regression",
+        "architecture": {"name": "resnet18"},
+        "objective": {"name": "mse"},
+        "variants": {"default": {}},
+    },
     "finetune": FINETUNE,
     "reporting": {
         "primary_metric": {"pretrain": "test/mae", "finetune": "test/auroc"},
         "cutoff_search": {"metric": "val/auprc", "reference_group": "full"},
     },
 }
+
+
+def create_reporting_pipeline(parameters: dict):
+    return create_pipeline(build_plan(parameters), parameters["reporting"])
 
 
 def _comparison(scores: dict[str, list[float]]) -> pd.DataFrame:
@@ -94,7 +119,7 @@ def test_stage_one_winner_gives_a_stage_two_sweep_kedro_can_run():
     # Passed to `kedro run --config`, the params merge into the finetune section and `from_nodes` picks
     # exactly the new variants and the reports that follow them.
     merged = deep_merge(PARAMETERS, {"finetune": {"sweeps": sweeps}})
-    everything = create_finetune_pipeline(merged) + create_reporting_pipeline(merged)
+    everything = create_finetune_pipeline(build_plan(merged)) + create_reporting_pipeline(merged)
     selected = everything.from_nodes(*config["run"]["from_nodes"].split(","))
     namespaces = {node.namespace for node in selected.nodes}
     assert namespaces == {None, *(f"finetune.{s}_{i}" for s in sweeps for i in range(2))}
@@ -127,3 +152,137 @@ def test_cutoff_search_is_built_only_when_asked_for_and_needs_truncated_variants
         create_reporting_pipeline(
             deep_merge(PARAMETERS, {"reporting": {"cutoff_search": {"metrc": "x"}}})
         )
+
+
+# The evaluation report's nodes ------------------------------------------------------------------------
+
+
+def _cohort(n: int = 36, seed: int = 0):
+    """32x32 slices (two per subject) whose brightness grows with age; sex follows age loosely."""
+    rng = np.random.default_rng(seed)
+    age = rng.uniform(20, 80, n)
+    ids = [f"sub-{i:03d}" for i in range(n)]
+    images = rng.normal(0, 0.3, (2 * n, 1, 32, 32)).astype(np.float32)
+    images[:, :, :16] += np.repeat(age, 2)[:, None, None, None] / 30
+    labels = pd.DataFrame(
+        {
+            "subject_id": np.repeat(ids, 2),
+            "age": np.repeat(age, 2),
+            "sex": np.repeat((age + rng.normal(0, 10, n) > 50).astype(int), 2),
+        }
+    )
+    subjects = labels.drop_duplicates("subject_id")
+    return images, labels, assign_folds(subjects, k=3, repeats=1, seed=0)
+
+
+def test_evaluation_parameters_of_conf_base_are_valid():
+    conf = yaml.safe_load(Path("conf/base/parameters_reporting.yml").read_text())
+    params = EvaluationParams.model_validate(conf["reporting"]["evaluation"])
+    assert params.reference == "scratch" and params.baselines == ["trivial", "linear", "covariate"]
+    with pytest.raises(ValueError, match="n_resample"):
+        EvaluationParams.model_validate({"n_resample": 10})
+
+
+def test_cross_validated_evaluation_report_puts_baselines_beside_variants(caplog):
+    images, labels, folds = _cohort()
+    params = {"n_resamples": 200, "baselines": ["trivial", "linear", "covariate"]}
+    with caplog.at_level(logging.WARNING):
+        baselines = compute_cross_validated_baselines(
+            images, labels, folds, task="regression", target="age", evaluation_params=params
+        )
+    assert "covariate baseline skipped" in caplog.text  # the labels have no head_scale
+    assert sorted(baselines["model"].unique()) == ["baseline.linear", "baseline.trivial"]
+    linear = baselines[baselines["model"] == "baseline.linear"].drop(columns="model")
+    scratch = linear.assign(prediction=linear["prediction"] + 1.0)
+    constant = linear.assign(prediction=0.0)
+    table, markdown = report_evaluation(
+        baselines,
+        scratch,
+        constant,
+        names=["finetune.scratch", "finetune.constant"],
+        task="regression",
+        target="age",
+        evaluation_params=params,
+        title="Age, 3-fold cross-validation",
+    )
+    assert list(table["model"]) == [
+        "finetune.scratch",
+        "finetune.constant",
+        "baseline.trivial",
+        "baseline.linear",
+    ]
+    assert (table["n_subjects"] == 36).all() and (table["folds"] == 3).all()
+    rows = table.set_index("model")
+    assert rows.loc["finetune.constant", "verdict"] == "worse than finetune.scratch"
+    assert rows.loc["baseline.linear", "verdict"] == "better than finetune.scratch"
+    assert "| finetune.constant | variant | 36 |" in markdown
+    assert "| baseline.trivial | baseline | 36 |" in markdown
+    flags = markdown.split("### Flags")[1]
+    assert "finetune.constant does not beat the trivial baseline baseline.trivial" in flags
+    assert "finetune.constant has an MAE of" in flags
+    assert "Every metric rests on 36 subjects (fewer than 30)" not in flags
+    assert "finetune.constant has an MAE of" in caplog.text
+
+
+def test_split_baselines_on_a_classification_task():
+    images, labels, _ = _cohort(40)
+    train = labels["subject_id"] < "sub-028"
+    test = ~train
+    baselines = compute_split_baselines(
+        images[train.to_numpy()],
+        labels[train],
+        images[test.to_numpy()],
+        labels[test],
+        task="classification",
+        target="sex",
+        evaluation_params={"baselines": ["trivial", "linear"], "n_resamples": 100},
+    )
+    assert set(baselines["model"]) == {"baseline.trivial", "baseline.linear"}
+    assert (baselines.groupby("model").size() == 12).all()
+    trivial = baselines[baselines["model"] == "baseline.trivial"]
+    assert trivial["probability"].nunique() == 1
+    table, markdown = report_evaluation(
+        baselines,
+        names=[],
+        task="classification",
+        target="sex",
+        evaluation_params={"n_resamples": 100, "reference": None},
+        title="Sex",
+    )
+    assert list(table["metric"].unique()) == ["auroc"]
+    prefixed, _ = report_evaluation(
+        baselines,
+        names=[],
+        task="classification",
+        target="sex",
+        evaluation_params={"n_resamples": 100, "reference": None},
+        title="Sex",
+        metric="test/balanced_accuracy",
+    )
+    assert list(prefixed["metric"].unique()) == ["balanced_accuracy"]
+    assert "rests on 12 subjects (fewer than 30)" in markdown
+    assert "difference to" not in markdown  # no reference
+
+
+def test_training_size_curve_node_plots_the_evaluation_table():
+    images, labels, folds = _cohort()
+    baselines = compute_cross_validated_baselines(
+        images,
+        labels,
+        folds,
+        task="regression",
+        target="age",
+        evaluation_params={"baselines": ["trivial"]},
+    )
+    table, _ = report_evaluation(
+        baselines,
+        names=[],
+        task="regression",
+        target="age",
+        evaluation_params={"n_resamples": 100},
+        title="Age",
+    )
+    figure = plot_training_size_curve(
+        table, train_sizes={"baseline.trivial": 24}, groups={"baseline.trivial": "mean"}
+    )
+    assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == ["mean"]

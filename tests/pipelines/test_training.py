@@ -9,11 +9,13 @@ import torch
 from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
+from kedro_datasets.pandas import ParquetDataset
 
 from tlkedro.datasets import TorchCheckpointDataset
+from tlkedro.pipelines.cross_validation import create_pipeline as create_folds_pipeline
 from tlkedro.pipelines.finetune import create_pipeline as create_finetune_pipeline
 from tlkedro.pipelines.pretrain import create_pipeline as create_pretrain_pipeline
-from tlkedro.pipelines.training.nodes import resolve_config
+from tlkedro.plan import build_plan
 
 BASE = {
     "seed": 3,
@@ -29,12 +31,7 @@ BASE = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _split(n: int, seed: int) -> tuple[np.ndarray, pd.DataFrame]:
@@ -53,21 +50,21 @@ def _split(n: int, seed: int) -> tuple[np.ndarray, pd.DataFrame]:
     return images, labels
 
 
-def _catalog(parameters: dict, tmp_path) -> DataCatalog:
+def _catalog() -> DataCatalog:
     catalog = DataCatalog()
     for split, n, seed in (("pretrain", 32, 0), ("finetune", 24, 1), ("test", 16, 2)):
         catalog[f"{split}_images"], catalog[f"{split}_labels"] = _split(n, seed)
-
-    def add(key: str, value) -> None:  # as KedroContext does: every nested key is a parameter too
-        catalog[f"params:{key}"] = value
-        if isinstance(value, dict):
-            for child, child_value in value.items():
-                add(f"{key}.{child}", child_value)
-
-    for section, values in parameters.items():
-        add(section, values)
-    catalog["params:runtime"] = {"checkpoint_dir": str(tmp_path / "checkpoints")}
     return catalog
+
+
+PRETRAIN = {
+    **BASE,
+    "target": "age",
+    "task": "regression",
+    "objective": {"name": "mse"},
+    "strategy": {"name": "scratch"},
+    "variants": {"default": {}},
+}
 
 
 def test_variants_are_namespaced_copies_sharing_the_model_inputs():
@@ -77,34 +74,27 @@ def test_variants_are_namespaced_copies_sharing_the_model_inputs():
         "variants": {"full": {}, "scratch": {"init_from": None, "strategy": {"name": "scratch"}}},
         "sweeps": {"lr": {"kind": "grid", "grid": {"optimizer.lr": [0.1, 0.01]}}},
     }
-    pipeline = create_finetune_pipeline({"finetune": section})
+    pipeline = create_finetune_pipeline(build_plan({"pretrain": PRETRAIN, "finetune": section}))
     namespaces = {node.namespace for node in pipeline.nodes}
     assert namespaces == {"finetune.full", "finetune.scratch", "finetune.lr_0", "finetune.lr_1"}
     assert "pretrain.default.model" in pipeline.inputs()
     assert {"finetune_images", "finetune_labels", "test_images", "test_labels"} <= pipeline.inputs()
     scratch_train = next(n for n in pipeline.nodes if n.name == "finetune.scratch.train")
     assert "pretrain.default.model" not in scratch_train.inputs
-    assert "params:finetune.variants.full" in pipeline.inputs()
-    assert not any(i.startswith("params:finetune.variants.lr_") for i in pipeline.inputs())
+    # The configuration is bound into the nodes by the plan: no node reads parameters at run time.
+    assert not any(i.startswith("params:") for i in pipeline.inputs())
 
 
 def test_pretrain_then_finetune_variants_run_on_an_in_memory_catalog(tmp_path):
-    pretrain = {
-        **BASE,
-        "target": "age",
-        "task": "regression",
-        "objective": {"name": "mse"},
-        "strategy": {"name": "scratch"},
-        "variants": {"default": {}},
-    }
     finetune = {
         **BASE,
         "init_from": "pretrain.default",
         "variants": {"full": {}, "linear_probe": {"strategy": {"name": "linear_probe"}}},
     }
-    parameters = {"pretrain": pretrain, "finetune": finetune}
-    catalog = _catalog(parameters, tmp_path)
-    pipeline = create_pretrain_pipeline(parameters) + create_finetune_pipeline(parameters)
+    runtime = {"checkpoint_dir": str(tmp_path / "checkpoints")}
+    plan = build_plan({"pretrain": PRETRAIN, "finetune": finetune, "runtime": runtime})
+    catalog = _catalog()
+    pipeline = create_pretrain_pipeline(plan) + create_finetune_pipeline(plan)
 
     # Persist what the test reads back but the runner would release from memory once consumed.
     for name in ("pretrain.default.model", "finetune.linear_probe.model"):
@@ -131,29 +121,59 @@ def test_pretrain_then_finetune_variants_run_on_an_in_memory_catalog(tmp_path):
     assert catalog.load("pretrain.default.config")["config"]["target"] == "age"
 
 
-def test_resolve_config_merges_overrides_and_names_the_variant_in_errors():
-    run = resolve_config(
-        {**BASE, "variants": {}},
-        {"optimizer": {"lr": 0.5}},
-        {"checkpoint_dir": "ckpt"},
-        namespace="finetune.x",
-        wired_source=None,
+def test_cross_validated_variants_train_once_per_fold_and_pool_the_held_out_predictions(tmp_path):
+    pretrain = {**PRETRAIN, "train_on": "finetune"}
+    finetune = {
+        **BASE,
+        "init_from": "pretrain.default",
+        "evaluate_on": [],
+        "variants": {"full": {}, "small": {"train_size": 8}},
+    }
+    parameters = {
+        "pretrain": pretrain,
+        "finetune": finetune,
+        "cross_validation": {"split": "finetune", "folds": 3, "seed": 0},
+        "runtime": {"checkpoint_dir": str(tmp_path / "checkpoints")},
+    }
+    plan = build_plan(parameters)
+    pipeline = (
+        create_folds_pipeline(plan)
+        + create_pretrain_pipeline(plan)
+        + create_finetune_pipeline(plan)
     )
-    assert run["config"]["optimizer"] == {**run["config"]["optimizer"], "name": "adam", "lr": 0.5}
-    assert run["workdir"] == "ckpt/finetune.x"
-    with pytest.raises(ValueError, match=r"(?s)finetune.x.*optimizer.lr"):
-        resolve_config(
-            BASE,
-            {"optimizer": {"lr": -1}},
-            {"checkpoint_dir": "c"},
-            namespace="finetune.x",
-            wired_source=None,
-        )
-    with pytest.raises(ValueError, match="init_from"):
-        resolve_config(
-            BASE,
-            {"init_from": "pretrain.other"},
-            {"checkpoint_dir": "c"},
-            namespace="finetune.x",
-            wired_source=None,
+    nodes = {node.name: node for node in pipeline.nodes}
+    # Each fold starts from the source model of the same fold: its held-out subjects were never seen.
+    assert "pretrain.default.fold_1.model" in nodes["finetune.full.fold_1.train"].inputs
+    catalog = _catalog()
+    catalog["finetune.small.fold_0.model"] = TorchCheckpointDataset(
+        filepath=str(tmp_path / "small.pt")
+    )
+    catalog["folds"] = ParquetDataset(filepath=str(tmp_path / "folds.parquet"))
+    SequentialRunner().run(pipeline, catalog)
+
+    folds = catalog.load("folds")
+    assert sorted(folds["fold"].value_counts()) == [8, 8, 8]
+    pooled = catalog.load("finetune.full.predictions_cv")
+    # Every subject of the cross-validated split is predicted once, by the model that did not see it.
+    assert sorted(pooled["subject_id"]) == sorted(folds["subject_id"])
+    held_out = folds.set_index("subject_id").loc[pooled["subject_id"], "fold"].to_numpy()
+    assert (pooled["fold"].to_numpy() == held_out).all()
+    record = catalog.load("finetune.full.metrics")
+    assert record["folds"] == 3 and record["cv/auroc_folds"] == 3
+    assert record["cv/auroc_std"] >= 0
+    # train_size takes a subset of the fold's 16 training subjects.
+    small = catalog.load("finetune.small.fold_0.model")["meta"]["train_subjects"]
+    assert len(small) == 8
+    assert set(small) <= set(folds.loc[folds["fold"] != 0, "subject_id"])
+
+
+def test_an_invalid_variant_is_named_with_its_key_before_anything_runs():
+    with pytest.raises(ValueError, match=r"(?s)finetune\.x.*finetune\.variants\.x.*optimizer\.lr"):
+        build_plan({"finetune": {**BASE, "variants": {"x": {"optimizer": {"lr": -1}}}}})
+    with pytest.raises(ValueError, match=r"init_from names 'pretrain.other'"):
+        build_plan(
+            {
+                "pretrain": PRETRAIN,
+                "finetune": {**BASE, "init_from": "pretrain.other", "variants": {"x": {}}},
+            }
         )

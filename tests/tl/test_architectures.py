@@ -9,7 +9,6 @@ the ``meta`` device, which allocates no weights.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -59,14 +58,7 @@ ENCODER_LEVEL_PARAMETERS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    # Tiny inputs gain nothing from intra-op threads, and on a shared 2-core machine their spin-waiting
-    # makes the passes several times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module", params=list_architectures())

@@ -16,10 +16,15 @@ import torch
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 
-from tlkedro.tl import training
 from tlkedro.tl.config import TrainConfig, TrainerConfig
 from tlkedro.tl.data import MRIDataModule
-from tlkedro.tl.training import evaluate, fit, machine_defaults, resolve_accelerator
+from tlkedro.tl.launch import (
+    ProcessGroupShutdown,
+    build_trainer,
+    machine_defaults,
+    resolve_accelerator,
+)
+from tlkedro.tl.training import evaluate, fit
 
 SUBJECTS = 20
 
@@ -89,7 +94,7 @@ def test_two_ddp_processes_train_on_disjoint_shards_that_change_every_epoch(
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[training.ProcessGroupShutdown()],
+        callbacks=[ProcessGroupShutdown()],
     )
     trainer.fit(ShardProbe(str(tmp_path)), datamodule=datamodule)
 
@@ -142,7 +147,7 @@ def test_fit_with_ddp_on_two_cpu_processes_gives_its_history_and_a_usable_checkp
 
 
 def test_auto_strategy_on_several_devices_spawns_the_processes(tmp_path: Path) -> None:
-    trainer = training._trainer(TrainerConfig(accelerator="cpu", devices=2), tmp_path, [])
+    trainer = build_trainer(TrainerConfig(accelerator="cpu", devices=2), tmp_path, [])
     launcher = trainer.strategy.launcher
     assert isinstance(launcher, _MultiProcessingLauncher) and launcher._start_method == "spawn"
     assert trainer.num_devices == 2
@@ -151,11 +156,11 @@ def test_auto_strategy_on_several_devices_spawns_the_processes(tmp_path: Path) -
 def test_ddp_that_would_run_the_command_line_again_is_refused(tmp_path: Path) -> None:
     settings = TrainerConfig(accelerator="cpu", devices=2, strategy="ddp")
     with pytest.raises(ValueError, match="would start 1 more process.*use 'ddp_spawn'"):
-        training._trainer(settings, tmp_path, [])
+        build_trainer(settings, tmp_path, [])
 
 
 def test_one_device_trains_in_this_process_deterministically(tmp_path: Path) -> None:
-    trainer = training._trainer(TrainerConfig(accelerator="cpu"), tmp_path, [])
+    trainer = build_trainer(TrainerConfig(accelerator="cpu"), tmp_path, [])
     assert trainer.strategy.launcher is None and trainer.num_devices == 1
     assert torch.are_deterministic_algorithms_enabled()
 
@@ -197,7 +202,7 @@ def test_the_process_group_is_destroyed_when_training_ends(tmp_path: Path) -> No
         "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
     )
     try:
-        training.ProcessGroupShutdown().teardown(None, None, "fit")
+        ProcessGroupShutdown().teardown(None, None, "fit")
         assert not torch.distributed.is_initialized()
     finally:
         if torch.distributed.is_initialized():

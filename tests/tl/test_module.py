@@ -21,12 +21,7 @@ AGES = TaskInfo(
 SEX = TaskInfo(task="classification", num_classes=2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 class TinyNet(nn.Module):
@@ -136,14 +131,28 @@ def test_optimizer_gets_only_trainable_parameters_and_a_cosine_schedule() -> Non
 
 def test_sgd_with_momentum_and_a_plateau_schedule_on_the_validation_loss() -> None:
     module = make_module(
-        optimizer=OptimizerConfig(name="sgd", lr=0.1, momentum=0.5),
+        optimizer=OptimizerConfig(name="momentum", lr=0.1, momentum=0.5),
         scheduler=SchedulerConfig(name="plateau", kwargs={"factor": 0.5}),
     )
     configured = module.configure_optimizers()
     assert isinstance(configured["optimizer"], torch.optim.SGD)
-    assert configured["optimizer"].param_groups[0]["momentum"] == 0.5
+    group = configured["optimizer"].param_groups[0]
+    assert group["momentum"] == 0.5 and group["nesterov"] is False
     assert configured["lr_scheduler"]["monitor"] == "val/loss"
     assert configured["lr_scheduler"]["scheduler"].factor == 0.5
+
+
+def test_optimizer_names_and_kwargs_are_timms() -> None:
+    module = make_module(
+        optimizer=OptimizerConfig(name="sgd", lr=0.1, kwargs={"dampening": 0.0}),
+        scheduler=SchedulerConfig(name="none"),
+    )
+    group = module.configure_optimizers().param_groups[0]
+    assert group["nesterov"] is True and group["momentum"] == 0.9
+    lamb = make_module(
+        optimizer=OptimizerConfig(name="lamb"), scheduler=SchedulerConfig(name="none")
+    )
+    assert type(lamb.configure_optimizers()).__name__ == "Lamb"
 
 
 def test_no_schedule_gives_the_bare_optimizer() -> None:

@@ -7,8 +7,6 @@ its default value.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import lightning
 import pytest
 import torch
@@ -41,14 +39,7 @@ def build(num_outputs: int = 2, **kwargs: object) -> TLModel:
     return create_architecture("resnet18", num_outputs=num_outputs, img_size=IMG, **kwargs)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    # On tensors this small, intra-op threads cost more in synchronisation than they save, and on a
-    # shared machine they make a test ten times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

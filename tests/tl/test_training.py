@@ -14,14 +14,14 @@ import pandas as pd
 import pytest
 import torch
 
-from tlkedro.tl import training
 from tlkedro.tl.architectures import create_architecture
 from tlkedro.tl.checkpoint import build_model, make_checkpoint
-from tlkedro.tl.config import TrainConfig
+from tlkedro.tl.config import TrainConfig, TrainerConfig
 from tlkedro.tl.data import subject_split
 from tlkedro.tl.metrics import metric_collection
 from tlkedro.tl.module import TransferModule
 from tlkedro.tl.objectives import TaskInfo
+from tlkedro.tl.resume import fingerprint
 from tlkedro.tl.training import FitResult, evaluate, fit
 
 SUBJECTS = 24
@@ -157,9 +157,7 @@ def test_a_different_seed_gives_a_different_model_and_never_resumes_another_seed
     reference: FitResult, images: np.ndarray, labels: pd.DataFrame
 ) -> None:
     other = config(seed=4)
-    assert training._fingerprint(other, images, labels, None) != training._fingerprint(
-        config(), images, labels, None
-    )
+    assert fingerprint(other, images, labels, None) != fingerprint(config(), images, labels, None)
     result = fit(
         other.model_copy(update={"trainer": other.trainer.model_copy(update={"max_epochs": 1})}),
         images,
@@ -260,3 +258,16 @@ def test_evaluate_refuses_another_target(
 ) -> None:
     with pytest.raises(ValueError, match="predicts 'age', not 'sex'"):
         evaluate(reference.checkpoint, images, labels, target="sex", split="test")
+
+
+def test_evaluate_runs_with_the_trainers_precision(
+    reference: FitResult, images: np.ndarray, labels: pd.DataFrame
+) -> None:
+    _, float32 = evaluate(reference.checkpoint, images, labels, target="age", split="test")
+    settings = TrainerConfig(accelerator="cpu", precision="bf16-mixed", enable_progress_bar=False)
+    _, bfloat16 = evaluate(
+        reference.checkpoint, images, labels, target="age", split="test", trainer=settings
+    )
+    # bfloat16 keeps 8 bits of mantissa: close to the float32 predictions, but not the same.
+    assert bfloat16["prediction"].to_numpy() == pytest.approx(float32["prediction"], rel=0.05)
+    assert not np.array_equal(bfloat16["prediction"], float32["prediction"])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fnmatch
 import gzip
+import json
+import logging
 import os
 import uuid
 from collections.abc import Callable, Mapping
@@ -15,6 +17,8 @@ import nibabel as nib
 from kedro.io import AbstractDataset, DatasetError
 
 from tlkedro.parallel import run_recipes
+
+logger = logging.getLogger(__name__)
 
 # Written into every folder this dataset creates. Saving into an existing, non-empty folder without it
 # is refused: that folder holds someone's data, and a collection must never overwrite it.
@@ -37,20 +41,42 @@ class NiftiRef:
         """Open the file; the voxels stay on disk (nibabel array proxy) until they are read."""
         return nib.load(self.path)
 
+    @property
+    def sidecar_path(self) -> Path:
+        """The BIDS-style JSON sidecar beside the file: ``<name without .nii[.gz]>.json``."""
+        return sidecar_path(self.path)
+
+    def sidecar(self) -> dict[str, Any]:
+        """The sidecar's content; ``{}`` when the file has none."""
+        path = self.sidecar_path
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def sidecar_path(path: Path) -> Path:
+    """``<folder>/<name>.json`` for ``<folder>/<name>.nii`` or ``<folder>/<name>.nii.gz``."""
+    name = path.name.removesuffix(".gz").removesuffix(".nii")
+    return path.with_name(f"{name}.json")
+
 
 class NiftiCollectionDataset(AbstractDataset[Mapping[str, Any], dict[str, NiftiRef]]):
     """The NIfTI files under a folder that match a glob, keyed by their path relative to the folder.
 
     Loading lists the files without opening them, so a damaged file reaches ingestion, which quarantines
     it, instead of failing the load. Saving takes ``{relative_path: image or recipe}``, where a recipe is
-    a picklable zero-argument callable returning a nibabel image: recipes are evaluated in a process
-    pool (see :mod:`tlkedro.parallel`) and each worker writes its own file, so memory stays bounded
-    however many images there are. Every file is written to a temporary name in its folder and then
-    renamed, so an interrupted run never leaves a half-written ``.nii.gz``.
+    a picklable zero-argument callable returning a nibabel image, or an image and a JSON-able dictionary
+    written beside it as its BIDS-style sidecar (``<name>.json``; :meth:`NiftiRef.sidecar` reads it back):
+    recipes are evaluated in a process pool (see :mod:`tlkedro.parallel`) and each worker writes its own
+    file, so memory stays bounded however many images there are. Every file is written to a temporary
+    name in its folder and then renamed, so an interrupted run never leaves a half-written ``.nii.gz``.
+
+    Reuse: a recipe with a ``fingerprint`` attribute (a string naming everything its result depends on)
+    is not evaluated when its file is already there with a sidecar holding the same ``fingerprint``; its
+    result is written with that fingerprint in the sidecar (image first, sidecar last, so a sidecar is
+    only ever beside a complete image). A different fingerprint means a stale file: it is recomputed.
 
     A save replaces the collection: files matching ``glob`` that an earlier save wrote and that the new
-    mapping lacks are removed. It only ever writes into a folder that it created (marked by a
-    ``.tlkedro-collection`` file) or that is empty.
+    mapping lacks are removed, with their sidecars. It only ever writes into a folder that it created
+    (marked by a ``.tlkedro-collection`` file) or that is empty.
 
     Example catalog entry::
 
@@ -85,12 +111,22 @@ class NiftiCollectionDataset(AbstractDataset[Mapping[str, Any], dict[str, NiftiR
         self._claim_folder()
         root = self._root.resolve()
         stale = set(self.load()) - set(data)
-        jobs = (_WriteJob(root / key, item) for key, item in data.items())
+        todo = {key: item for key, item in data.items() if not _is_current(root / key, item)}
+        if len(todo) < len(data):
+            logger.info(
+                "%s: %d of %d files reused (same fingerprint), %d to compute",
+                self._root,
+                len(data) - len(todo),
+                len(data),
+                len(todo),
+            )
+        jobs = (_WriteJob(root / key, item) for key, item in todo.items())
         for _ in run_recipes(
-            jobs, workers=self._workers, desc=f"Writing {self._root}", total=len(data)
+            jobs, workers=self._workers, desc=f"Writing {self._root}", total=len(todo)
         ):
             pass
         for key in stale:
+            sidecar_path(root / key).unlink(missing_ok=True)
             _remove_with_empty_parents(root / key, root)
 
     def _exists(self) -> bool:
@@ -167,25 +203,48 @@ class _WriteJob:
     """Materialise one image (evaluating its recipe, in a worker) and write it atomically."""
 
     path: Path
-    item: nib.Nifti1Image | Callable[[], nib.Nifti1Image]
+    item: nib.Nifti1Image | Callable[[], nib.Nifti1Image | tuple[nib.Nifti1Image, dict]]
 
     def __call__(self) -> None:
-        image = self.item if isinstance(self.item, nib.Nifti1Image) else self.item()
+        result = self.item if isinstance(self.item, nib.Nifti1Image) else self.item()
+        image, sidecar = result if isinstance(result, tuple) else (result, None)
         if not isinstance(image, nib.Nifti1Image):
             raise DatasetError(
                 f"The recipe for {self.path} returned {type(image).__name__}, not a Nifti1Image."
             )
+        fingerprint = getattr(self.item, "fingerprint", None)
+        if fingerprint is not None:
+            sidecar = {**(sidecar or {}), "fingerprint": fingerprint}
+        # A stale sidecar must not outlive the image it described, even if this write is interrupted.
+        sidecar_path(self.path).unlink(missing_ok=True)
         payload = image.to_bytes()
         if self.path.name.endswith(".gz"):
             payload = gzip.compress(payload, compresslevel=_GZIP_LEVEL, mtime=0)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # The temporary name matches no NIfTI glob, and os.replace within one folder is atomic.
-        temporary = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(temporary, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
-        finally:
-            temporary.unlink(missing_ok=True)
+        _write_atomically(self.path, payload)
+        if sidecar is not None:
+            _write_atomically(sidecar_path(self.path), json.dumps(sidecar, indent=1).encode())
+
+
+def _is_current(path: Path, item: Any) -> bool:
+    """Whether ``path`` already holds the result of a fingerprinted recipe (see the class docstring)."""
+    fingerprint = getattr(item, "fingerprint", None)
+    if fingerprint is None or not path.is_file():
+        return False
+    try:
+        return NiftiRef(path).sidecar().get("fingerprint") == fingerprint
+    except (OSError, ValueError):  # an unreadable sidecar: recompute
+        return False
+
+
+def _write_atomically(path: Path, payload: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The temporary name matches no NIfTI glob, and os.replace within one folder is atomic.
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

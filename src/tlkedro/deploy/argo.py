@@ -3,7 +3,7 @@
 Built from Hera's typed models, so an invalid field fails here rather than in the cluster. Every
 task runs ``kedro run --namespaces <group>`` (or ``--nodes``) in the project's image. Tasks run in
 separate pods: datasets exchanged between groups must be persisted on a mounted volume or in
-object storage, never MemoryDatasets.
+object storage (``conf/cloud``), never MemoryDatasets.
 """
 
 from __future__ import annotations
@@ -73,6 +73,11 @@ def _container(
         active_deadline_seconds=resources.time,
         retry_strategy=RetryStrategy(limit=config.retries) if config.retries else None,
         volume_mounts=[m.VolumeMount(name=v.name, mount_path=v.mount_path) for v in config.volumes]
+        or None,
+        env_from=[
+            m.EnvFromSource(secret_ref=m.SecretEnvSource(name=secret))
+            for secret in config.env_from_secrets
+        ]
         or None,
     )
 

@@ -237,10 +237,27 @@ def submit(
     except slurm_jobs.SlurmError as error:
         raise click.ClickException(str(error))
     for job in submission.jobs:
-        after = f" after {', '.join(job.dependencies)}" if job.dependencies else ""
-        what = f"job {job.job_id}{after}" if job.job_id else "skipped: outputs exist"
-        click.echo(f"{job.group}: {what}")
+        click.echo(f"{job.group}: {_submitted(job)}")
     click.echo(f"Submission folder: {folder}\nFollow it with: kedro slurm status {folder}")
+    if (refused := submission.refused) is not None:
+        queued = sum(job.job_id is not None for job in submission.jobs)
+        raise click.ClickException(
+            f"sbatch refused group '{refused.group}': {refused.refused}\n"
+            f"The {queued} job(s) queued before it keep running (kedro slurm cancel {folder} "
+            "stops them); once the cause is fixed, submitting again runs what is missing."
+        )
+
+
+def _submitted(job: slurm_jobs.Job) -> str:
+    if job.job_id is not None:
+        return f"job {job.job_id}" + (
+            f" after {', '.join(job.dependencies)}" if job.dependencies else ""
+        )
+    if job.skipped:
+        return "skipped: outputs exist"
+    if job.refused is not None:
+        return f"FAILED (not submitted): sbatch refused it: {job.refused}"
+    return "not submitted: sbatch refused an earlier job"
 
 
 def _echo_dry_run(entry: slurm_jobs.PlannedJob) -> None:

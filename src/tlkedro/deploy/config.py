@@ -226,7 +226,10 @@ class ArgoConfig(_Strict):
         retries: How many times Argo retries a failed task.
         gpu_resource: Extended resource name GPUs are requested under.
         volumes: Volumes mounted into every task; the catalog's ``data/`` must be one of them
-            unless the catalog writes to object storage (an environment with ``s3://`` paths).
+            unless the catalog writes to object storage (``conf/cloud``: ``s3://`` paths).
+        env_from_secrets: Kubernetes Secrets whose keys become environment variables of every
+            task, e.g. ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_ENDPOINT_URL_S3`` for
+            the object store, or ``MLFLOW_TRACKING_URI``.
         fs_group: Group id the pods give mounted volumes, so that the image's non-root user
             (uid and gid 1000 in the Dockerfile) can write them; ``None`` leaves them as they are.
         command: The command that starts Kedro inside the image.
@@ -240,6 +243,7 @@ class ArgoConfig(_Strict):
     retries: int = Field(0, ge=0)
     gpu_resource: str = "nvidia.com/gpu"
     volumes: list[Volume] = []
+    env_from_secrets: list[str] = []
     fs_group: int | None = 1000
     command: list[str] = ["kedro"]
 

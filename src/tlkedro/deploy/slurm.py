@@ -61,7 +61,9 @@ class Job(BaseModel):
 
     Attributes:
         group: The group's name.
-        job_id: Slurm's job id; ``None`` when the group was not submitted because its outputs exist.
+        job_id: Slurm's job id; ``None`` when the group was not submitted.
+        skipped: Whether it was left out on purpose, because its outputs existed.
+        refused: ``sbatch``'s error message when it refused the job; ``None`` otherwise.
         dependencies: Groups of this submission the job waits for (``afterok``).
         script: Path of the batch script.
         log: Path of the job's stdout and stderr.
@@ -70,6 +72,8 @@ class Job(BaseModel):
 
     group: str
     job_id: str | None
+    skipped: bool = False
+    refused: str | None = None
     dependencies: list[str]
     script: Path
     log: Path
@@ -88,6 +92,11 @@ class Submission(BaseModel):
     folder: Path
     created: str
     jobs: list[Job]
+
+    @property
+    def refused(self) -> Job | None:
+        """The job ``sbatch`` refused, which stopped the submission; ``None`` if none was."""
+        return next((job for job in self.jobs if job.refused is not None), None)
 
     def save(self) -> None:
         """Write the manifest into the submission's folder."""
@@ -119,12 +128,15 @@ class PlannedJob:
     Attributes:
         job: The manifest entry, without a job id yet.
         script: The batch script's text.
-        submit: Whether to submit it (false when its outputs already exist).
     """
 
     job: Job
     script: str
-    submit: bool
+
+    @property
+    def submit(self) -> bool:
+        """Whether to submit it (false when its outputs already exist)."""
+        return not self.job.skipped
 
 
 def new_submission_folder(logs_dir: Path) -> Path:
@@ -157,6 +169,26 @@ def latest_submission(logs_dir: Path) -> Path:
     return folders[-1]
 
 
+def sbatch_quote(value: str) -> str:
+    """Quote a value for an ``#SBATCH`` line, which sbatch parses itself, not the shell.
+
+    Every sbatch groups words in double quotes and takes a backslash as an escape; single quotes
+    mean nothing to older ones (so ``shlex.quote`` would not do), and older ones end the line at a
+    ``#`` even inside quotes, so ``\\``, ``"`` and ``#`` are escaped.
+    """
+    escaped = "".join("\\" + c if c in '\\"#' else c for c in value)
+    return f'"{escaped}"'
+
+
+def _literal_filename(path: str) -> str:
+    """``path`` as an sbatch filename pattern that means just itself.
+
+    sbatch replaces ``%j``, ``%x``... in ``--output``; ``%%`` is a literal ``%``, and a path with a
+    backslash has no replacements at all, so it is left as it is.
+    """
+    return path if "\\" in path else path.replace("%", "%%")
+
+
 def render_script(
     group: NodeGroup,
     resources: Resources,
@@ -184,8 +216,8 @@ def render_script(
         The script's text.
     """
     directives = [
-        f"--job-name={config.job_prefix}-{group.name}",
-        f"--output={log}",
+        f"--job-name={sbatch_quote(f'{config.job_prefix}-{group.name}')}",
+        f"--output={sbatch_quote(_literal_filename(str(log)))}",
         f"--cpus-per-task={resources.cpus}",
         f"--mem={resources.memory}M",
         f"--time={format_slurm_time(resources.time)}",
@@ -193,9 +225,10 @@ def render_script(
     if resources.gpus:
         directives.append(f"--gres=gpu:{resources.gpus}")
     if resources.partition:
-        directives.append(f"--partition={resources.partition}")
+        directives.append(f"--partition={sbatch_quote(resources.partition)}")
     if resources.account:
-        directives.append(f"--account={resources.account}")
+        directives.append(f"--account={sbatch_quote(resources.account)}")
+    # Written by the user in #SBATCH syntax already (deploy.yml), so passed on as they are.
     directives += resources.sbatch_options
     run = shlex.join([python, "-m", "kedro", *options.run_args(group)])
     tmp = exit_file.with_name(exit_file.name + ".tmp")
@@ -250,6 +283,7 @@ def plan_jobs(
         job = Job(
             group=group.name,
             job_id=None,
+            skipped=group.name not in to_submit,
             dependencies=[d for d in group.dependencies if d in to_submit],
             script=folder / f"{stem}.sbatch",
             log=folder / f"{stem}.log",
@@ -265,7 +299,7 @@ def plan_jobs(
             log=job.log,
             exit_file=job.exit_file,
         )
-        planned.append(PlannedJob(job=job, script=script, submit=group.name in to_submit))
+        planned.append(PlannedJob(job=job, script=script))
     return planned
 
 
@@ -289,8 +323,10 @@ def sbatch_args(job: Job, dependency_ids: Sequence[str]) -> list[str]:
 def submit(planned: Sequence[PlannedJob], folder: Path, run: Runner = run_command) -> Submission:
     """Write the scripts and submit the jobs, dependencies first.
 
-    The manifest is saved after every ``sbatch``, so a submission that fails half-way still
-    records (and ``kedro slurm cancel`` still finds) the jobs already queued.
+    The manifest is saved after every ``sbatch``. If ``sbatch`` refuses a job, the submission
+    stops there: the refused job records sbatch's message (``status`` shows it FAILED), the jobs
+    after it stay unsubmitted (CANCELLED), and the jobs already queued are kept, so that
+    ``kedro slurm cancel`` still finds them.
 
     Args:
         planned: Jobs from :func:`plan_jobs`.
@@ -298,10 +334,7 @@ def submit(planned: Sequence[PlannedJob], folder: Path, run: Runner = run_comman
         run: Runs a command (replaced in tests).
 
     Returns:
-        The submission, with job ids.
-
-    Raises:
-        SlurmError: If ``sbatch`` refuses a job.
+        The submission, with job ids; :attr:`Submission.refused` tells whether it stopped early.
     """
     folder.mkdir(parents=True)
     submission = Submission(
@@ -314,11 +347,8 @@ def submit(planned: Sequence[PlannedJob], folder: Path, run: Runner = run_comman
             continue
         result = run(sbatch_args(entry.job, [ids[d] for d in entry.job.dependencies]))
         if result.returncode != 0:
-            submission.save()
-            raise SlurmError(
-                f"sbatch refused group '{entry.job.group}': {result.stderr.strip()}. "
-                f"Jobs already queued are listed in {folder / MANIFEST}."
-            )
+            entry.job.refused = result.stderr.strip() or f"exit status {result.returncode}"
+            break
         # --parsable prints "<id>" or "<id>;<cluster>".
         ids[entry.job.group] = entry.job.job_id = result.stdout.strip().split(";")[0]
         submission.save()
@@ -406,8 +436,12 @@ def group_states(submission: Submission, queue: dict[str, tuple[str, str]]) -> l
 def _group_state(
     job: Job, queue: dict[str, tuple[str, str]], earlier: dict[str, GroupStatus]
 ) -> GroupStatus:
-    if job.job_id is None:
+    if job.skipped:
         return GroupStatus(job, State.SKIPPED, "outputs existed at submission")
+    if job.refused is not None:
+        return GroupStatus(job, State.FAILED, f"not submitted: sbatch refused it: {job.refused}")
+    if job.job_id is None:
+        return GroupStatus(job, State.CANCELLED, "not submitted: sbatch refused an earlier job")
     if job.exit_file.is_file():
         code = job.exit_file.read_text().strip()
         if code == "0":

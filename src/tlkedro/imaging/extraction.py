@@ -11,6 +11,11 @@ Axes of the RAS grid: ``sagittal`` slices are cut along x (left->right), ``coron
 (posterior->anterior), ``axial`` along z (inferior->superior); a slice keeps the two other axes in RAS
 order (axial: x, y; coronal: x, z; sagittal: y, z).
 
+Slices can also be chosen in template coordinates (``selection: mni``, ``positions_mm``): each position
+is located through the scan's own affine after the grid is built, so on scans in MNI space (normalised by
+:mod:`tlkedro.imaging.normalisation`, or registered already) a slice shows the same anatomy in every
+subject, whatever each file's field of view.
+
 Nothing here reads a file when called: :func:`build_model_input` returns a :class:`LazyArrayStack` of
 recipes (``functools.partial`` of :func:`extract_scan`) that the ``NumpyArrayDataset`` evaluates in a
 process pool while writing, so memory does not grow with the cohort.
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -34,7 +40,9 @@ from tlkedro.parallel import run_recipes
 AXES: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
 """Slicing axis name -> axis of the RAS volume."""
 
-LABEL_COLUMNS = ["subject_id", "age", "sex", "site", "slice"]
+LABEL_COLUMNS = ["subject_id", "age", "sex", "site", "head_scale", "slice"]
+"""Columns of the labels table; ``head_scale`` (spatial normalisation's affine scale) is NaN for scans
+that were not registered."""
 # What extract_scan needs in a worker: MONAI (with torch) dominates a worker's start-up.
 _WORKER_MODULES = ("monai.transforms", "tlkedro.imaging.extraction")
 
@@ -70,14 +78,23 @@ class SliceConfig(_Frozen):
     """Which 2D slices to cut and their output size.
 
     ``central``: the middle slice; ``k_central``: the ``k`` middle slices; ``every_nth``: every
-    ``step``-th slice across the whole grid, on a lattice through the middle slice.
+    ``step``-th slice across the whole grid, on a lattice through the middle slice; ``mni``: the slices
+    nearest to ``positions_mm``, world (MNI) coordinates along the axis (axial: z, coronal: y,
+    sagittal: x), one row each.
     """
 
     axis: Literal["axial", "coronal", "sagittal"] = "axial"
-    selection: Literal["central", "k_central", "every_nth"] = "central"
+    selection: Literal["central", "k_central", "every_nth", "mni"] = "central"
     k: PositiveInt = 1
     step: PositiveInt = 4
+    positions_mm: tuple[float, ...] = (0.0,)
     size: tuple[PositiveInt, PositiveInt] = (64, 64)
+
+    @model_validator(mode="after")
+    def _positions(self) -> SliceConfig:
+        if self.selection == "mni" and not self.positions_mm:
+            raise ValueError("slices.positions_mm must list at least one position for selection mni")
+        return self
 
 
 class VolumeConfig(_Frozen):
@@ -111,9 +128,16 @@ class ExtractionConfig(_Frozen):
         return self
 
     def slice_indices(self) -> list[int]:
-        """Indices along the slicing axis of the rows of one scan; ``[-1]`` in volume mode."""
+        """Indices along the slicing axis of the rows of one scan; ``[-1]`` in volume mode.
+
+        Raises:
+            ValueError: For ``selection: mni``, whose indices depend on each scan's affine (see
+                :func:`mni_slice_indices`).
+        """
         if self.mode == "volume":
             return [-1]
+        if self.slices.selection == "mni":
+            raise ValueError("selection mni has no fixed indices: they follow each scan's affine")
         length = self.volume.shape[AXES[self.slices.axis]]
         centre = length // 2
         if self.slices.selection == "central":
@@ -122,6 +146,19 @@ class ExtractionConfig(_Frozen):
             start = centre - self.slices.k // 2
             return list(range(start, start + self.slices.k))
         return list(range(centre % self.slices.step, length, self.slices.step))
+
+    def rows_per_scan(self) -> int:
+        """Model-input rows of one scan."""
+        if self.mode == "slices" and self.slices.selection == "mni":
+            return len(self.slices.positions_mm)
+        return len(self.slice_indices())
+
+    def slice_labels(self) -> np.ndarray:
+        """The ``slice`` label of each row of one scan: the grid index (int64), or for ``selection:
+        mni`` the position in mm (float64: the same anatomy in every scan, where the index may differ)."""
+        if self.mode == "slices" and self.slices.selection == "mni":
+            return np.asarray(self.slices.positions_mm, dtype=np.float64)
+        return np.asarray(self.slice_indices(), dtype=np.int64)
 
     def item_shape(self) -> tuple[int, ...]:
         """Shape of one row: ``(1, H, W)`` for slices, ``(1, X, Y, Z)`` for volumes."""
@@ -217,6 +254,35 @@ def _slice_resizer(config: ExtractionConfig) -> Callable[[np.ndarray], np.ndarra
     return lambda planes: np.asarray(pad(resize(planes)))
 
 
+def mni_slice_indices(affine: np.ndarray, shape: Sequence[int], config: SliceConfig) -> list[int]:
+    """Indices along ``config.axis`` of the grid slices nearest to ``config.positions_mm``.
+
+    Args:
+        affine: Voxel -> world (RAS mm) affine of the grid.
+        shape: The grid's shape.
+        config: The slice selection.
+
+    Raises:
+        ValueError: A position lies outside the grid, or the grid is oblique to the axis.
+    """
+    axis = AXES[config.axis]
+    column = np.asarray(affine, dtype=np.float64)[:3, :3][:, axis]
+    if np.count_nonzero(np.abs(column) > 1e-6 * np.abs(column).max()) != 1 or column[axis] == 0:
+        raise ValueError(f"the grid's {config.axis} axis is not aligned with world axis {axis}")
+    step, origin = column[axis], float(np.asarray(affine)[axis, 3])
+    indices = []
+    for position in config.positions_mm:
+        index = round((position - origin) / step)
+        if not 0 <= index < shape[axis]:
+            low, high = sorted((origin, origin + step * (shape[axis] - 1)))
+            raise ValueError(
+                f"slices.positions_mm {position:g} lies outside the grid's {config.axis} extent "
+                f"[{low:g}, {high:g}] mm"
+            )
+        indices.append(index)
+    return indices
+
+
 def extract_scan(path: str, config: ExtractionConfig) -> np.ndarray:
     """Preprocess one scan into its model-input rows.
 
@@ -225,13 +291,15 @@ def extract_scan(path: str, config: ExtractionConfig) -> np.ndarray:
         config: How to preprocess and extract.
 
     Returns:
-        ``(len(config.slice_indices()), *config.item_shape())`` array of ``config.dtype``.
+        ``(config.rows_per_scan(), *config.item_shape())`` array of ``config.dtype``.
 
     Raises:
-        ScanExtractionError: The file cannot be read or transformed; the message names it.
+        ScanExtractionError: The file cannot be read or transformed, or (``selection: mni``) a position
+            lies outside its grid; the message names it.
     """
     try:
-        volume = np.asarray(_volume_transforms(config)({"image": path})["image"])
+        transformed = _volume_transforms(config)({"image": path})["image"]
+        volume = np.asarray(transformed)
     except Exception as exc:
         cause = exc
         # MONAI wraps a failing transform in "applying transform ..." errors: report the reason inside.
@@ -245,7 +313,16 @@ def extract_scan(path: str, config: ExtractionConfig) -> np.ndarray:
         raise ScanExtractionError(f"preprocessing failed: {reason}") from exc
     if config.mode == "volume":
         return volume[None].astype(config.dtype)
-    planes = np.moveaxis(volume[0], AXES[config.slices.axis], 0)[config.slice_indices()]
+    if config.slices.selection == "mni":
+        try:
+            indices = mni_slice_indices(
+                np.asarray(transformed.affine), volume.shape[1:], config.slices
+            )
+        except ValueError as exc:
+            raise ScanExtractionError(f"preprocessing failed: {path}: {exc}") from exc
+    else:
+        indices = config.slice_indices()
+    planes = np.moveaxis(volume[0], AXES[config.slices.axis], 0)[indices]
     # The selected slices go through the 2D resize together, as channels.
     return _slice_resizer(config)(planes)[:, None].astype(config.dtype)
 
@@ -254,32 +331,45 @@ def build_model_input(
     scans: pd.DataFrame,
     config: ExtractionConfig,
     *,
+    files: Sequence[str | os.PathLike[str]] | None = None,
     workers: int | None = None,
     desc: str | None = None,
 ) -> tuple[LazyArrayStack, pd.DataFrame]:
     """Recipes for the model-input array of some scans, and its labels table.
 
     Args:
-        scans: Manifest rows (``path``, ``subject_id``, ``age``, ``sex``, ``site``), in output order.
+        scans: Manifest rows (``subject_id``, ``age``, ``sex``, ``site``, optionally ``head_scale``), in
+            output order.
+        files: The file of each scan, in the same order; the pipeline resolves them through the
+            catalog's image datasets. ``None``: the ``path`` column of ``scans``.
         config: How to preprocess and extract.
         workers: Processes that evaluate the recipes when the stack is written.
         desc: Progress-bar label.
 
     Returns:
         The lazy image array and one label row per image row, in the same order: ``subject_id``,
-        ``age``, ``sex``, ``site``, ``slice`` (index along the slicing axis, -1 for volumes).
+        ``age``, ``sex``, ``site``, ``head_scale`` (NaN where absent), ``slice`` (index along the slicing
+        axis, -1 for volumes; the position in mm for ``selection: mni``).
+
+    Raises:
+        ValueError: ``files`` and ``scans`` differ in length.
     """
-    indices = config.slice_indices()
+    files = scans["path"].tolist() if files is None else list(files)
+    if len(files) != len(scans):
+        raise ValueError(f"{len(files)} files for {len(scans)} scans")
+    slice_labels = config.slice_labels()
     stack = LazyArrayStack(
-        recipes=[functools.partial(extract_scan, path, config) for path in scans["path"]],
-        rows=[len(indices)] * len(scans),
+        recipes=[functools.partial(extract_scan, str(path), config) for path in files],
+        rows=[len(slice_labels)] * len(scans),
         item_shape=config.item_shape(),
         dtype=config.dtype,
         workers=workers,
         desc=desc,
         preload=_WORKER_MODULES,
     )
-    rows = np.repeat(np.arange(len(scans)), len(indices))
+    rows = np.repeat(np.arange(len(scans)), len(slice_labels))
+    scans = scans if "head_scale" in scans else scans.assign(head_scale=np.nan)
     labels = scans.iloc[rows][LABEL_COLUMNS[:-1]].reset_index(drop=True)
-    labels["slice"] = np.tile(np.asarray(indices, dtype=np.int64), len(scans))
+    labels["head_scale"] = labels["head_scale"].astype(np.float64)
+    labels["slice"] = np.tile(slice_labels, len(scans))
     return stack, labels

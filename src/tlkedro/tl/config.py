@@ -9,12 +9,10 @@ are coerced to the field's type. The pipeline-level keys (``variants``, ``sweeps
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from torch.optim.lr_scheduler import CosineAnnealingLR, ReduceLROnPlateau
 
 from tlkedro.tl.architectures.base import ARCHITECTURES
 from tlkedro.tl.data import augmentation_transform
@@ -26,18 +24,12 @@ from tlkedro.tl.objectives import (
     create_auxiliary_term,
     create_objective,
 )
+from tlkedro.tl.optim import check_optimizer_kwargs, check_optimizer_name, check_schedule
 from tlkedro.tl.registry import UnknownComponentError
 from tlkedro.tl.strategies import create_strategy
 
 # "auto": chosen by the accelerator (see TrainerConfig).
 Precision = Literal["auto", "64-true", "32-true", "16-true", "16-mixed", "bf16-true", "bf16-mixed"]
-
-# Scheduler arguments the training module sets itself (the optimizer, the cosine period from max_epochs,
-# the plateau direction of a loss) or that would break resuming (last_epoch).
-_SCHEDULER_ARGUMENTS = {
-    "cosine": (CosineAnnealingLR, {"optimizer", "T_max", "last_epoch", "verbose"}),
-    "plateau": (ReduceLROnPlateau, {"optimizer", "mode", "verbose"}),
-}
 
 
 class _Strict(BaseModel):
@@ -139,23 +131,33 @@ class AugmentationConfig(ComponentConfig):
 
 
 class OptimizerConfig(_Strict):
-    """The optimizer.
+    """The optimizer, one of timm's (``tlkedro.tl.optim``).
 
     Attributes:
-        name: ``adam``, ``adamw`` or ``sgd``.
+        name: A name of ``timm.optim.list_optimizers()``: ``adamw``, ``adam``, ``momentum`` (SGD with
+            classical momentum), ``sgd`` (SGD with Nesterov momentum), ``lamb``, ...
         lr: Base learning rate (strategies may scale it per parameter group).
         weight_decay: Weight decay (decoupled for ``adamw``).
-        momentum: Momentum of ``sgd``; the Adam variants ignore it.
+        momentum: Momentum of the optimizers that have one; the others ignore it.
+        kwargs: Further arguments of the optimizer (``betas``, ``eps``, ...).
     """
 
-    name: Literal["adam", "adamw", "sgd"] = "adamw"
+    name: str = "adamw"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
+    kwargs: dict[str, Any] = {}
+
+    _known_name = field_validator("name")(check_optimizer_name)
+
+    @model_validator(mode="after")
+    def _known_kwargs(self) -> OptimizerConfig:
+        check_optimizer_kwargs(self.name, self.kwargs)
+        return self
 
 
 class SchedulerConfig(_Strict):
-    """The learning-rate schedule, stepped once per epoch.
+    """The learning-rate schedule, stepped once per epoch (``tlkedro.tl.optim.SCHEDULES``).
 
     Attributes:
         name: ``cosine`` (``CosineAnnealingLR`` over ``max_epochs``), ``plateau`` (``ReduceLROnPlateau``
@@ -168,18 +170,7 @@ class SchedulerConfig(_Strict):
 
     @model_validator(mode="after")
     def _known_kwargs(self) -> SchedulerConfig:
-        if self.name == "none":
-            if self.kwargs:
-                raise ValueError(f"scheduler 'none' takes no kwargs; got {self.kwargs}")
-            return self
-        scheduler, fixed = _SCHEDULER_ARGUMENTS[self.name]
-        allowed = [p for p in inspect.signature(scheduler).parameters if p not in fixed]
-        unknown = sorted(set(self.kwargs) - set(allowed))
-        if unknown:
-            raise ValueError(
-                f"scheduler {self.name!r} got kwargs {unknown} it does not take or that are set from "
-                f"the rest of the configuration; allowed: {', '.join(allowed)}"
-            )
+        check_schedule(self.name, self.kwargs)
         return self
 
 
@@ -206,6 +197,10 @@ class TrainerConfig(_Strict):
         log_every_n_steps: Logging interval of step-level values.
         enable_progress_bar: Show the progress bar.
         limit_train_batches: Train on this many batches (int) or this fraction (float) per epoch.
+        recalibrate_batchnorm: Recompute the running statistics of the trained BatchNorm layers over the
+            training rows before every validation (``tlkedro.tl.batchnorm``): ``True``, ``False``, or
+            ``"auto"``: for volumes (3D), whose few, small batches leave the running statistics far from
+            the data after a short run, not for slices, where it would change results that were right.
     """
 
     max_epochs: int = Field(10, ge=1)
@@ -220,6 +215,7 @@ class TrainerConfig(_Strict):
     log_every_n_steps: int = Field(10, ge=1)
     enable_progress_bar: bool = True
     limit_train_batches: int | float | None = None
+    recalibrate_batchnorm: bool | Literal["auto"] = "auto"
 
     @field_validator("devices", mode="before")
     @classmethod

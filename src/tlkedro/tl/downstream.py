@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -32,6 +33,34 @@ from tlkedro.tl.objectives import TaskInfo
 
 # Mehmood et al.'s two downstream classifiers.
 PAPER_CLASSIFIERS = {"mlp_64_32": (64, 32), "mlp_512_256_256_128": (512, 256, 256, 128)}
+
+
+class DownstreamConfig(BaseModel):
+    """MLP classifiers on an adapted encoder's features (Mehmood et al.; ``dapt.downstream``).
+
+    Attributes:
+        target: The class label the classifiers predict.
+        train_on: Split the classifiers are trained on.
+        evaluate_on: Splits they are evaluated on.
+        dip: ``[reference, shifted]``: the drop of each metric from the one to the other is reported.
+        classifiers: ``{name: hidden layer widths}``; default: the paper's 64-32 and 512-256-256-128.
+        seed: Seed of the classifiers.
+        max_iter: Upper bound on the classifiers' training epochs.
+        batch_size: Images per forward pass of the encoder.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: str = "sex"
+    train_on: str = "finetune"
+    evaluate_on: list[str] = ["test", "external"]
+    dip: tuple[str, str] | None = ("test", "external")
+    classifiers: dict[str, list[int]] = Field(
+        default_factory=lambda: {name: list(sizes) for name, sizes in PAPER_CLASSIFIERS.items()}
+    )
+    seed: int = 42
+    max_iter: int = Field(500, ge=1)
+    batch_size: int = Field(64, ge=1)
 
 
 def extract_features(

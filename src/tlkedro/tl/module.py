@@ -18,20 +18,19 @@ loss, which early stopping and checkpointing follow), and the metric collections
 
 from __future__ import annotations
 
-from typing import Any
-
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from tlkedro.tl.config import OptimizerConfig, SchedulerConfig
+from tlkedro.tl.architectures import create_architecture
+from tlkedro.tl.config import OptimizerConfig, SchedulerConfig, TrainConfig
 from tlkedro.tl.metrics import metric_collection
 from tlkedro.tl.objectives import PROGRESS, Objective, TaskInfo
-from tlkedro.tl.strategies import Strategy
-
-_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+from tlkedro.tl.optim import create_optimizer, create_schedule
+from tlkedro.tl.strategies import Strategy, create_strategy
 
 
 class TransferModule(L.LightningModule):
@@ -145,33 +144,74 @@ class TransferModule(L.LightningModule):
         auxiliary = [p for p in self.auxiliary.parameters() if p.requires_grad]
         if auxiliary:
             groups.append({"params": auxiliary, "lr": config.lr, "name": "auxiliary"})
-        kwargs: dict[str, Any] = {"lr": config.lr, "weight_decay": config.weight_decay}
-        if config.name == "sgd":
-            kwargs["momentum"] = config.momentum
-        optimizer = _OPTIMIZERS[config.name](groups, **kwargs)
+        optimizer = create_optimizer(
+            groups, config.name, config.lr, config.weight_decay, config.momentum, config.kwargs
+        )
         schedule = self.scheduler_config
-        if schedule.name == "cosine":
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-                optimizer, T_max=self.trainer.max_epochs, **schedule.kwargs
-            )
-            return {
-                "optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
-            }
-        if schedule.name == "plateau":
-            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, mode="min", **schedule.kwargs
-            )
-            return {
-                "optimizer": optimizer,
-                "lr_scheduler": {
-                    "scheduler": scheduler,
-                    "interval": "epoch",
-                    "monitor": "val/loss",
-                },
-            }
-        return optimizer
+        # The trainer is read only by schedules that need the epoch count (cosine).
+        scheduler = create_schedule(
+            optimizer, schedule.name, schedule.kwargs, lambda: self.trainer.max_epochs
+        )
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def configure_callbacks(self) -> list[L.Callback]:
         """The strategy's callbacks (e.g. phase switches)."""
         return self.strategy.callbacks()
+
+
+def build_module(
+    config: TrainConfig,
+    info: TaskInfo,
+    image_shape: tuple[int, ...],
+    source: dict | None,
+    extra_labels: dict[str, np.ndarray],
+) -> TransferModule:
+    """The configured network, prepared by the strategy from the source, in a ``TransferModule``.
+
+    Args:
+        config: The training configuration.
+        info: The task statistics of the training rows.
+        image_shape: ``(N, C, ...)`` shape of the images (channels and spatial size size the network).
+        source: The source model's checkpoint, or ``None``.
+        extra_labels: The training rows' values of the label columns the auxiliary terms need.
+    """
+    objective = config.objective.build()
+    architecture_kwargs = {
+        "in_channels": int(image_shape[1]),
+        "img_size": [int(size) for size in image_shape[2:]],
+        **config.architecture.kwargs,
+        "num_outputs": objective.num_outputs(info),
+    }
+    model = create_architecture(config.architecture.name, **architecture_kwargs)
+    strategy = create_strategy(config.strategy.name, **config.strategy.kwargs)
+    model = strategy.prepare(model, source["state_dict"] if source is not None else None)
+    objective.attach(model, extra_labels)
+    return TransferModule(model, objective, strategy, config.optimizer, config.scheduler, info)
+
+
+class PredictionModule(L.LightningModule):
+    """A trained network for ``Trainer.predict``: each batch's predictions in the target's units.
+
+    ``predict_step`` returns the ``(B, num_classes)`` class probabilities (classification) or the
+    ``(B, 1)`` predicted values (regression), as float32.
+
+    Args:
+        model: The network.
+        objective: Turns its outputs into predictions.
+        info: The task statistics stored with the network.
+    """
+
+    def __init__(self, model: nn.Module, objective: Objective, info: TaskInfo) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective
+        self.info = info
+
+    def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        """Predictions of the batch's images."""
+        prediction = self.objective.predict(self.model(batch[0]), self.info)
+        if prediction.probabilities is not None:
+            return prediction.probabilities.float()
+        return prediction.values.float().reshape(-1, 1)

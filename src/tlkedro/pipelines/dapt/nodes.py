@@ -7,64 +7,22 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tlkedro.tl.analysis.energy import PowerModel, training_energy
-from tlkedro.tl.downstream import PAPER_CLASSIFIERS, downstream_evaluation
-from tlkedro.variants import deep_merge
-
-
-class DownstreamConfig(BaseModel):
-    """``dapt.downstream``: MLP classifiers on the adapted encoder's features (Mehmood et al.).
-
-    Attributes:
-        target: The class label the classifiers predict.
-        train_on: Split the classifiers are trained on.
-        evaluate_on: Splits they are evaluated on.
-        dip: ``[reference, shifted]``: the drop of each metric from the one to the other is reported.
-        classifiers: ``{name: hidden layer widths}``; default: the paper's 64-32 and 512-256-256-128.
-        seed: Seed of the classifiers (a variant's ``seed`` replaces it).
-        max_iter: Upper bound on the classifiers' training epochs.
-        batch_size: Images per forward pass of the encoder.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    target: str = "sex"
-    train_on: str = "finetune"
-    evaluate_on: list[str] = ["test", "external"]
-    dip: tuple[str, str] | None = ("test", "external")
-    classifiers: dict[str, list[int]] = Field(
-        default_factory=lambda: {name: list(sizes) for name, sizes in PAPER_CLASSIFIERS.items()}
-    )
-    seed: int = 42
-    max_iter: int = Field(500, ge=1)
-    batch_size: int = Field(64, ge=1)
-
-
-def _validated(model: type[BaseModel], values: dict[str, Any], key: str) -> Any:
-    try:
-        return model.model_validate(values)
-    except ValidationError as error:
-        raise ValueError(f"Invalid parameters under {key!r}:\n{error}") from None
+from tlkedro.tl.downstream import DownstreamConfig, downstream_evaluation
 
 
 def evaluate_downstream(
-    parameters: dict[str, Any],
     checkpoint: dict,
     images: np.ndarray,
     labels: pd.DataFrame,
     *evaluated: Any,
-    overrides: dict[str, Any],
-    namespace: str,
+    config: DownstreamConfig,
 ) -> pd.DataFrame:
     """Train the MLP classifiers on the adapted encoder's features and evaluate them on every split.
 
     ``evaluated`` holds ``images, labels`` of each split of ``evaluate_on``, in order.
     """
-    config = _validated(
-        DownstreamConfig, deep_merge(parameters, overrides), f"{namespace} (dapt.downstream)"
-    )
     splits = dict(
         zip(config.evaluate_on, zip(evaluated[::2], evaluated[1::2], strict=True), strict=True)
     )
@@ -82,16 +40,16 @@ def evaluate_downstream(
 
 
 def report_phases(
-    energy: dict[str, Any],
     adapt_run: dict[str, Any],
     adapt_history: pd.DataFrame,
     adapt_summary: dict[str, Any],
     finetune_run: dict[str, Any],
     finetune_history: pd.DataFrame,
     finetune_summary: dict[str, Any],
+    *,
+    power: PowerModel,
 ) -> pd.DataFrame:
     """Per phase of the adaptation and of the fine-tuning: trainable parameters, wall time, energy."""
-    power = _validated(PowerModel, energy, "dapt.energy")
     stages = {
         "adapt": (adapt_run, adapt_history, adapt_summary),
         "finetune": (finetune_run, finetune_history, finetune_summary),

@@ -4,13 +4,12 @@ Every entry of `finetune.variants` and `finetune.sweeps` becomes a namespaced co
 (`finetune.<variant>`); see conf/base/parameters_finetune.yml.
 """
 
-from typing import Any
-
 from kedro.pipeline import Pipeline
 
 from tlkedro.pipelines.training import create_variants_pipeline
+from tlkedro.plan import ExperimentPlan
 
 
-def create_pipeline(parameters: dict[str, Any]) -> Pipeline:
-    """All finetune variants, built from the project's parameters."""
-    return create_variants_pipeline("finetune", parameters["finetune"], train_split="finetune")
+def create_pipeline(plan: ExperimentPlan) -> Pipeline:
+    """All finetune variants of the experiment plan."""
+    return create_variants_pipeline(plan, "finetune")

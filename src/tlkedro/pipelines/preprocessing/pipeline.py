@@ -1,4 +1,5 @@
-"""The preprocessing pipeline: ``split_subjects`` then one ``build_<split>_arrays`` node per split."""
+"""The preprocessing pipeline: ``normalise_scans``, ``check_registration``, ``split_subjects``, then one
+``build_<split>_arrays`` node per split."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from functools import partial, update_wrapper
 from kedro.pipeline import Node, Pipeline
 
 from tlkedro.imaging.splits import SPLITS
+from tlkedro.pipelines.ingestion import SOURCES
 from tlkedro.pipelines.preprocessing import nodes
 
 
@@ -16,20 +18,54 @@ def _build_arrays_for(split: str) -> partial:
     return update_wrapper(partial(nodes.build_split_arrays, split=split), nodes.build_split_arrays)
 
 
-def create_pipeline(**kwargs: object) -> Pipeline:
-    """Split subjects, then write ``<split>_images`` and ``<split>_labels`` for each split."""
-    return Pipeline(
+def create_pipeline(source: str = "raw") -> Pipeline:
+    """Normalise and check the scans, split the subjects, then write each split's images and labels.
+
+    Args:
+        source: Which raw-image dataset the scans are read from, as for the ingestion pipeline
+            (``raw``: ``raw_images``; ``synthetic``: ``synthetic_images``); the project's registry
+            passes ``ingestion.source``.
+
+    Raises:
+        ValueError: ``source`` is not one of the ingestion pipeline's sources.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"ingestion.source must be one of {sorted(SOURCES)}, got {source!r}")
+    template = Pipeline(
         [
             Node(
+                nodes.normalise_scans,
+                inputs=["manifest", "raw_images", "params:preprocessing"],
+                outputs="normalised_scans",
+                name="normalise_scans",
+            ),
+            Node(
+                nodes.check_registration,
+                inputs=["manifest", "raw_images", "normalised_scans", "params:preprocessing"],
+                outputs=[
+                    "normalised_manifest",
+                    "registration_qc",
+                    "registration_quarantine",
+                    "registration_qc_mosaic",
+                ],
+                name="check_registration",
+            ),
+            Node(
                 nodes.split_subjects,
-                inputs=["manifest", "params:preprocessing"],
+                inputs=["normalised_manifest", "params:preprocessing"],
                 outputs="splits",
                 name="split_subjects",
             ),
             *(
                 Node(
                     _build_arrays_for(split),
-                    inputs=["manifest", "splits", "params:preprocessing"],
+                    inputs=[
+                        "normalised_manifest",
+                        "splits",
+                        "raw_images",
+                        "normalised_scans",
+                        "params:preprocessing",
+                    ],
                     outputs=[f"{split}_images", f"{split}_labels"],
                     name=f"build_{split}_arrays",
                 )
@@ -37,3 +73,5 @@ def create_pipeline(**kwargs: object) -> Pipeline:
             ),
         ]
     )
+    images = SOURCES[source].get("raw_images", "raw_images")
+    return Pipeline(template, inputs={"raw_images": images})

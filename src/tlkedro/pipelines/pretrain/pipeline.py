@@ -4,13 +4,12 @@ Every entry of `pretrain.variants` and `pretrain.sweeps` becomes a namespaced co
 (`pretrain.<variant>`); see conf/base/parameters_pretrain.yml.
 """
 
-from typing import Any
-
 from kedro.pipeline import Pipeline
 
 from tlkedro.pipelines.training import create_variants_pipeline
+from tlkedro.plan import ExperimentPlan
 
 
-def create_pipeline(parameters: dict[str, Any]) -> Pipeline:
-    """All pretrain variants, built from the project's parameters."""
-    return create_variants_pipeline("pretrain", parameters["pretrain"], train_split="pretrain")
+def create_pipeline(plan: ExperimentPlan) -> Pipeline:
+    """All pretrain variants of the experiment plan."""
+    return create_variants_pipeline(plan, "pretrain")

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from tlkedro import reporting
+from tlkedro.tl import evaluation
 from tlkedro.tl.strategies import truncation_candidates
 from tlkedro.variants import deep_merge, expand_variants
+
+logger = logging.getLogger(__name__)
 
 REPORT_COLUMNS_FIRST = [
     "variant",
@@ -41,15 +46,38 @@ def compare_variants(
 
 
 def plot_primary_metric(
-    table: pd.DataFrame, *predictions: pd.DataFrame, names: list[str], metric: str
+    table: pd.DataFrame,
+    *predictions: pd.DataFrame,
+    names: list[str],
+    metric: str,
+    evaluation_params: dict[str, Any] | None = None,
 ) -> Figure:
-    """The primary metric per variant, with bootstrap intervals for classification predictions."""
+    """The primary metric per variant, with its bootstrap interval over subjects.
+
+    Intervals are drawn where the metric (``test/auroc``: ``auroc``) is one of ``tlkedro.tl.evaluation``'s
+    for the predictions' task (classification where they have class probabilities).
+    """
+    params = EvaluationParams.model_validate(evaluation_params or {})
+    name = metric.split("/")[-1]
+    task = "classification" if evaluation.probability_columns(predictions[0]) else "regression"
     intervals = None
-    if all("probability" in frame for frame in predictions):
-        intervals = dict(zip(names, (reporting.bootstrap_interval(frame) for frame in predictions)))
+    if name in evaluation.METRICS[task]:
+        intervals = {
+            variant: _interval_ends(frame, name, task, params)
+            for variant, frame in zip(names, predictions)
+        }
     return reporting.plot_metric_by_variant(
         table.set_index("variant").loc[names].reset_index(), metric, intervals
     )
+
+
+def _interval_ends(
+    frame: pd.DataFrame, metric: str, task: str, params: EvaluationParams
+) -> tuple[float, float]:
+    interval = evaluation.metric_interval(
+        frame, metric, task, params.confidence, params.n_resamples, params.seed, params.method
+    )
+    return interval.low, interval.high
 
 
 def plot_learning_curves(*histories: pd.DataFrame, names: list[str]) -> Figure:
@@ -128,8 +156,9 @@ def plan_cutoff_search(
         [c for c in around if c not in stages], template, seeds, search.stage2_prefix
     )
     first_nodes = [
-        f"finetune.{name}.resolve_config"
+        f"finetune.{name}.{node}"
         for name in expand_variants({"sweeps": sweeps}, "finetune")
+        for node in ("record_run", "train")
     ]
     # Nothing to refine (no blocks around the best stage): re-running the reports is all that is left.
     run = (
@@ -200,3 +229,169 @@ def _cutoff_search_markdown(
         "",
     ]
     return "\n".join(parts)
+
+
+class EvaluationParams(BaseModel):
+    """``reporting.evaluation``: intervals, paired comparisons, baselines and flags (docs/evaluation.md).
+
+    Attributes:
+        confidence: Confidence level of every interval.
+        n_resamples: Bootstrap resamples per interval.
+        method: ``BCa`` (bias-corrected and accelerated) or ``percentile``.
+        seed: Seed of the resampling and of the baselines' inner folds.
+        small_sample: Metrics on fewer subjects than this are flagged.
+        reference: The model every other is compared with (``scratch`` matches ``finetune.scratch``);
+            null for none.
+        baselines: Baseline kinds fitted on the same splits or folds (``trivial``, ``linear``,
+            ``covariate``).
+        covariate: The covariate baseline's label column (a head-size proxy); skipped where absent.
+        pooled_size: Voxels per spatial axis of the linear baseline's downsampled images.
+        inner_folds: Folds of the logistic baseline's inner cross-validation.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    confidence: float = Field(0.95, gt=0, lt=1)
+    n_resamples: PositiveInt = 2000
+    method: Literal["BCa", "percentile"] = "BCa"
+    seed: int = 0
+    small_sample: PositiveInt = 30
+    reference: str | None = "scratch"
+    baselines: list[Literal["trivial", "linear", "covariate"]] = list(evaluation.BASELINE_KINDS)
+    covariate: str = evaluation.DEFAULT_COVARIATE
+    pooled_size: PositiveInt = 8
+    inner_folds: int = Field(5, ge=2)
+
+
+def _long_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    if not tables:
+        return pd.DataFrame({"model": pd.Series(dtype=str)})
+    return pd.concat(
+        [
+            table.assign(model=f"{reporting.BASELINE_PREFIX}{kind}")
+            for kind, table in tables.items()
+        ],
+        ignore_index=True,
+    )
+
+
+def compute_split_baselines(
+    train_images: np.ndarray,
+    train_labels: pd.DataFrame,
+    test_images: np.ndarray,
+    test_labels: pd.DataFrame,
+    *,
+    task: str,
+    target: str,
+    evaluation_params: dict[str, Any],
+) -> pd.DataFrame:
+    """The baselines fitted on one split (e.g. ``finetune``) and predicting another (``test``).
+
+    Returns:
+        Their predictions tables stacked, with a ``model`` column (``baseline.<kind>``); a ``covariate``
+        baseline whose column the labels lack is left out with a warning.
+    """
+    params = EvaluationParams.model_validate(evaluation_params)
+    tables = {}
+    for kind in params.baselines:
+        try:
+            tables[kind] = evaluation.baseline_predictions(
+                kind,
+                train_images,
+                train_labels,
+                test_images,
+                test_labels,
+                task,
+                target,
+                params.covariate,
+                params.pooled_size,
+                params.inner_folds,
+                params.seed,
+            )
+        except evaluation.MissingCovariateError as error:
+            logger.warning("covariate baseline skipped: %s", error)
+    return _long_table(tables)
+
+
+def compute_cross_validated_baselines(
+    images: np.ndarray,
+    labels: pd.DataFrame,
+    folds: pd.DataFrame,
+    *,
+    task: str,
+    target: str,
+    evaluation_params: dict[str, Any],
+) -> pd.DataFrame:
+    """The baselines' out-of-fold predictions on the models' folds, stacked with a ``model`` column."""
+    params = EvaluationParams.model_validate(evaluation_params)
+    tables = evaluation.cross_validated_baselines(
+        images,
+        labels,
+        folds,
+        task,
+        target,
+        params.baselines,
+        params.covariate,
+        params.pooled_size,
+        params.inner_folds,
+        params.seed,
+    )
+    return _long_table(tables)
+
+
+def report_evaluation(
+    baselines: pd.DataFrame,
+    *predictions: pd.DataFrame,
+    names: list[str],
+    task: str,
+    target: str,
+    evaluation_params: dict[str, Any],
+    title: str,
+    metric: str | None = None,
+) -> tuple[pd.DataFrame, str]:
+    """The evaluation table (CSV) and its markdown section, the baselines beside the variants, with flags.
+
+    Args:
+        baselines: Stacked baseline predictions (``compute_split_baselines`` or
+            ``compute_cross_validated_baselines``).
+        predictions: One predictions table per variant (test-split or out-of-fold), in ``names`` order.
+        names: The variants' names (``finetune.full``).
+        task: ``regression`` or ``classification``.
+        target: The target column's name.
+        evaluation_params: ``reporting.evaluation`` (``EvaluationParams``).
+        title: The markdown section's title.
+        metric: The metric with intervals, with or without a split prefix (``test/auroc`` or
+            ``auroc``); ``None``: ``mae`` or ``auroc``.
+    """
+    params = EvaluationParams.model_validate(evaluation_params)
+    metric = metric.split("/")[-1] if metric else None
+    if len(names) != len(predictions):
+        raise ValueError(f"{len(predictions)} predictions tables for {len(names)} names {names}")
+    tables = dict(zip(names, predictions)) | evaluation.split_models(baselines)
+    settings = dict(
+        confidence=params.confidence,
+        n_resamples=params.n_resamples,
+        seed=params.seed,
+        method=params.method,
+    )
+    table = reporting.evaluation_table(tables, task, metric, params.reference, **settings)
+    flags = evaluation.quality_flags(
+        tables, task, target, metric, evaluation.TRIVIAL, params.small_sample, **settings
+    )
+    markdown = reporting.evaluation_markdown(
+        table, flags, title, params.n_resamples, params.method, params.covariate
+    )
+    return table, markdown
+
+
+def plot_training_size_curve(
+    evaluation_table: pd.DataFrame, *, train_sizes: dict[str, int], groups: dict[str, str]
+) -> Figure:
+    """The data-size ablation: metric against target training subjects per strategy, with intervals.
+
+    Args:
+        evaluation_table: ``report_evaluation``'s table.
+        train_sizes: Target training subjects of each ablation model, by name.
+        groups: The line (strategy) of each model, by name.
+    """
+    return reporting.plot_metric_by_training_size(evaluation_table, train_sizes, groups)

@@ -15,20 +15,31 @@ from tlkedro.pipelines.reporting.nodes import (
     plot_primary_metric,
     plot_test_predictions,
 )
-from tlkedro.variants import deep_merge, expand_variants
+from tlkedro.pipelines.training.nodes import CV_SPLIT
+from tlkedro.plan import TRAINING_PIPELINES, ExperimentPlan, TrainingVariant
 
-TRAINING_PIPELINES = ("pretrain", "finetune")
+
+def _reported_split(variant: TrainingVariant) -> str | None:
+    """The split whose predictions stand for a variant in the plots: its held-out folds, or the first
+    split it is evaluated on."""
+    if variant.cross_validated:
+        return CV_SPLIT
+    return (variant.config.evaluate_on or [None])[0]
 
 
-def _report_nodes(pipeline_name: str, section: dict[str, Any], primary_metric: str) -> list[Node]:
-    variants = expand_variants(section, pipeline_name)
-    names = [f"{pipeline_name}.{v}" for v in variants]
-    merged = {
-        name: deep_merge(section, overrides) for name, overrides in zip(names, variants.values())
-    }
-    first_split = {name: (cfg.get("evaluate_on") or [None])[0] for name, cfg in merged.items()}
-    evaluated = [name for name in names if first_split[name]]
-    predictions = [f"{name}.predictions_{first_split[name]}" for name in evaluated]
+def _history(variant: TrainingVariant) -> str:
+    # A cross-validated variant's learning curve is its first fold's.
+    if variant.cross_validated:
+        return f"{variant.namespace}.{variant.folds[0].name}.history"
+    return f"{variant.namespace}.history"
+
+
+def _report_nodes(
+    pipeline_name: str, variants: list[TrainingVariant], primary_metric: str
+) -> list[Node]:
+    names = [v.namespace for v in variants]
+    evaluated = {v.namespace: split for v in variants if (split := _reported_split(v))}
+    predictions = [f"{name}.predictions_{split}" for name, split in evaluated.items()]
     out = f"{pipeline_name}_"
     nodes = [
         Node(
@@ -41,26 +52,27 @@ def _report_nodes(pipeline_name: str, section: dict[str, Any], primary_metric: s
         ),
         Node(
             bind(plot_learning_curves, names=names),
-            [f"{name}.history" for name in names],
+            [_history(v) for v in variants],
             f"{out}learning_curves",
             name=f"plot_{pipeline_name}_learning_curves",
         ),
     ]
     if evaluated:
+        config = variants[0].config
         nodes += [
             Node(
                 bind(
                     plot_test_predictions,
-                    names=evaluated,
-                    task=section["task"],
-                    target=section["target"],
+                    names=list(evaluated),
+                    task=config.task,
+                    target=config.target,
                 ),
                 predictions,
                 f"{out}predictions_plot",
                 name=f"plot_{pipeline_name}_predictions",
             ),
             Node(
-                bind(plot_primary_metric, names=evaluated, metric=primary_metric),
+                bind(plot_primary_metric, names=list(evaluated), metric=primary_metric),
                 [f"{out}comparison", *predictions],
                 f"{out}metric_plot",
                 name=f"plot_{pipeline_name}_primary_metric",
@@ -69,42 +81,40 @@ def _report_nodes(pipeline_name: str, section: dict[str, Any], primary_metric: s
     return nodes
 
 
-def _cutoff_search_node(section: dict[str, Any], search: CutoffSearchParams) -> Node:
-    variants = expand_variants(section, "finetune")
-    merged = {f"finetune.{v}": deep_merge(section, overrides) for v, overrides in variants.items()}
-    truncated = {
-        name: cfg for name, cfg in merged.items() if cfg["strategy"]["name"] == "truncated"
-    }
-    architectures = {repr(cfg["architecture"]) for cfg in truncated.values()}
+def _cutoff_search_node(plan: ExperimentPlan, search: CutoffSearchParams) -> Node:
+    truncated = [v for v in plan.of("finetune") if v.config.strategy.name == "truncated"]
+    architectures = {repr(v.config.architecture.model_dump()) for v in truncated}
     if len(architectures) != 1:
         raise ValueError(
             "reporting.cutoff_search needs finetune variants with strategy `truncated`, all of one "
             f"architecture; found {len(truncated)} such variants with architectures {sorted(architectures)}"
         )
-    plan = bind(
+    plan_search = bind(
         plan_cutoff_search,
-        cutoffs={name: cfg["strategy"]["kwargs"]["cutoff"] for name, cfg in truncated.items()},
-        overrides={f"finetune.{v}": overrides for v, overrides in variants.items()},
-        architecture=next(iter(truncated.values()))["architecture"],
+        cutoffs={v.namespace: v.config.strategy.kwargs["cutoff"] for v in truncated},
+        overrides={v.namespace: dict(v.overrides) for v in plan.of("finetune")},
+        architecture=truncated[0].config.architecture.model_dump(),
         search=search,
     )
     return Node(
-        plan,
+        plan_search,
         "finetune_comparison",
         ["cutoff_search_stage2", "cutoff_search_report"],
         name="plan_cutoff_search",
     )
 
 
-def create_pipeline(parameters: dict[str, Any]) -> Pipeline:
-    """Reports for each training pipeline, built from the same parameters as its variants.
+def create_pipeline(plan: ExperimentPlan, reporting: dict[str, Any]) -> Pipeline:
+    """Reports for each training pipeline of the plan.
 
     With ``reporting.cutoff_search`` set, the finetune report also plans TruncatedTL's cutoff search.
     """
-    primary = parameters["reporting"]["primary_metric"]
-    nodes = [n for p in TRAINING_PIPELINES for n in _report_nodes(p, parameters[p], primary[p])]
-    if (search := parameters["reporting"].get("cutoff_search")) is not None:
-        nodes.append(
-            _cutoff_search_node(parameters["finetune"], CutoffSearchParams.model_validate(search))
-        )
+    primary = reporting["primary_metric"]
+    nodes = [
+        node
+        for pipeline in TRAINING_PIPELINES
+        for node in _report_nodes(pipeline, plan.of(pipeline), primary[pipeline])
+    ]
+    if (search := reporting.get("cutoff_search")) is not None:
+        nodes.append(_cutoff_search_node(plan, CutoffSearchParams.model_validate(search)))
     return Pipeline(nodes, tags={"reporting"})

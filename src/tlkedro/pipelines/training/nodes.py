@@ -1,4 +1,8 @@
-"""Nodes of the training template: resolve a variant's configuration, train, evaluate, summarise."""
+"""Nodes of the training template: record the run, train, evaluate, summarise.
+
+Each node receives its variant's configuration, validated once by the experiment plan
+(:mod:`tlkedro.plan`), bound in by the template; the catalog hands it the arrays and models.
+"""
 
 from __future__ import annotations
 
@@ -6,86 +10,100 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import ValidationError
 
+from tlkedro.imaging.folds import check_fold_leakage, fold_subjects, nested_subsets
+from tlkedro.plan import Fold, VariantConfig
 from tlkedro.provenance import run_record
 from tlkedro.tl.analysis.complexity import complexity_report
 from tlkedro.tl.checkpoint import build_model
-from tlkedro.tl.config import TrainConfig
 from tlkedro.tl.training import evaluate, fit
-from tlkedro.variants import base_config, deep_merge
+
+# The held-out fold's metrics and predictions are named as a split would be.
+CV_SPLIT = "cv"
 
 
-class VariantConfig(TrainConfig):
-    """A training configuration plus the keys that decide a variant's place in the pipeline."""
+def record_run(*, namespace: str, config: VariantConfig, workdir: str) -> dict[str, Any]:
+    """The run record saved next to the variant's metrics: its configuration and provenance.
 
-    init_from: str | None = None
-    evaluate_on: list[str] = []
-    unlabelled_from: str | None = None  # split whose images auxiliary terms use without labels
-    group: str | None = (
-        None  # variants sharing a group (e.g. seeds of one setting) are aggregated in reports
-    )
-
-
-def resolve_config(
-    base: dict[str, Any],
-    overrides: dict[str, Any] | None,
-    runtime: dict[str, Any],
-    *,
-    namespace: str,
-    wired_source: str | None,
-    wired_unlabelled: str | None = None,
-) -> dict[str, Any]:
-    """Merge the pipeline's base parameters with a variant's overrides and validate the result.
-
-    The returned run record is saved next to the variant's metrics, so every result can be traced to
-    its configuration, seed, package versions and git revision.
+    Every result can so be traced to its configuration, seed, package versions and git revision.
     """
-    merged = deep_merge(base_config(base), overrides)
-    try:
-        config = VariantConfig.model_validate(merged)
-    except ValidationError as error:
-        raise ValueError(f"Invalid parameters for variant {namespace!r}:\n{error}") from None
-    if config.init_from != wired_source:
-        raise ValueError(
-            f"{namespace}: init_from is {config.init_from!r} but the pipeline was built with "
-            f"{wired_source!r}. init_from decides which checkpoint the pipeline reads, so set it in "
-            "conf/<env>/parameters_*.yml rather than with --params."
-        )
-    if config.unlabelled_from != wired_unlabelled:
-        raise ValueError(
-            f"{namespace}: unlabelled_from is {config.unlabelled_from!r} but the pipeline was built with "
-            f"{wired_unlabelled!r}; set it in conf/<env>/parameters_*.yml rather than with --params."
-        )
     return {
         "namespace": namespace,
         "config": config.model_dump(mode="json"),
-        "run": run_record(),
-        "workdir": f"{runtime['checkpoint_dir']}/{namespace}",
+        "provenance": run_record(),
+        "workdir": workdir,
     }
 
 
+def _rows(labels: pd.DataFrame, subjects: set[str]) -> np.ndarray:
+    return np.flatnonzero(labels["subject_id"].astype(str).isin(subjects).to_numpy())
+
+
+def training_rows(
+    labels: pd.DataFrame, folds: pd.DataFrame | None, fold: Fold | None, config: VariantConfig
+) -> np.ndarray:
+    """Row indices of the training images: the fold's training part, then the ``train_size`` subset."""
+    subjects = labels["subject_id"].astype(str)
+    train = set(subjects)
+    if fold is not None:
+        train &= set(fold_subjects(folds, fold.repeat, fold.index)[0])
+    if config.train_size is not None:
+        # Nested within the fold: one seeded ordering of the fold's subjects serves every size, so
+        # variants that differ only in train_size train on nested sets. Classes keep their proportions.
+        strata = None
+        if config.task == "classification":
+            strata = labels.assign(subject_id=subjects).groupby("subject_id")[config.target].first()
+        subsets = nested_subsets(
+            sorted(train), [config.train_size], seed=config.seed, strata=strata
+        )
+        train = set(subsets[config.train_size])
+    return _rows(labels, train)
+
+
 def train_model(
-    run: dict[str, Any],
     images: np.ndarray,
     labels: pd.DataFrame,
     source: dict | None = None,
     unlabelled: np.ndarray | None = None,
+    folds: pd.DataFrame | None = None,
+    *,
+    config: VariantConfig,
+    workdir: str,
+    fold: Fold | None = None,
 ) -> tuple[dict, pd.DataFrame, dict[str, Any]]:
-    """Fit the variant's model on its training split; resumes from the variant's last checkpoint."""
-    config = VariantConfig.model_validate(run["config"])
-    result = fit(
-        config, images, labels, source=source, workdir=run["workdir"], unlabelled=unlabelled
-    )
-    return result.checkpoint, result.history, result.summary
+    """Fit the variant's model on its training subjects; resumes from the variant's last checkpoint.
+
+    With a fold, the fold's held-out subjects are left out (and must not be among the subjects the
+    source model was trained on); with ``train_size``, a reproducible nested subset of the rest is used.
+    The checkpoint records the training subjects, which the leakage guard of later variants reads.
+    """
+    rows = training_rows(labels, folds, fold, config)
+    if fold is not None and source is not None:
+        held_out = folds.loc[(folds["repeat"] == fold.repeat) & (folds["fold"] == fold.index)]
+        check_fold_leakage(held_out, pretraining_subjects=source["meta"].get("train_subjects"))
+    if len(rows) < len(labels):
+        images, labels = images[rows], labels.iloc[rows].reset_index(drop=True)
+    result = fit(config, images, labels, source=source, workdir=workdir, unlabelled=unlabelled)
+    result.checkpoint["meta"]["train_subjects"] = sorted(labels["subject_id"].astype(str).unique())
+    summary = {**result.summary, "n_train_subjects": int(labels["subject_id"].nunique())}
+    return result.checkpoint, result.history, summary
 
 
 def evaluate_model(
-    run: dict[str, Any], checkpoint: dict, images: np.ndarray, labels: pd.DataFrame, *, split: str
+    checkpoint: dict,
+    images: np.ndarray,
+    labels: pd.DataFrame,
+    folds: pd.DataFrame | None = None,
+    *,
+    config: VariantConfig,
+    split: str,
+    fold: Fold | None = None,
 ) -> tuple[dict[str, float], pd.DataFrame]:
-    """Metrics and per-subject predictions of the trained model on one split."""
-    config = VariantConfig.model_validate(run["config"])
-    return evaluate(
+    """Metrics and per-subject predictions of the trained model on one split, or on its held-out fold."""
+    if split == CV_SPLIT:
+        rows = _rows(labels, set(fold_subjects(folds, fold.repeat, fold.index)[1]))
+        images, labels = images[rows], labels.iloc[rows].reset_index(drop=True)
+    metrics, predictions = evaluate(
         checkpoint,
         images,
         labels,
@@ -93,6 +111,9 @@ def evaluate_model(
         split=split,
         batch_size=config.trainer.batch_size,
     )
+    if fold is not None:
+        predictions = predictions.assign(repeat=fold.repeat, fold=fold.index)
+    return metrics, predictions
 
 
 def measure_complexity(checkpoint: dict, images: np.ndarray) -> dict[str, float]:
@@ -101,27 +122,28 @@ def measure_complexity(checkpoint: dict, images: np.ndarray) -> dict[str, float]
 
 
 def summarise_variant(
-    run: dict[str, Any],
     summary: dict[str, Any],
     history: pd.DataFrame,
     complexity: dict[str, float],
     *split_metrics: dict,
+    namespace: str,
+    config: VariantConfig,
 ) -> dict[str, Any]:
-    """One flat record per variant: what reporting compares.
+    """One flat record per variant (or fold): what reporting compares.
 
     Besides the test metrics it holds the validation metrics (``val/...``) of the epoch whose model was
     kept, the only unbiased basis for choosing between variants (e.g. TruncatedTL's cutoff search).
     """
-    config = run["config"]
     record: dict[str, Any] = {
-        "variant": run["namespace"],
-        "group": config["group"] or run["namespace"],
-        "architecture": config["architecture"]["name"],
-        "strategy": config["strategy"]["name"],
-        "init_from": config["init_from"],
-        "target": config["target"],
-        "seed": config["seed"],
-        "lr": config["optimizer"]["lr"],
+        "variant": namespace,
+        "group": config.group or namespace,
+        "architecture": config.architecture.name,
+        "strategy": config.strategy.name,
+        "init_from": config.init_from,
+        "target": config.target,
+        "seed": config.seed,
+        "lr": config.optimizer.lr,
+        "train_size": config.train_size,
     }
     record.update(summary)
     [kept] = history.loc[history["epoch"] == summary["best_epoch"]].to_dict("records")
@@ -132,3 +154,26 @@ def summarise_variant(
     for metrics in split_metrics:
         record.update(metrics)
     return record
+
+
+def summarise_folds(
+    *records_and_predictions: Any, namespace: str, group: str, n_folds: int
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """A cross-validated variant's record and its pooled out-of-fold predictions.
+
+    ``records_and_predictions`` holds each fold's record, then each fold's held-out predictions. The
+    record keeps the first fold's descriptive columns; every metric ``m`` becomes ``m`` (the mean over
+    folds), ``m_std`` (their standard deviation) and ``m_folds`` (how many folds it averages); the
+    reports add the metrics of the pooled predictions, with intervals.
+    """
+    records, predictions = records_and_predictions[:n_folds], records_and_predictions[n_folds:]
+    table = pd.DataFrame(records)
+    record = {k: v for k, v in records[0].items() if "/" not in k}
+    record.update(variant=namespace, group=group)
+    for metric in [c for c in table.columns if "/" in c]:
+        values = pd.to_numeric(table[metric], errors="coerce").dropna()
+        record[metric] = float(values.mean())
+        record[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        record[f"{metric}_folds"] = int(len(values))
+    record["folds"] = n_folds
+    return record, pd.concat(predictions, ignore_index=True)

@@ -15,17 +15,22 @@ and evaluation. (``BaseFinetuning.freeze`` with ``train_bn=False`` only stops th
 from updating; in training mode the layer would still normalise with the batch's statistics.) The
 hook survives ``copy.deepcopy`` and pickling; it does not survive
 ``SyncBatchNorm.convert_sync_batchnorm``, which builds new modules.
+
+Strategies whose training has phases (DAPT's warm-up, partial and full) unfreeze each phase's layers with
+``PhaseSwitch``, a Lightning ``BaseFinetuning`` callback that uses this freeze rather than Lightning's.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import lightning
+from lightning.pytorch.callbacks import BaseFinetuning
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.optim import Optimizer
 
 from tlkedro.tl.registry import Registry
 
@@ -234,3 +239,101 @@ def unfreeze(modules: Iterable[nn.Module]) -> None:
 def _keep_eval(module: nn.Module, args: tuple[Any, ...]) -> None:
     # Undo any model.train() since freezing, before the layer could use or update batch statistics.
     module.training = False
+
+
+class PhasedStrategy(Protocol):
+    """A strategy whose later phases unfreeze more of the model (``Strategy.phases`` beyond the first)."""
+
+    def phases(self) -> list[tuple[str, int]]: ...
+
+    def phase_modules(self, model: TLModel, phase: str) -> list[nn.Module]:
+        """The modules that phase ``phase`` makes trainable."""
+        ...
+
+    def phase_lr(self, phase: str) -> float | None:
+        """The learning rate of the layers ``phase`` unfreezes (``None``: the optimizer's base one)."""
+        ...
+
+
+class PhaseSwitch(BaseFinetuning):
+    """Unfreezes a strategy's phases at their first epoch and adds their layers to the optimizer.
+
+    Lightning's ``BaseFinetuning`` keeps the optimizer's parameter groups in the callback's state and
+    puts them back into the optimizer on resume, before Lightning restores the optimizer's state. Two
+    things differ from its defaults:
+
+    - Freezing and unfreezing are ``freeze`` and ``unfreeze`` of this module (frozen BatchNorm layers stay
+      in eval mode). ``strategy.prepare`` froze the first phase's layers already, so
+      ``freeze_before_training`` does nothing, and a resumed run unfreezes again the phases whose
+      parameters the restored optimizer holds.
+    - The switch happens at the end of the epoch before a phase starts (``BaseFinetuning`` switches at the
+      start of the epoch), before the epoch's checkpoints are written, so that ``last.ckpt`` holds the
+      new parameter group, and the epoch-level schedule steps it with the others.
+
+    The new group is named ``encoder.<phase>`` and starts at ``strategy.phase_lr(phase)``; schedulers
+    that keep one base rate per group (cosine) get one for it. Expects a ``TransferModule`` (the model to
+    switch is ``pl_module.model``).
+
+    Args:
+        strategy: The strategy whose phases are switched.
+    """
+
+    def __init__(self, strategy: PhasedStrategy) -> None:
+        super().__init__()
+        self.strategy = strategy
+
+    def freeze_before_training(self, pl_module: lightning.LightningModule) -> None:
+        """Nothing: ``strategy.prepare`` froze the layers."""
+
+    def on_fit_start(
+        self, trainer: lightning.Trainer, pl_module: lightning.LightningModule
+    ) -> None:
+        super().on_fit_start(trainer, pl_module)  # on resume: the saved parameter groups
+        optimized = _optimized(trainer.optimizers[0])
+        for phase, _ in self.strategy.phases()[1:]:
+            modules = self.strategy.phase_modules(pl_module.model, phase)
+            if all(id(p) in optimized for module in modules for p in module.parameters()):
+                unfreeze(modules)
+
+    def on_train_epoch_start(
+        self, trainer: lightning.Trainer, pl_module: lightning.LightningModule
+    ) -> None:
+        """Nothing: the switch happens at the end of the epoch before."""
+
+    def on_train_epoch_end(
+        self, trainer: lightning.Trainer, pl_module: lightning.LightningModule
+    ) -> None:
+        # BaseFinetuning.on_train_epoch_start's work, for the epoch that starts next.
+        optimizer = trainer.optimizers[0]
+        groups = len(optimizer.param_groups)
+        self.finetune_function(pl_module, trainer.current_epoch + 1, optimizer)
+        self._store(pl_module, 0, groups, optimizer.param_groups)
+        for config in trainer.lr_scheduler_configs:
+            # ReduceLROnPlateau extends its per-group minimum itself; per-group base rates do not.
+            if hasattr(config.scheduler, "base_lrs"):
+                config.scheduler.base_lrs.extend(
+                    group["initial_lr"] for group in optimizer.param_groups[groups:]
+                )
+
+    def finetune_function(
+        self, pl_module: lightning.LightningModule, epoch: int, optimizer: Optimizer
+    ) -> None:
+        """Unfreeze the phases that start at ``epoch`` and add their new parameters as a group."""
+        model = pl_module.model
+        for phase, start in self.strategy.phases()[1:]:
+            if start != epoch:
+                continue
+            optimized = _optimized(optimizer)
+            unfreeze(self.strategy.phase_modules(model, phase))
+            new = [p for p in model.parameters() if p.requires_grad and id(p) not in optimized]
+            if not new:  # e.g. a full phase after a partial one that already trained every block
+                continue
+            lr = self.strategy.phase_lr(phase)
+            lr = optimizer.defaults["lr"] if lr is None else lr
+            optimizer.add_param_group(
+                {"params": new, "lr": lr, "initial_lr": lr, "name": f"encoder.{phase}"}
+            )
+
+
+def _optimized(optimizer: Optimizer) -> set[int]:
+    return {id(p) for group in optimizer.param_groups for p in group["params"]}

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import lightning as L
 from torch import Tensor, nn
 
 from tlkedro.tl.architectures.surgery import truncate
-from tlkedro.tl.strategies.base import Strategy, freeze, register, unfreeze
+from tlkedro.tl.strategies.base import PhaseSwitch, Strategy, freeze, register
 
 if TYPE_CHECKING:
     from tlkedro.tl.architectures import TLModel
@@ -212,58 +212,3 @@ class SimplifiedDapt(FullDapt):
         """Load the source encoder, cut it after ``cut_at`` and freeze what is kept."""
         # The copy that truncate makes keeps the frozen flags and BatchNorm hooks; its head is new.
         return truncate(super().prepare(model, source_state), self.cut_at)
-
-
-class PhaseSwitch(L.Callback):
-    """Unfreezes a DAPT strategy's phases at their first epoch and adds their layers to the optimizer.
-
-    The switch happens at the end of the epoch before a phase starts, before the epoch's checkpoints are
-    written, so ``last.ckpt`` holds the new parameter group; on resume, the phases applied so far are
-    applied again before Lightning restores the optimizer, whose state has their groups. Learning-rate
-    schedulers that keep one base rate per group (cosine) get one for each new group.
-
-    Expects a ``TransferModule`` (the model to switch is ``pl_module.model``).
-
-    Args:
-        strategy: The strategy whose phases are switched.
-    """
-
-    def __init__(self, strategy: DomainAdaptivePretraining) -> None:
-        self.strategy = strategy
-        self.applied = 0  # phases after the warm-up applied so far
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        restored, self.applied = self.applied, 0
-        for _ in range(restored):
-            self._apply_next(trainer, pl_module)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        starts = [start for _, start in self.strategy.phases()[1:]]
-        while self.applied < len(starts) and starts[self.applied] <= trainer.current_epoch + 1:
-            self._apply_next(trainer, pl_module)
-
-    def _apply_next(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        phase, _ = self.strategy.phases()[1 + self.applied]
-        model = pl_module.model
-        optimizer = trainer.optimizers[0]
-        optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        unfreeze(self.strategy.phase_modules(model, phase))
-        new = [p for p in model.parameters() if p.requires_grad and id(p) not in optimized]
-        self.applied += 1
-        if not new:  # e.g. a full phase after a partial one that already trained every block
-            return
-        lr = self.strategy.phase_lr(phase)
-        lr = optimizer.defaults["lr"] if lr is None else lr
-        optimizer.add_param_group(
-            {"params": new, "lr": lr, "initial_lr": lr, "name": f"encoder.{phase}"}
-        )
-        for config in trainer.lr_scheduler_configs:
-            # ReduceLROnPlateau extends its per-group minimum itself; per-group base rates do not.
-            if hasattr(config.scheduler, "base_lrs"):
-                config.scheduler.base_lrs.append(lr)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"applied": self.applied}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.applied = int(state_dict["applied"])
