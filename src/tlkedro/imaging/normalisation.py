@@ -385,9 +385,7 @@ def qc_mosaic(
         if similarities is not None and scan_id in similarities:
             label += f"  r={similarities[scan_id]:.2f}"
         axes[index // columns, (index % columns) * 3 + 1].set_title(label, fontsize=7)
-    figure.suptitle(
-        f"Registered mid-slices, MNI (0, 0, 0), template outline in red ({TEMPLATE_NAME})"
-    )
+    figure.suptitle(f"Registered mid-slices, MNI (0, 0, 0), template outline in red ({TEMPLATE_NAME})")
     return figure
 
 
