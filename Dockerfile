@@ -18,8 +18,8 @@ RUN groupadd --gid 1000 kedro && useradd --uid 1000 --gid 1000 --create-home ked
 WORKDIR /home/kedro/project
 
 # Dependencies in their own layer, so a code change does not reinstall torch.
-COPY requirements-lock.txt .
-RUN pip install -r requirements-lock.txt
+COPY requirements-lock.txt requirements-nodeps.txt ./
+RUN pip install -r requirements-lock.txt && pip install --no-deps -r requirements-nodeps.txt
 
 COPY . .
 # conf/local is never copied (credentials); Kedro's default run environment needs the folder.

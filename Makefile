@@ -5,9 +5,10 @@ export KEDRO_DISABLE_TELEMETRY := true
 
 .PHONY: install demo test viz clean-data
 
-$(VENV)/.installed: pyproject.toml requirements-lock.txt
+$(VENV)/.installed: pyproject.toml requirements-lock.txt requirements-nodeps.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-lock.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 

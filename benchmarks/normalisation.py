@@ -80,9 +80,11 @@ def _normalise_all(files: list[Path], config: SpatialNormalisationConfig, workdi
         recipe = normalisation_recipe(source, config, _SPACING)
         target = workdir / source.name
         sidecar_path = target.with_name(target.name.replace(".nii.gz", ".json"))
-        if sidecar_path.exists() and json.loads(sidecar_path.read_text())[
-            "fingerprint"
-        ] == recipe.fingerprint and target.exists():
+        if (
+            sidecar_path.exists()
+            and json.loads(sidecar_path.read_text())["fingerprint"] == recipe.fingerprint
+            and target.exists()
+        ):
             sidecars.append(json.loads(sidecar_path.read_text()))
             continue
         cpu, wall = time.process_time(), time.perf_counter()
@@ -177,7 +179,9 @@ def _cross_validate(
         pooled_age.append(age_oof)
         pooled_mean.append(mean_oof)
         pooled_sex.append(sex_oof)
-    age_pred, mean_pred, sex_prob = (np.mean(p, axis=0) for p in (pooled_age, pooled_mean, pooled_sex))
+    age_pred, mean_pred, sex_prob = (
+        np.mean(p, axis=0) for p in (pooled_age, pooled_mean, pooled_sex)
+    )
     mae_ci = _bootstrap(lambda y, p: mean_absolute_error(y, p), age, age_pred)
     mean_ci = _bootstrap(lambda y, p: mean_absolute_error(y, p), age, mean_pred)
     auc_ci = _bootstrap(

@@ -4,7 +4,8 @@ On a synthetic cohort (4 mm, central axial slice, 48x56): resnet18 pretrained fr
 fine-tuned on sex with TruncatedTL at every stage-1 cutoff (``truncation_candidates``; ``layer4`` is
 full fine-tuning) for each seed, with the project's ``fit`` and ``evaluate``. For each seed it prints the
 SVCCA similarity per stage of the fully fine-tuned model to the source (on the test images), the
-cutoff each SVCCA rule suggests, the cutoff stage 1 of the search selects (best validation AUPRC) and the
+cutoff each SVCCA rule suggests, the similarity of the source to a randomly initialised resnet18 (what
+unrelated networks score with these samples and dimensions), the cutoff stage 1 of the search selects (best validation AUPRC) and the
 test AUROC of every cutoff. Stage 2 of the search (blocks around the best stage) is not run.
 
     PYTHONPATH=src python benchmarks/svcca_cutoff_check.py --out /tmp/svcca_check
@@ -28,6 +29,7 @@ import torch
 from tlkedro.imaging.synthetic import SyntheticCohortParams, draw_cohort, generate_subject
 from tlkedro.imaging.transforms import zscore_brain
 from tlkedro.tl.analysis.svcca import suggest_cutoff, svcca_by_stage
+from tlkedro.tl.architectures import create_architecture
 from tlkedro.tl.checkpoint import build_model
 from tlkedro.tl.config import TrainConfig
 from tlkedro.tl.strategies.truncated import truncation_candidates
@@ -167,6 +169,12 @@ def main() -> None:
 
     print("\n## SVCCA similarity of the fully fine-tuned model to the source, per seed\n")
     similarity = svcca.pivot(index="stage", columns="seed", values="similarity")
+    torch.manual_seed(0)
+    unrelated = svcca_by_stage(
+        build_model(source), create_architecture("resnet18"), split["test"][0], max_samples=4096
+    )
+    similarity["random init"] = unrelated.set_index("stage")["similarity"]
+    similarity["samples"] = unrelated.set_index("stage")["samples"]
     print(_markdown(similarity.loc[list(dict.fromkeys(svcca["stage"]))].round(3)))
     print("\n## Cutoffs per seed\n")
     picks = []

@@ -49,6 +49,7 @@ def imap_ordered(
     desc: str | None = None,
     total: int | None = None,
     max_in_flight: int | None = None,
+    min_items_for_pool: int = MIN_ITEMS_FOR_POOL,
 ) -> Iterator[R]:
     """Yield ``fn(item)`` for each item, in input order, computed in a process pool.
 
@@ -63,11 +64,12 @@ def imap_ordered(
         desc: Progress-bar label; ``None`` hides the bar.
         total: Number of items, for the progress bar when ``items`` has no ``len``.
         max_in_flight: Bound on submitted but not yet yielded items.
+        min_items_for_pool: Fewer items than this run in this process (lower it for costly items).
     """
     n_workers = resolve_workers(workers)
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
-    if total is not None and total < MIN_ITEMS_FOR_POOL:
+    if total is not None and total < min_items_for_pool:
         n_workers = 1
     bar = tqdm(total=total, desc=desc, disable=desc is None, unit="item", dynamic_ncols=True)
     try:
@@ -114,6 +116,14 @@ def run_recipes(
     workers: int | None = None,
     desc: str | None = None,
     total: int | None = None,
+    min_items_for_pool: int = MIN_ITEMS_FOR_POOL,
 ) -> Iterator[Any]:
     """Evaluate zero-argument recipes in parallel, yielding results in order."""
-    return imap_ordered(_call, recipes, workers=workers, desc=desc, total=total)
+    return imap_ordered(
+        _call,
+        recipes,
+        workers=workers,
+        desc=desc,
+        total=total,
+        min_items_for_pool=min_items_for_pool,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import pickle
 
@@ -149,3 +150,42 @@ def test_exists_and_describe(tmp_path):
     dataset.save({_ukb_key(1000001): _image(1)})
     assert dataset.exists()
     assert dataset._describe() == {"path": str(tmp_path / "ukb"), "glob": UKB_GLOB, "workers": 1}
+
+
+@dataclasses.dataclass(frozen=True)
+class _CountedRecipe:
+    """A fingerprinted recipe that records each evaluation in a log file."""
+
+    value: int
+    fingerprint: str
+    log: str
+
+    def __call__(self) -> tuple[nib.Nifti1Image, dict]:
+        with open(self.log, "a") as handle:
+            handle.write(f"{self.value}\n")
+        return _image(self.value), {"value": self.value}
+
+
+def test_fingerprinted_recipes_are_reused_until_their_fingerprint_changes(tmp_path):
+    dataset = NiftiCollectionDataset(path=str(tmp_path / "out"), glob=UKB_GLOB, workers=1)
+    log = tmp_path / "calls.log"
+    dataset.save(
+        {
+            _ukb_key(1): _CountedRecipe(1, "a", str(log)),
+            _ukb_key(2): _CountedRecipe(2, "a", str(log)),
+        }
+    )
+    assert dataset.load()[_ukb_key(1)].sidecar() == {"value": 1, "fingerprint": "a"}
+    dataset.save(
+        {
+            _ukb_key(1): _CountedRecipe(1, "a", str(log)),
+            _ukb_key(2): _CountedRecipe(5, "b", str(log)),
+        }
+    )
+    assert log.read_text().split() == ["1", "2", "5"]  # 1 reused, 2 stale: recomputed
+    loaded = dataset.load()
+    assert np.asanyarray(loaded[_ukb_key(2)].load().dataobj).max() == 5
+    assert loaded[_ukb_key(2)].sidecar()["fingerprint"] == "b"
+    dataset.save({_ukb_key(2): _CountedRecipe(5, "b", str(log))})
+    assert set(dataset.load()) == {_ukb_key(2)}
+    assert not (tmp_path / "out" / "1" / "T1").exists()  # the dropped file went with its sidecar

@@ -182,7 +182,9 @@ def test_mni_selection_cuts_the_same_world_position_from_differently_placed_grid
         np.testing.assert_allclose(rows[1] / rows[0], 1000.0 / 990.0, rtol=1e-5)
         np.testing.assert_allclose(rows[2] / rows[1], 1006.0 / 1000.0, rtol=1e-5)
     # The grids' middle slices lie at different world z (10 and 0 mm).
-    central = config.model_copy(update={"slices": config.slices.model_copy(update={"selection": "central"})})
+    central = config.model_copy(
+        update={"slices": config.slices.model_copy(update={"selection": "central"})}
+    )
     first_ratio = extract_scan(first, central).mean() / extract_scan(first, config)[1].mean()
     second_ratio = extract_scan(second, central).mean() / extract_scan(second, config)[1].mean()
     assert first_ratio != pytest.approx(second_ratio, rel=1e-4)
@@ -194,5 +196,7 @@ def test_an_mni_position_outside_the_grid_names_the_scan_and_the_extent(tmp_path
         volume={"shape": (12, 10, 8)},
         slices={"selection": "mni", "positions_mm": [40.0], "size": [12, 10]},
     )
-    with pytest.raises(ScanExtractionError, match=r"short\.nii\.gz: .*40 lies outside .*\[-20, -6\]"):
+    with pytest.raises(
+        ScanExtractionError, match=r"short\.nii\.gz: .*40 lies outside .*\[-20, -6\]"
+    ):
         extract_scan(path, config)

@@ -161,7 +161,9 @@ def test_method_none_reads_the_raw_scans_through_the_catalog_unchanged(manifest,
 
 def test_a_scan_missing_from_the_image_dataset_is_named(manifest, tmp_path):
     broken = manifest.assign(scan_id=lambda m: m["scan_id"].str.replace("sub-03", "sub-99"))
-    with pytest.raises(Exception, match=r"not in the catalog dataset 'raw_images': sub-99\.nii\.gz"):
+    with pytest.raises(
+        Exception, match=r"not in the catalog dataset 'raw_images': sub-99\.nii\.gz"
+    ):
         _run(broken, _params(), tmp_path)
 
 
@@ -230,7 +232,9 @@ def test_normalised_scans_are_reused_and_recomputed_when_the_options_change(tmp_
     _run(manifest, params, tmp_path, images=IXI, glob=glob)
     assert output.stat().st_mtime_ns == first[0]  # reused
     reseeded = params.model_copy(
-        update={"spatial_normalisation": params.spatial_normalisation.model_copy(update={"seed": 3})}
+        update={
+            "spatial_normalisation": params.spatial_normalisation.model_copy(update={"seed": 3})
+        }
     )
     _run(manifest, reseeded, tmp_path, images=IXI, glob=glob)
     assert output.stat().st_mtime_ns != first[0]

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from tlkedro.tl.config import TrainConfig
+from tlkedro.tl.config import TrainConfig, TrainerConfig
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
 PIPELINE_KEYS = ("variants", "sweeps", "init_from", "evaluate_on")
@@ -179,3 +179,12 @@ def test_defaults_fill_what_a_notebook_leaves_out() -> None:
     assert config.strategy.name == "scratch"
     assert config.trainer.precision == "auto"
     assert config.data.augmentation == []
+
+
+def test_the_old_name_of_the_distributed_strategy_still_works_with_a_warning() -> None:
+    with pytest.warns(
+        FutureWarning, match=r"trainer\.strategy is deprecated; use trainer\.distributed"
+    ):
+        assert TrainerConfig(strategy="ddp_spawn").distributed == "ddp_spawn"
+    with pytest.raises(ValueError, match="give trainer.distributed only"):
+        TrainerConfig(strategy="ddp_spawn", distributed="auto")

@@ -126,7 +126,7 @@ def test_fit_with_ddp_on_two_cpu_processes_gives_its_history_and_a_usable_checkp
                 "batch_size": 4,
                 "accelerator": "cpu",
                 "devices": 2,
-                "strategy": "ddp_spawn",
+                "distributed": "ddp_spawn",
                 "enable_progress_bar": False,
             },
         }
@@ -154,7 +154,7 @@ def test_auto_strategy_on_several_devices_spawns_the_processes(tmp_path: Path) -
 
 
 def test_ddp_that_would_run_the_command_line_again_is_refused(tmp_path: Path) -> None:
-    settings = TrainerConfig(accelerator="cpu", devices=2, strategy="ddp")
+    settings = TrainerConfig(accelerator="cpu", devices=2, distributed="ddp")
     with pytest.raises(ValueError, match="would start 1 more process.*use 'ddp_spawn'"):
         build_trainer(settings, tmp_path, [])
 

@@ -16,7 +16,7 @@ from typing import Any
 import nibabel as nib
 from kedro.io import AbstractDataset, DatasetError
 
-from tlkedro.parallel import run_recipes
+from tlkedro.parallel import MIN_ITEMS_FOR_POOL, run_recipes
 
 logger = logging.getLogger(__name__)
 
@@ -89,12 +89,21 @@ class NiftiCollectionDataset(AbstractDataset[Mapping[str, Any], dict[str, NiftiR
         path: Root folder of the collection.
         glob: Pattern of the files, relative to ``path`` (``**`` matches any number of folders).
         workers: Processes used to save; ``None`` uses every available core.
+        min_items_for_pool: Saves of fewer files run in this process (see :mod:`tlkedro.parallel`);
+            lower it where each file costs seconds, such as a registration.
     """
 
-    def __init__(self, path: str, glob: str, workers: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        glob: str,
+        workers: int | None = None,
+        min_items_for_pool: int = MIN_ITEMS_FOR_POOL,
+    ) -> None:
         self._root = Path(path)
         self._glob = glob
         self._workers = workers
+        self._min_items_for_pool = min_items_for_pool
 
     def load(self) -> dict[str, NiftiRef]:
         if not self._root.is_dir():
@@ -122,7 +131,11 @@ class NiftiCollectionDataset(AbstractDataset[Mapping[str, Any], dict[str, NiftiR
             )
         jobs = (_WriteJob(root / key, item) for key, item in todo.items())
         for _ in run_recipes(
-            jobs, workers=self._workers, desc=f"Writing {self._root}", total=len(todo)
+            jobs,
+            workers=self._workers,
+            desc=f"Writing {self._root}",
+            total=len(todo),
+            min_items_for_pool=self._min_items_for_pool,
         ):
             pass
         for key in stale:

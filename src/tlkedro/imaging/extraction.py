@@ -93,7 +93,9 @@ class SliceConfig(_Frozen):
     @model_validator(mode="after")
     def _positions(self) -> SliceConfig:
         if self.selection == "mni" and not self.positions_mm:
-            raise ValueError("slices.positions_mm must list at least one position for selection mni")
+            raise ValueError(
+                "slices.positions_mm must list at least one position for selection mni"
+            )
         return self
 
 

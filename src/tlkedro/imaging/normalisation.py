@@ -40,13 +40,13 @@ import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Literal
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     import ants
@@ -141,8 +141,13 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 def _ants():
     # ITK reads the variable when its thread pool starts: set it before antspyx is first used.
     os.environ.setdefault(_ITK_THREADS, "1")
-    import ants
-
+    try:
+        import ants
+    except ImportError as exc:
+        raise ImportError(
+            "spatial normalisation needs antspyx: pip install --no-deps -r requirements-nodeps.txt "
+            "(see the comment there), or set preprocessing.spatial_normalisation.method: none"
+        ) from exc
     return ants
 
 
@@ -323,8 +328,10 @@ class NormalisationRecipe:
     def __call__(self) -> tuple[nib.Nifti1Image, dict]:
         from tlkedro.imaging.transforms import read_nifti
 
+        # One ANTs thread per worker process: the pool parallelises over scans.
+        os.environ[_ITK_THREADS] = "1"
         image, qc = normalise_scan(read_nifti(self.source), self.config, self.spacing_mm)
-        sidecar = {"SpatialReference": TEMPLATE_NAME, **{k: v for k, v in asdict(qc).items()}}
+        sidecar = {"SpatialReference": TEMPLATE_NAME, **asdict(qc)}
         return image, sidecar
 
 
@@ -381,11 +388,13 @@ def qc_mosaic(
             ax = axes[index // columns, (index % columns) * 3 + panel]
             ax.imshow(plane.T, origin="lower", cmap="gray")
             ax.contour(outline.T.astype(float), levels=[0.5], colors="r", linewidths=0.5)
-        label = Path(scan_id).name.split("_")[0]
+        label = PurePosixPath(scan_id).parts[0]  # the subject, in both layouts
         if similarities is not None and scan_id in similarities:
             label += f"  r={similarities[scan_id]:.2f}"
         axes[index // columns, (index % columns) * 3 + 1].set_title(label, fontsize=7)
-    figure.suptitle(f"Registered mid-slices, MNI (0, 0, 0), template outline in red ({TEMPLATE_NAME})")
+    figure.suptitle(
+        f"Slices through MNI (0, 0, 0) on the {TEMPLATE_NAME} grid; template brain outline in red"
+    )
     return figure
 
 

@@ -9,6 +9,8 @@ are coerced to the field's type. The pipeline-level keys (``variants``, ``sweeps
 
 from __future__ import annotations
 
+import warnings
+
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -190,7 +192,9 @@ class TrainerConfig(_Strict):
         accelerator: Lightning accelerator: ``auto`` (what the machine has), ``cpu``, ``gpu``, ...
         devices: Lightning devices: ``auto`` (one CPU, or every GPU), a count, or a list of device
             indices.
-        strategy: Lightning strategy: ``auto`` (``ddp_spawn`` when training on more than one device),
+        distributed: Lightning's distributed strategy (its ``Trainer(strategy=...)``; named apart from the
+            transfer-learning ``strategy``; ``trainer.strategy`` still works for one release): ``auto``
+            (``ddp_spawn`` when training on more than one device),
             ``ddp_spawn``, ... Strategies that start their processes by re-running the command line
             (``ddp``) are refused unless a launcher such as ``torchrun`` started them.
         precision: Lightning precision; ``auto``: ``bf16-mixed`` on a CUDA GPU with bfloat16 support,
@@ -214,7 +218,7 @@ class TrainerConfig(_Strict):
     early_stopping_patience: int = Field(5, ge=0)
     accelerator: str = "auto"
     devices: int | list[int] | str = "auto"
-    strategy: str = "auto"
+    distributed: str = "auto"
     precision: Precision = "auto"
     num_workers: int = Field(0, ge=0)
     deterministic: bool | Literal["warn", "auto"] = "auto"
@@ -222,6 +226,22 @@ class TrainerConfig(_Strict):
     enable_progress_bar: bool = True
     limit_train_batches: int | float | None = None
     recalibrate_batchnorm: bool | Literal["auto"] = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_strategy(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "strategy" in data:
+            if "distributed" in data:
+                raise ValueError("give trainer.distributed only (trainer.strategy is its old name)")
+            # FutureWarning: the reader edits YAML, and Python shows FutureWarnings by default.
+            warnings.warn(
+                "parameter trainer.strategy is deprecated; use trainer.distributed",
+                FutureWarning,
+                stacklevel=2,
+            )
+            data = {**data, "distributed": data["strategy"]}
+            del data["strategy"]
+        return data
 
     @field_validator("devices", mode="before")
     @classmethod

@@ -83,7 +83,7 @@ def build_trainer(
     """The training ``Trainer`` of ``settings``, writing into ``directory``.
 
     Raises:
-        ValueError: If ``settings.strategy`` names a strategy that would run the command line again.
+        ValueError: If ``settings.distributed`` names a strategy that would run the command line again.
     """
     accelerator = resolve_accelerator(settings.accelerator)
     deterministic, precision = machine_defaults(settings, accelerator)
@@ -91,7 +91,7 @@ def build_trainer(
         "max_epochs": settings.max_epochs,
         "accelerator": accelerator,
         "devices": settings.devices,
-        "strategy": settings.strategy,
+        "strategy": settings.distributed,
         "precision": precision,
         "deterministic": deterministic,
         "log_every_n_steps": settings.log_every_n_steps,
@@ -108,9 +108,9 @@ def build_trainer(
     if isinstance(strategy.launcher, _SubprocessScriptLauncher) and not (
         strategy.cluster_environment.creates_processes_externally
     ):
-        if settings.strategy != "auto":
+        if settings.distributed != "auto":
             raise ValueError(
-                f"trainer.strategy {settings.strategy!r} would start {trainer.num_devices - 1} more "
+                f"trainer.distributed {settings.distributed!r} would start {trainer.num_devices - 1} more "
                 f"process(es) by running `{' '.join(sys.argv)}` again; use 'ddp_spawn', or start the "
                 "processes with a launcher such as torchrun"
             )

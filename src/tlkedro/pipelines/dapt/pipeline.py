@@ -72,7 +72,9 @@ def create_variant(variant: DaptVariant, plan: ExperimentPlan) -> Pipeline:
 
 
 def create_pipeline(plan: ExperimentPlan) -> Pipeline:
-    """Every DAPT variant and sweep point of the plan, and their comparison."""
+    """Every DAPT variant and sweep point of the plan, and their comparison (none with ``dapt: null``)."""
+    if not plan.dapt:
+        return Pipeline([])
     report = Node(
         bind(compare_variants, title="DAPT variants", primary_metric=plan.dapt_primary_metric),
         [f"{variant.namespace}.metrics" for variant in plan.dapt.values()],

@@ -53,9 +53,7 @@ def normalised_key(scan_id: str) -> str:
     return scan_id if scan_id.endswith(".gz") else f"{scan_id}.gz"
 
 
-def resolve_scans(
-    keys: Iterable[str], images: Mapping[str, _HasPath], dataset: str
-) -> list[Path]:
+def resolve_scans(keys: Iterable[str], images: Mapping[str, _HasPath], dataset: str) -> list[Path]:
     """The file of each key in an image dataset (a key -> file reference mapping).
 
     Raises:
@@ -64,7 +62,9 @@ def resolve_scans(
     keys = list(keys)
     missing = [key for key in keys if key not in images]
     if missing:
-        listed = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        listed = ", ".join(missing[:5]) + (
+            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        )
         raise KeyError(
             f"{len(missing)} scan(s) of the manifest are not in the catalog dataset {dataset!r}: "
             f"{listed}. Was the manifest written from another image folder (rerun the ingestion "
@@ -140,7 +140,9 @@ def check_registration(
     figure = qc_mosaic(
         {scan_id: _load(path) for scan_id, path in zip(shown, files, strict=True)},
         params.spacing_mm,
-        similarities=dict(zip(qc["scan_id"], qc["similarity"], strict=True)) if registered else None,
+        similarities=dict(zip(qc["scan_id"], qc["similarity"], strict=True))
+        if registered
+        else None,
     )
     return kept.reset_index(drop=True), qc, quarantine, figure
 

@@ -398,3 +398,8 @@ def plot_training_size_curve(
         groups: The line (strategy) of each model, by name.
     """
     return reporting.plot_metric_by_training_size(evaluation_table, train_sizes, groups)
+
+
+def join_reports(*sections: str) -> str:
+    """One markdown report from its sections (the comparison, then the evaluation), in order."""
+    return "\n\n".join(section.strip() for section in sections) + "\n"

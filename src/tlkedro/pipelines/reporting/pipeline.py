@@ -10,12 +10,18 @@ from tlkedro.pipelines import bind
 from tlkedro.pipelines.reporting.nodes import (
     CutoffSearchParams,
     compare_variants,
+    compute_cross_validated_baselines,
+    compute_split_baselines,
+    join_reports,
     plan_cutoff_search,
     plot_learning_curves,
     plot_primary_metric,
     plot_test_predictions,
+    plot_training_size_curve,
+    report_evaluation,
 )
 from tlkedro.pipelines.training.nodes import CV_SPLIT
+from tlkedro.pipelines.training.pipeline import FOLDS
 from tlkedro.plan import TRAINING_PIPELINES, ExperimentPlan, TrainingVariant
 
 
@@ -34,8 +40,88 @@ def _history(variant: TrainingVariant) -> str:
     return f"{variant.namespace}.history"
 
 
+def _baselines_node(
+    pipeline_name: str, reference: TrainingVariant, split: str, evaluation: dict[str, Any]
+) -> Node:
+    """The baselines, fitted where the reference variant trains and tested where it is tested."""
+    config = reference.config
+    task = {"task": config.task, "target": config.target, "evaluation_params": evaluation}
+    train = [f"{config.train_on}_images", f"{config.train_on}_labels"]
+    if split == CV_SPLIT:
+        return Node(
+            bind(compute_cross_validated_baselines, **task),
+            [*train, FOLDS],
+            f"{pipeline_name}_baselines",
+            name=f"fit_{pipeline_name}_baselines",
+        )
+    return Node(
+        bind(compute_split_baselines, **task),
+        [*train, f"{split}_images", f"{split}_labels"],
+        f"{pipeline_name}_baselines",
+        name=f"fit_{pipeline_name}_baselines",
+    )
+
+
+def _evaluation_nodes(
+    pipeline_name: str,
+    variants: list[TrainingVariant],
+    evaluated: dict[str, str],
+    primary_metric: str,
+    evaluation: dict[str, Any],
+) -> list[Node]:
+    """Baselines, the evaluation table with intervals and flags, and the data-size ablation plot.
+
+    The variants compared are those reported on the same split as the first evaluated one: intervals and
+    paired differences need the same subjects.
+    """
+    by_name = {v.namespace: v for v in variants}
+    first = next(iter(evaluated))
+    split = evaluated[first]
+    compared = [name for name, s in evaluated.items() if s == split]
+    config = by_name[first].config
+    out = f"{pipeline_name}_"
+    nodes = [
+        _baselines_node(pipeline_name, by_name[first], split, evaluation),
+        Node(
+            bind(
+                report_evaluation,
+                names=compared,
+                task=config.task,
+                target=config.target,
+                evaluation_params=evaluation,
+                title=f"{pipeline_name}: {config.target} on {split} ({primary_metric})",
+                metric=primary_metric,
+            ),
+            [f"{out}baselines", *(f"{name}.predictions_{split}" for name in compared)],
+            [f"{out}evaluation", f"{out}evaluation_markdown"],
+            name=f"evaluate_{pipeline_name}_variants",
+        ),
+    ]
+    ablation = [name for name in compared if by_name[name].config.train_size is not None]
+    if ablation:
+        nodes.append(
+            Node(
+                bind(
+                    plot_training_size_curve,
+                    train_sizes={n: by_name[n].config.train_size for n in ablation},
+                    groups={
+                        n: by_name[n].config.group or by_name[n].config.strategy.name
+                        for n in ablation
+                    },
+                ),
+                f"{out}evaluation",
+                f"{out}training_size_plot",
+                name=f"plot_{pipeline_name}_training_size",
+            )
+        )
+    return nodes
+
+
 def _report_nodes(
-    pipeline_name: str, variants: list[TrainingVariant], primary_metric: str
+    pipeline_name: str,
+    variants: list[TrainingVariant],
+    primary_metric: str,
+    evaluation: dict[str, Any],
 ) -> list[Node]:
     names = [v.namespace for v in variants]
     evaluated = {v.namespace: split for v in variants if (split := _reported_split(v))}
@@ -47,7 +133,7 @@ def _report_nodes(
                 compare_variants, title=f"{pipeline_name} variants", primary_metric=primary_metric
             ),
             [f"{name}.metrics" for name in names],
-            [f"{out}comparison", f"{out}report"],
+            [f"{out}comparison", f"{out}comparison_markdown"],
             name=f"compare_{pipeline_name}_variants",
         ),
         Node(
@@ -57,6 +143,7 @@ def _report_nodes(
             name=f"plot_{pipeline_name}_learning_curves",
         ),
     ]
+    sections = [f"{out}comparison_markdown"]
     if evaluated:
         config = variants[0].config
         nodes += [
@@ -72,12 +159,20 @@ def _report_nodes(
                 name=f"plot_{pipeline_name}_predictions",
             ),
             Node(
-                bind(plot_primary_metric, names=list(evaluated), metric=primary_metric),
+                bind(
+                    plot_primary_metric,
+                    names=list(evaluated),
+                    metric=primary_metric,
+                    evaluation_params=evaluation,
+                ),
                 [f"{out}comparison", *predictions],
                 f"{out}metric_plot",
                 name=f"plot_{pipeline_name}_primary_metric",
             ),
+            *_evaluation_nodes(pipeline_name, variants, evaluated, primary_metric, evaluation),
         ]
+        sections.append(f"{out}evaluation_markdown")
+    nodes.append(Node(join_reports, sections, f"{out}report", name=f"write_{pipeline_name}_report"))
     return nodes
 
 
@@ -110,10 +205,12 @@ def create_pipeline(plan: ExperimentPlan, reporting: dict[str, Any]) -> Pipeline
     With ``reporting.cutoff_search`` set, the finetune report also plans TruncatedTL's cutoff search.
     """
     primary = reporting["primary_metric"]
+    evaluation = reporting.get("evaluation") or {}
     nodes = [
         node
         for pipeline in TRAINING_PIPELINES
-        for node in _report_nodes(pipeline, plan.of(pipeline), primary[pipeline])
+        if plan.of(pipeline)
+        for node in _report_nodes(pipeline, plan.of(pipeline), primary[pipeline], evaluation)
     ]
     if (search := reporting.get("cutoff_search")) is not None:
         nodes.append(_cutoff_search_node(plan, CutoffSearchParams.model_validate(search)))

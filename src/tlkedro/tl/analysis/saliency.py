@@ -70,7 +70,9 @@ def saliency_maps(
     """
     if method not in SALIENCY_METHODS:
         raise ValueError(f"unknown saliency method {method!r}; the methods are {SALIENCY_METHODS}")
-    images = torch.as_tensor(images, dtype=torch.float32)
+    if not isinstance(images, Tensor):  # a copy: a memory-mapped split is read-only
+        images = torch.tensor(np.asarray(images), dtype=torch.float32)
+    images = images.float()
     if images.ndim != model.spatial_dims + 2 or images.shape[1] != model.in_channels:
         raise ValueError(
             f"images of shape {tuple(images.shape)} do not fit a {model.spatial_dims}D model with "

@@ -137,7 +137,9 @@ def svcca_by_stage(
         ValueError: If the models share no stage, ``images`` is empty, or a stage's outputs have
             different numbers of positions in the two models.
     """
-    images = torch.as_tensor(images, dtype=torch.float32)
+    if not isinstance(images, Tensor):  # a copy: a memory-mapped split is read-only
+        images = torch.tensor(np.asarray(images), dtype=torch.float32)
+    images = images.float()
     if images.ndim < 3 or len(images) == 0:
         raise ValueError(
             f"images must be a non-empty (N, C, *spatial) batch, got {tuple(images.shape)}"

@@ -19,7 +19,7 @@ metric or an interval is computed on the pooled table (``pool_repeats``), so eac
 ``fold_metrics`` and ``fold_differences`` work per fold instead.
 
 Modules: ``predictions`` (the contract, pooling, pairing), ``scores`` (metrics, ``metric_interval``,
-``paired_difference``, fold summaries), ``baselines`` (trivial, linear and covariate baselines),
+``paired_difference``), ``folds`` (per-fold metrics and summaries), ``baselines`` (trivial, linear and covariate baselines),
 ``flags`` (``quality_flags``). docs/evaluation.md says how to read the results.
 """
 
@@ -34,6 +34,13 @@ from tlkedro.tl.evaluation.baselines import (
     subject_targets,
 )
 from tlkedro.tl.evaluation.flags import TRIVIAL, quality_flags
+from tlkedro.tl.evaluation.folds import (
+    FoldSummary,
+    fold_differences,
+    fold_metrics,
+    fold_summary,
+    summarise_folds,
+)
 from tlkedro.tl.evaluation.predictions import (
     check_predictions,
     paired_tables,
@@ -45,17 +52,12 @@ from tlkedro.tl.evaluation.predictions import (
 from tlkedro.tl.evaluation.scores import (
     HIGHER_IS_BETTER,
     METRICS,
-    FoldSummary,
     Interval,
     PairedDifference,
     default_metric,
-    fold_differences,
-    fold_metrics,
-    fold_summary,
     metric_interval,
     metric_values,
     paired_difference,
-    summarise_folds,
 )
 
 __all__ = [

@@ -98,8 +98,9 @@ def covariate_features(labels: pd.DataFrame, column: str = DEFAULT_COVARIATE) ->
     """One label column as a feature, its mean per subject (index: subject id, sorted).
 
     Raises:
-        MissingCovariateError: The labels have no such column.
-        ValueError: The column has missing or non-numeric values.
+        MissingCovariateError: The labels have no such column, or it is empty for every row (as
+            ``head_scale`` is for scans that were not spatially normalised).
+        ValueError: The column has missing or non-numeric values for some rows only.
     """
     if column not in labels.columns:
         raise MissingCovariateError(
@@ -107,6 +108,8 @@ def covariate_features(labels: pd.DataFrame, column: str = DEFAULT_COVARIATE) ->
             f"(columns: {list(labels.columns)})"
         )
     values = pd.to_numeric(labels[column], errors="coerce")
+    if values.isna().all():
+        raise MissingCovariateError(f"the label column {column!r} has no values")
     if values.isna().any():
         subjects = labels.loc[values.isna(), "subject_id"].astype(str).unique()[:5]
         raise ValueError(
