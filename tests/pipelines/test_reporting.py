@@ -108,7 +108,7 @@ def test_stage_one_winner_gives_a_stage_two_sweep_kedro_can_run():
     assert sweeps["ttl2_layer3_0"] == {
         "kind": "grid",
         "overrides": {
-            "strategy": {"name": "truncated", "kwargs": {"cutoff": "layer3.0"}},
+            "strategy": {"name": "truncated", "kwargs": {"cut_at": "layer3.0"}},
             "optimizer": {"lr": 1e-3},
             "group": "ttl2_layer3_0",
         },  # the winner's settings

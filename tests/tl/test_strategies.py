@@ -14,6 +14,7 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from tlkedro.tl.architectures import TLModel, create_architecture
+from tlkedro.tl.config import StrategyConfig
 from tlkedro.tl.registry import RenamedKeywordWarning, UnknownComponentError
 from tlkedro.tl.strategies import (
     MissingSourceError,
@@ -162,6 +163,11 @@ def test_the_old_names_of_cut_at_still_work_with_a_warning_naming_it(name: str, 
         strategy = create_strategy(name, **{old: point})
     assert strategy == create_strategy(name, cut_at=point)
     assert strategy.summary(build())["cut_at"] == point
+    # The validated configuration holds the new name, so whatever reads it sees one name.
+    with pytest.warns(RenamedKeywordWarning):
+        assert StrategyConfig(name=name, kwargs={old: point}).kwargs == {"cut_at": point}
+    with pytest.raises(ValueError, match=f"both '{old}' and its new name 'cut_at'"):
+        StrategyConfig(name=name, kwargs={old: point, "cut_at": point})
 
 
 @pytest.mark.parametrize(

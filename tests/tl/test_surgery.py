@@ -12,6 +12,7 @@ from torch import nn
 
 from tlkedro.tl.architectures import TLModel, create_architecture, list_architectures
 from tlkedro.tl.architectures.surgery import ordered_layers, stage_of, truncate, truncation_points
+from tlkedro.tl.config import ArchitectureConfig
 from tlkedro.tl.registry import RenamedKeywordWarning
 
 
@@ -117,6 +118,9 @@ def test_the_old_name_truncate_at_still_builds_with_a_warning_naming_cut_at() ->
     assert _parameter_names(old) == _parameter_names(_meta("resnet18", cut_at="layer2"))
     with pytest.raises(TypeError, match="both 'truncate_at' and its new name 'cut_at'"):
         _meta("resnet18", truncate_at="layer2", cut_at="layer3")
+    with pytest.warns(RenamedKeywordWarning):
+        config = ArchitectureConfig(name="resnet18", kwargs={"truncate_at": "layer2"})
+    assert config.kwargs == {"cut_at": "layer2"}
 
 
 def test_truncation_points_are_stages_and_sequential_sub_blocks() -> None:

@@ -27,8 +27,8 @@ from tlkedro.tl.objectives import (
     create_objective,
 )
 from tlkedro.tl.optim import check_optimizer_kwargs, check_optimizer_name, check_schedule
-from tlkedro.tl.registry import UnknownComponentError
-from tlkedro.tl.strategies import create_strategy
+from tlkedro.tl.registry import Registry, UnknownComponentError
+from tlkedro.tl.strategies import STRATEGIES, create_strategy
 
 # "auto": chosen by the accelerator (see TrainerConfig).
 Precision = Literal["auto", "64-true", "32-true", "16-true", "16-mixed", "bf16-true", "bf16-mixed"]
@@ -71,6 +71,11 @@ class ArchitectureConfig(ComponentConfig):
                 f"(got num_outputs={kwargs['num_outputs']!r})"
             )
         return kwargs
+
+    @model_validator(mode="after")
+    def _new_names(self) -> ArchitectureConfig:
+        _rename_kwargs(self, ARCHITECTURES)
+        return self
 
 
 class AuxiliaryTermConfig(ComponentConfig):
@@ -119,6 +124,7 @@ class StrategyConfig(ComponentConfig):
 
     @model_validator(mode="after")
     def _builds(self) -> StrategyConfig:
+        _rename_kwargs(self, STRATEGIES)
         _check_builds(self, create_strategy)
         return self
 
@@ -308,4 +314,13 @@ def _check_builds(component: ComponentConfig, create: Callable[..., Any]) -> Non
     try:
         create(component.name, **component.kwargs)
     except (UnknownComponentError, TypeError) as error:
+        raise ValueError(str(error)) from None
+
+
+def _rename_kwargs(component: ComponentConfig, registry: Registry[Any]) -> None:
+    # Old keyword names (strategy.kwargs.cutoff) become the new ones (cut_at) here, with a warning, so
+    # everything reading the validated config sees one name.
+    try:
+        component.kwargs = registry.canonical_kwargs(component.name, component.kwargs)
+    except TypeError as error:
         raise ValueError(str(error)) from None

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from tlkedro import reporting
 from tlkedro.tl import evaluation
-from tlkedro.tl.strategies import truncation_candidates
+from tlkedro.tl.strategies import STRATEGIES, truncation_candidates
 from tlkedro.variants import deep_merge, expand_variants
 
 logger = logging.getLogger(__name__)
@@ -178,10 +178,13 @@ def _stage2_sweeps(
     for cutoff in cutoffs:
         name = prefix + cutoff.replace(".", "_")
         base = {key: value for key, value in template.items() if key != "seed"}
+        if "strategy" in base:  # an old name of cut_at (cutoff) in the template would clash with it
+            kwargs = STRATEGIES.canonical_kwargs("truncated", base["strategy"].get("kwargs", {}))
+            base["strategy"] = {**base["strategy"], "kwargs": kwargs}
         sweeps[name] = {
             "kind": "grid",
             "overrides": deep_merge(
-                base, {"strategy": {"kwargs": {"cutoff": cutoff}}, "group": name}
+                base, {"strategy": {"kwargs": {"cut_at": cutoff}}, "group": name}
             ),
             "grid": {"seed": list(seeds)},  # a list per sweep: a shared one would be a YAML alias
         }

@@ -186,7 +186,7 @@ def _cutoff_search_node(plan: ExperimentPlan, search: CutoffSearchParams) -> Nod
         )
     plan_search = bind(
         plan_cutoff_search,
-        cutoffs={v.namespace: v.config.strategy.kwargs["cutoff"] for v in truncated},
+        cutoffs={v.namespace: v.config.strategy.kwargs["cut_at"] for v in truncated},
         overrides={v.namespace: dict(v.overrides) for v in plan.of("finetune")},
         architecture=truncated[0].config.architecture.model_dump(),
         search=search,

@@ -21,28 +21,37 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import pickle
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import safetensors.torch
 import timm.models
-import torch
-from timm.models import convnext, densenet, swin_transformer, vision_transformer
 from torch import Tensor
 
 from tlkedro.tl.architectures import TLModel
-from tlkedro.tl.registry import Registry
+from tlkedro.tl.weights.files import WeightsFileError, read_state_dict, sha256_of
+from tlkedro.tl.weights.formats import (
+    SOURCE_FORMATS,
+    TIMM_FILTERS,
+    SourceFormat,
+    fits,
+    list_source_formats,
+)
+
+__all__ = [
+    "DEFAULT_MIN_MATCH",
+    "SOURCE_FORMATS",
+    "LoadReport",
+    "SourceFormat",
+    "WeightsFileError",
+    "WeightsMismatchError",
+    "list_source_formats",
+    "load_source_weights",
+]
 
 DEFAULT_MIN_MATCH = 0.9
 _LISTED = 10
-
-
-class WeightsFileError(ValueError):
-    """Raised when a weights file cannot be read as a state dict; the message names the file and why."""
 
 
 class WeightsMismatchError(ValueError):
@@ -51,131 +60,6 @@ class WeightsMismatchError(ValueError):
     def __init__(self, message: str, report: LoadReport) -> None:
         super().__init__(message)
         self.report = report
-
-
-@dataclasses.dataclass(frozen=True)
-class SourceFormat:
-    """A published layout of weights and how its keys map onto a ``TLModel``.
-
-    Attributes:
-        name: The ``format`` value that selects it.
-        description: What files it reads, for docs and errors.
-        unwrap: Keys of a file's outer dict that may hold the state dict, tried in order; a file without
-            any of them is the state dict itself.
-        rename: ``(pattern, replacement)`` regex rules applied in order to every key (``re.sub``, first
-            match only); the result is the model's key, ``encoder.`` prefix included.
-        head: Patterns of renamed keys that are the source's own head or task layers: dropped and
-            listed as such, not as unexpected.
-        fits: Pattern the architecture name must match; ``None``: any.
-        hint: Advice added to a failed load's message.
-        by_timm: Load through timm's pretrained-config mechanism instead of ``rename``.
-    """
-
-    name: str
-    description: str
-    unwrap: tuple[str, ...] = ("state_dict",)
-    rename: tuple[tuple[str, str], ...] = ()
-    head: tuple[str, ...] = ()
-    fits: str | None = None
-    hint: str = ""
-    by_timm: bool = False
-
-
-SOURCE_FORMATS: Registry[SourceFormat] = Registry("weights format")
-
-
-def _declare(source_format: SourceFormat) -> None:
-    SOURCE_FORMATS.register(source_format.name)(source_format)  # type: ignore[arg-type]
-
-
-_TIMM_HINT = (
-    "Was the file saved from the timm model this architecture wraps, with the same arguments "
-    "(e.g. width_factors, patch_size)?"
-)
-_declare(
-    SourceFormat(
-        "timm",
-        "a timm model's state dict (.pth, .bin or .safetensors), e.g. from the Hugging Face hub",
-        fits=r"^(resnet18|resnet34|resnet50|densenet121|efficientnet_b0|convnext_tiny|vit_tiny|"
-        r"vit_small|swin_tiny)$",
-        hint=_TIMM_HINT,
-        by_timm=True,
-    )
-)
-_declare(
-    SourceFormat(
-        "torchvision",
-        "a torchvision.models state dict; timm's ResNet keys are torchvision's and timm's DenseNet "
-        "filter renames torchvision's, so only those two families fit",
-        fits=r"^(resnet18|resnet34|resnet50|densenet121)$",
-        hint=_TIMM_HINT,
-        by_timm=True,
-    )
-)
-_declare(
-    SourceFormat(
-        "medicalnet",
-        "a MedicalNet (Med3D) ResNet checkpoint: {'state_dict': {'module.conv1.weight': ...}} with a "
-        "segmentation head conv_seg and no fc",
-        rename=((r"^(module\.)?", "encoder."),),
-        head=(r"^encoder\.conv_seg\.",),
-        fits=r"^resnet(10|18|34|50)_3d$",
-        hint=(
-            "MedicalNet's ResNets need MONAI's shortcut settings in architecture.kwargs: shortcut_type A "
-            "and bias_downsample true for depths 18 and 34, shortcut_type B and bias_downsample false "
-            "for 10 and 50 (monai.networks.nets.resnet.get_medicalnet_pretrained_resnet_args)."
-        ),
-    )
-)
-_declare(
-    SourceFormat(
-        "monai",
-        "a plain state dict of monai.networks.nets.ResNet, DenseNet121 or ViT (model.state_dict())",
-        unwrap=("state_dict", "model"),
-        rename=((r"^", "encoder."),),
-        head=(
-            r"^encoder\.fc\.",
-            r"^encoder\.class_layers\.out\.",
-            r"^encoder\.classification_head\.",
-            r"^encoder\.cls_token$",
-        ),
-        fits=r"_3d$",
-        hint="Was the file saved from the MONAI network this architecture wraps, at the same widths?",
-    )
-)
-_declare(
-    SourceFormat(
-        "lightning",
-        "a Lightning checkpoint: {'state_dict': {'model.…' or 'backbone.…': ...}} around a tlkedro, "
-        "timm-layout or MONAI network",
-        rename=(
-            (r"^(model|backbone)\.(?!encoder\.)", "encoder."),
-            (r"^(model|backbone)\.", ""),
-        ),
-        head=(
-            r"^head\.",
-            r"^encoder\.(fc|head|classifier|classification_head|class_layers\.out)\.",
-        ),
-        hint="Keys of the network must start with 'model.' or 'backbone.'.",
-    )
-)
-_declare(
-    SourceFormat(
-        "tlkedro",
-        "a tlkedro model checkpoint ({'config', 'state_dict', 'meta'}), e.g. from another project",
-        head=(r"^head\.",),
-        hint="Was the source model built with the same architecture and arguments?",
-    )
-)
-
-# timm's checkpoint filter for each timm model module (what timm.create_model passes to load_pretrained
-# as pretrained_filter_fn; timm does not keep it on the model). ResNet and EfficientNet need none.
-_TIMM_FILTERS: dict[str, Callable[..., dict[str, Tensor]]] = {
-    "timm.models.vision_transformer": vision_transformer.checkpoint_filter_fn,
-    "timm.models.swin_transformer": swin_transformer.checkpoint_filter_fn,
-    "timm.models.convnext": convnext.checkpoint_filter_fn,
-    "timm.models.densenet": densenet._filter_torchvision_pretrained,
-}
 
 
 @dataclasses.dataclass
@@ -231,11 +115,6 @@ class LoadReport:
         return "\n".join(lines)
 
 
-def list_source_formats() -> list[str]:
-    """The names ``format`` may take."""
-    return SOURCE_FORMATS.names()
-
-
 def load_source_weights(
     model: TLModel, path: str | Path, format: str, min_match: float = DEFAULT_MIN_MATCH
 ) -> tuple[dict[str, Any], LoadReport]:
@@ -266,7 +145,7 @@ def load_source_weights(
         raise ValueError(f"min_match must be in (0, 1], got {min_match}")
     architecture = str(model.config.get("name", type(model).__name__))
     if source_format.fits is not None and not re.search(source_format.fits, architecture):
-        fitting = [n for n in list_source_formats() if _fits(SOURCE_FORMATS.get(n), architecture)]
+        fitting = [n for n in list_source_formats() if fits(SOURCE_FORMATS.get(n), architecture)]
         raise ValueError(
             f"weights format {format!r} is for {source_format.description}; it does not fit "
             f"architecture {architecture!r}. Formats that do: {', '.join(fitting)}"
@@ -274,11 +153,11 @@ def load_source_weights(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
-    sha256 = _sha256(path)
+    sha256 = sha256_of(path)
     if source_format.by_timm:
         state, lists = _through_timm(model, path, source_format)
     else:
-        state, lists = _by_rules(model, _read_state_dict(path, source_format), source_format)
+        state, lists = _by_rules(model, read_state_dict(path, source_format), source_format)
     encoder_state = {f"encoder.{k}": v for k, v in model.encoder.state_dict().items()}
     lists["missing"] = sorted(encoder_state.keys() - state.keys())
     parameters = {f"encoder.{k}": p.numel() for k, p in model.encoder.named_parameters()}
@@ -313,67 +192,6 @@ def load_source_weights(
 
 
 _LISTS = ("missing", "unexpected", "dropped", "shape_mismatches", "adapted")
-
-
-def _fits(source_format: SourceFormat, architecture: str) -> bool:
-    return source_format.fits is None or re.search(source_format.fits, architecture) is not None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _read_state_dict(path: Path, source_format: SourceFormat) -> dict[str, Tensor]:
-    """The file's state dict, unwrapped as the format says; only tensors and plain types are read."""
-    with path.open("rb") as file:
-        magic = file.read(2)
-    # torch.save writes a zip archive ("PK"), or before PyTorch 1.6 a pickle (protocol 2: b"\x80\x02")
-    is_torch = magic == b"PK" or magic[:1] == b"\x80"
-    try:
-        if path.suffix == ".safetensors":
-            content: Any = safetensors.torch.load_file(str(path), device="cpu")
-        else:
-            content = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if not is_torch:
-            raise WeightsFileError(
-                f"weights file {str(path)!r} is not a PyTorch or safetensors file"
-            ) from None
-        refused = str(error).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
-        raise WeightsFileError(
-            f"weights file {str(path)!r} holds objects other than tensors and plain types, which are "
-            f"not loaded because loading them would run code from the file ({refused}). Save its "
-            "state dict alone, e.g. torch.save(torch.load(path, weights_only=False)['state_dict'], "
-            "new_path), where you trust the file"
-        ) from None
-    except (
-        Exception
-    ) as error:  # torch and safetensors raise several types for a file that is not theirs
-        raise WeightsFileError(
-            f"weights file {str(path)!r} is not a PyTorch or safetensors file: "
-            f"{type(error).__name__}: {error}"
-        ) from None
-    if isinstance(content, Mapping):
-        for key in source_format.unwrap:
-            if isinstance(content.get(key), Mapping):
-                content = content[key]
-                break
-    if not isinstance(content, Mapping) or not content:
-        raise WeightsFileError(
-            f"weights file {str(path)!r} holds a {type(content).__name__}, not a state dict "
-            f"(format {source_format.name!r} looks in {', '.join(source_format.unwrap) or 'the file'})"
-        )
-    not_tensors = [str(k) for k, v in content.items() if not isinstance(v, Tensor)]
-    if not_tensors:
-        raise WeightsFileError(
-            f"weights file {str(path)!r} is not a state dict as format {source_format.name!r} reads "
-            f"it: {', '.join(not_tensors[:_LISTED])} are not tensors"
-        )
-    return dict(content)
 
 
 def _by_rules(
@@ -455,7 +273,7 @@ def _through_timm(
         raise ValueError(
             f"weights format {source_format.name!r} needs a timm encoder; {type(encoder).__name__} is not"
         )
-    file_state = _read_state_dict(path, source_format)  # for the report: what timm is given
+    file_state = read_state_dict(path, source_format)  # for the report: what timm is given
     target = copy.deepcopy(encoder)
     result: list[Any] = []
     target.register_load_state_dict_post_hook(lambda _, keys: result.append(keys))
@@ -466,7 +284,7 @@ def _through_timm(
             pretrained_cfg=cfg,
             num_classes=0,  # the encoders are built without a classifier: timm drops the file's
             in_chans=model.in_channels,
-            filter_fn=_TIMM_FILTERS.get(type(encoder).__module__),
+            filter_fn=TIMM_FILTERS.get(type(encoder).__module__),
             strict=False,
         )
     except RuntimeError as error:  # size mismatches raise even with strict=False
