@@ -162,7 +162,7 @@ class TrackingHook:
         self._run_id = run.info.run_id
         parameters = catalog.load("parameters") if "parameters" in catalog else {}
         self._log_params(self._run_id, parameters)
-        # Created now, in the main process: ParallelRunner workers then only log to existing runs.
+        # Created up front, so that logging a node's outputs never has to create a run.
         self._variant_runs = {
             variant: self._client.create_run(
                 experiment_id,
