@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export KEDRO_DISABLE_TELEMETRY := true
 
-.PHONY: install demo test viz clean-data
+.PHONY: install demo test viz mlflow clean-data
 
 $(VENV)/.installed: pyproject.toml requirements-lock.txt requirements-nodeps.txt
 	python3 -m venv $(VENV)
@@ -26,6 +26,11 @@ test: install
 ENV ?= base
 viz: install
 	$(VENV)/bin/kedro viz run --env $(ENV) --include-hooks
+
+# The MLflow runs of `TLKEDRO_TRACKING=1 kedro run` (docs/deployment.md), on 127.0.0.1:5000; needs
+# `pip install .[tracking]`.
+mlflow: install
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1
 
 # Files and the folders they leave empty: the synthetic cohort refuses to write into a non-empty folder
 # that lacks its marker file, and a tree of empty subject folders is not empty.
