@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,7 @@ from tlkedro.tl.batchnorm import RecalibrateBatchNorm, recalibrate, trained_batc
 from tlkedro.tl.config import TrainConfig
 from tlkedro.tl.data import ArrayDataset
 from tlkedro.tl.metrics import trivial_check
+from tlkedro.tl.module import TransferModule
 from tlkedro.tl.objectives import TaskInfo
 from tlkedro.tl.strategies.base import freeze
 from tlkedro.tl.training import FitResult, fit
@@ -38,11 +40,8 @@ def volumes() -> tuple[np.ndarray, pd.DataFrame]:
     return (rng.normal(size=(SUBJECTS, 1, 16, 16, 16)) + signal).astype(np.float16), labels
 
 
-def short_3d_run(
-    volumes: tuple[np.ndarray, pd.DataFrame], recalibrate_batchnorm: object
-) -> FitResult:
-    images, labels = volumes
-    config = TrainConfig.model_validate(
+def short_3d_config(recalibrate_batchnorm: object, max_epochs: int = 2) -> TrainConfig:
+    return TrainConfig.model_validate(
         {
             "seed": 0,
             "target": "age",
@@ -51,7 +50,7 @@ def short_3d_run(
             "objective": {"name": "mse"},
             "optimizer": {"lr": 0.01},
             "trainer": {
-                "max_epochs": 2,
+                "max_epochs": max_epochs,
                 "batch_size": 8,
                 "accelerator": "cpu",
                 "enable_progress_bar": False,
@@ -59,7 +58,12 @@ def short_3d_run(
             },
         }
     )
-    return fit(config, images, labels)
+
+
+def short_3d_run(
+    volumes: tuple[np.ndarray, pd.DataFrame], recalibrate_batchnorm: object
+) -> FitResult:
+    return fit(short_3d_config(recalibrate_batchnorm), *volumes)
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +90,30 @@ def test_recalibration_by_default_for_volumes_repairs_it_without_changing_traini
     pd.testing.assert_series_equal(repaired.history["train/loss"], stale.history["train/loss"])
     assert repaired.summary["best_val_mae"] < 1.5 * repaired.summary["trivial_val_mae"]
     assert repaired.summary["worse_than_trivial"] is False
+
+
+@pytest.mark.slow
+def test_a_recalibrating_run_resumes_to_the_same_result(
+    volumes: tuple[np.ndarray, pd.DataFrame], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = short_3d_config(True, max_epochs=3)
+    reference = fit(config, *volumes)
+
+    def killed_in_third_epoch(module: TransferModule) -> None:
+        if module.current_epoch == 2:
+            raise RuntimeError("killed")
+
+    monkeypatch.setattr(
+        TransferModule, "on_train_epoch_start", killed_in_third_epoch, raising=False
+    )
+    with pytest.raises(RuntimeError, match="killed"):
+        fit(config, *volumes, workdir=tmp_path)
+    monkeypatch.undo()
+    resumed = fit(config, *volumes, workdir=tmp_path)
+    assert resumed.summary["resumed"] is True
+    pd.testing.assert_frame_equal(resumed.history, reference.history)
+    for name, tensor in reference.checkpoint["state_dict"].items():
+        assert torch.equal(resumed.checkpoint["state_dict"][name], tensor), name
 
 
 def test_recalibration_recomputes_only_trained_layers_and_runs_no_dropout() -> None:
