@@ -86,7 +86,10 @@ def test_a_run_logs_its_variants_as_nested_runs(mlflow_client, tmp_path):
             "finetune.full.history": pd.DataFrame(
                 {"epoch": [0, 1], "train/loss": [1.0, 0.5], "val/loss": [1.2, float("nan")]}
             ),
-            "finetune.full.metrics_test": {"auroc": {"value": 0.8, "low": 0.7, "high": 0.9}},
+            "finetune.full.metrics_test": {
+                "test/accuracy": 0.75,
+                "auroc": {"value": 0.8, "low": 0.7, "high": 0.9},
+            },
             "finetune.full.model": {"state_dict": {"w": torch.ones(2)}, "meta": {}},
             "finetune_report": "# Report\n",
             "finetune_learning_curves": figure,
@@ -107,8 +110,9 @@ def test_a_run_logs_its_variants_as_nested_runs(mlflow_client, tmp_path):
     history = mlflow_client.get_metric_history(child.info.run_id, "train/loss")
     assert [(m.step, m.value) for m in history] == [(0, 1.0), (1, 0.5)]
     assert [m.step for m in mlflow_client.get_metric_history(child.info.run_id, "val/loss")] == [0]
-    assert child.data.metrics["test.auroc.low"] == 0.7
-    assert child.data.metrics["test.auroc.high"] == 0.9
+    assert child.data.metrics["test/accuracy"] == 0.75
+    assert child.data.metrics["test/auroc.low"] == 0.7
+    assert child.data.metrics["test/auroc.high"] == 0.9
     assert [a.path for a in mlflow_client.list_artifacts(child.info.run_id, "model")] == [
         "model/model.pt"
     ]

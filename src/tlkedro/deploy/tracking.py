@@ -9,8 +9,8 @@ by default the SQLite store ``mlflow.db`` in the project folder, under the exper
   ``tlkedro.command``, the ``kedro run`` command line that reproduces it, ``--namespaces`` and
   ``--params`` included;
 - a nested run per variant (``finetune.full``): its resolved configuration as parameters, its history as
-  per-epoch metrics (step = epoch), its test metrics with their intervals (every number of
-  ``metrics_<split>``), and its model checkpoint as an artifact.
+  per-epoch metrics (step = epoch), its evaluation metrics (every number of ``metrics_<split>``,
+  intervals included where the evaluation gives them), and its model checkpoint as an artifact.
 
 MLflow's client is used with explicit run ids rather than kedro-mlflow's hook: kedro-mlflow keeps a
 single active run (no run per variant, none in ParallelRunner workers), and its command tag drops
@@ -229,8 +229,12 @@ class TrackingHook:
             for start in range(0, len(metrics), _BATCH_MAX * 10):
                 self._client.log_batch(run_id, metrics=metrics[start : start + _BATCH_MAX * 10])
         elif leaf.startswith("metrics_") and isinstance(data, Mapping):
+            # Named as in metrics.json ("test/auroc"); keys without their split get it prefixed.
             split = leaf.removeprefix("metrics_")
-            metrics = [Metric(f"{split}.{k}", v, 0, 0) for k, v in numbers(data).items()]
+            metrics = [
+                Metric(k if k.startswith(f"{split}/") else f"{split}/{k}", v, 0, 0)
+                for k, v in numbers(data).items()
+            ]
             for start in range(0, len(metrics), _BATCH_MAX * 10):
                 self._client.log_batch(run_id, metrics=metrics[start : start + _BATCH_MAX * 10])
         elif leaf == "model" and isinstance(data, Mapping):
