@@ -11,14 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import matplotlib
-
-matplotlib.use("Agg")  # reports are written by headless runs (CI, Slurm, Argo)
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from tlkedro.tl import evaluation  # noqa: E402
 
@@ -39,6 +35,13 @@ LEADING_COLUMNS = [
     "epochs_run",
     "fit_seconds",
 ]
+
+
+def _subplots(*grid: int, figsize: tuple[float, float], **kwargs: object) -> tuple[Figure, object]:
+    """A figure and its axes without pyplot: no backend is chosen, so a notebook keeps its own, and a
+    headless run (CI, Slurm, Argo) needs no display."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid, **kwargs)
 
 
 def comparison_table(records: list[Mapping[str, object]]) -> pd.DataFrame:
@@ -164,7 +167,7 @@ def plot_metric_by_variant(
     table: pd.DataFrame, metric: str, intervals: Mapping[str, tuple[float, float]] | None = None
 ) -> Figure:
     """A metric per variant; error bars show the bootstrap interval over subjects when given."""
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(table) + 2), 3.5), layout="constrained")
+    fig, ax = _subplots(figsize=(max(4.0, 0.9 * len(table) + 2), 3.5))
     values = table[metric].to_numpy(dtype=float)
     names = table["variant"].str.split(".").str[-1]
     errors = None
@@ -181,8 +184,8 @@ def plot_metric_by_variant(
 
 def plot_learning_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
     """Training and validation loss per epoch, one line pair per variant."""
-    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
-    for (name, history), color in zip(histories.items(), plt.cm.tab10.colors * 10):
+    fig, ax = _subplots(figsize=(6, 4))
+    for (name, history), color in zip(histories.items(), matplotlib.colormaps["tab10"].colors * 10):
         label = name.split(".")[-1]
         # Markers, so that a run of one epoch (a single point) shows too.
         if "train/loss" in history:
@@ -196,7 +199,7 @@ def plot_learning_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
 
 def plot_roc_curves(predictions: Mapping[str, pd.DataFrame], title: str) -> Figure:
     """ROC curve of each variant's per-subject predictions."""
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), layout="constrained")
+    fig, ax = _subplots(figsize=(4.5, 4.5))
     for name, frame in predictions.items():
         fpr, tpr, _ = roc_curve(frame["target"], frame["probability"])
         auc = roc_auc_score(frame["target"], frame["probability"])
@@ -211,9 +214,7 @@ def plot_roc_curves(predictions: Mapping[str, pd.DataFrame], title: str) -> Figu
 
 def plot_predicted_vs_true(predictions: Mapping[str, pd.DataFrame], quantity: str) -> Figure:
     """Scatter of predicted against true values (e.g. brain age), with the identity line and MAE."""
-    fig, axes = plt.subplots(
-        1, len(predictions), figsize=(4 * len(predictions), 4), squeeze=False, layout="constrained"
-    )
+    fig, axes = _subplots(1, len(predictions), figsize=(4 * len(predictions), 4), squeeze=False)
     for ax, (name, frame) in zip(axes[0], predictions.items()):
         mae = float(np.mean(np.abs(frame["prediction"] - frame["target"])))
         ax.scatter(frame["target"], frame["prediction"], s=8, alpha=0.6)
@@ -456,8 +457,10 @@ def plot_metric_by_training_size(
             f"no model of the evaluation table has a training size: {list(table['model'])}"
         )
     metric = rows["metric"].iloc[0]
-    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
-    for (group, part), color in zip(rows.groupby("group", sort=False), plt.cm.tab10.colors * 10):
+    fig, ax = _subplots(figsize=(6, 4))
+    for (group, part), color in zip(
+        rows.groupby("group", sort=False), matplotlib.colormaps["tab10"].colors * 10
+    ):
         part = part.sort_values("train_size")
         values = part["estimate"].to_numpy(float)
         errors = np.vstack([values - part["low"], part["high"] - values]).clip(min=0)
