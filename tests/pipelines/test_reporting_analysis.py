@@ -375,3 +375,23 @@ def test_held_out_rows_of_a_fold_are_those_of_its_subjects() -> None:
     held_out = {f"sub-{i:02d}" for i in range(1, 12, 3)}
     assert {title.split(" ")[1].rstrip(":") for title in result["titles"]} == held_out
     assert sum(int(name.split("(")[1].split()[0]) for name in result["mean_maps"]) == 4
+
+
+def test_by_default_only_variants_evaluated_on_a_split_are_explained():
+    parameters = deep_merge(
+        PARAMETERS,
+        {
+            "pretrain": {"evaluate_on": []},
+            "finetune": {"variants": {"scratch": {"evaluate_on": []}}},
+        },
+    )
+    nodes = {n.name: n for n in analysis_nodes(build_plan(parameters), parameters["reporting"])}
+    assert "report_pretrain_saliency" not in nodes
+    assert nodes["report_finetune_saliency"].inputs == [
+        "finetune.full.saliency"
+    ]  # scratch has no split
+    named = deep_merge(
+        parameters["reporting"], {"analysis": {"saliency": {"variants": ["pretrain.default"]}}}
+    )
+    with pytest.raises(PlanError, match="pretrain.default is evaluated on no split"):
+        analysis_nodes(build_plan(parameters), named)

@@ -145,12 +145,13 @@ def _validated(model: type[BaseModel], raw: Mapping[str, Any] | None, key: str) 
 
 
 def report_energy(
-    *runs: Any, names: list[str], variants: list[str], power: EnergyParams
+    *runs: Any, pipeline: str, names: list[str], variants: list[str], power: EnergyParams
 ) -> tuple[pd.DataFrame, str]:
     """Energy and emissions per training phase of every run, and their sum per variant as markdown.
 
     Args:
         runs: Each run's record (``<run>.config``), history and training summary, run after run.
+        pipeline: The training pipeline, for the section's text.
         names: The runs (a variant's namespace, or a fold's: ``finetune.full.fold_0``).
         variants: The variant of each run (a cross-validated variant has one run per fold).
         power: The power model and carbon intensity.
@@ -197,7 +198,7 @@ def report_energy(
         f"Estimated from each phase's measured training time (evaluation excluded) at "
         f"{power.watts():.4g} W (Green Algorithms' model, `reporting.energy`) and "
         f"{power.carbon_intensity_g_per_kwh:.4g} g CO2e/kWh; a cross-validated variant sums its folds. "
-        "Per phase: the energy table of this pipeline (`<pipeline>_energy`).",
+        f"Per phase: `{pipeline}_energy`.",
         "",
     ]
     return table, "\n".join(text)
@@ -290,7 +291,10 @@ def report_svcca(
         "`finetune_svcca`.",
         "",
     ]
-    text += [f"- No cutoff suggested for `{name}`: {reason}" for name, reason in reasons.items()]
+    unsuggested: dict[str, list[str]] = {}  # reason -> variants: the same one often holds for all
+    for name, reason in reasons.items():
+        unsuggested.setdefault(reason, []).append(f"`{name}`")
+    text += [f"- No cutoff suggested for {', '.join(v)}: {r}" for r, v in unsuggested.items()]
     text += [f"- Not analysed: `{name}`: {reason}" for name, reason in skipped.items()]
     return stacked, plot_svcca_by_stage(stacked, cutoffs), "\n".join(text).rstrip() + "\n"
 
@@ -446,6 +450,7 @@ def _energy_node(pipeline: str, variants: Sequence[TrainingVariant], power: Ener
     return Node(
         bind(
             report_energy,
+            pipeline=pipeline,
             names=[run for run, _ in runs],
             variants=[variant for _, variant in runs],
             power=power,
@@ -520,11 +525,15 @@ def _svcca_nodes(plan: ExperimentPlan, params: SvccaParams) -> list[Node]:
 def _saliency_variants(
     plan: ExperimentPlan, params: SaliencyParams, reference: str | None
 ) -> dict[str, list[TrainingVariant]]:
-    """The variants to explain, by pipeline (see ``SaliencyParams.variants``)."""
+    """The variants to explain, by pipeline (see ``SaliencyParams.variants``).
+
+    By default only variants evaluated on a split (or cross-validated) are candidates: a pipeline
+    without any, such as a pretraining with ``evaluate_on: []``, has no saliency section.
+    """
     if params.variants is None:
         chosen = {}
         for pipeline in TRAINING_PIPELINES:
-            if variants := plan.of(pipeline):
+            if variants := [v for v in plan.of(pipeline) if _analysed_run(v)[2] is not None]:
                 names = [v.namespace for v in variants]
                 named = reporting.resolve_reference(names, reference)
                 chosen[pipeline] = [plan.variants[named] if named else variants[0]]
