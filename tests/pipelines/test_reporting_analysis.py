@@ -205,7 +205,8 @@ def test_saliency_overlays_alternate_classes_and_mean_maps_say_what_they_rest_on
     assert len(outputs["finetune_saliency_plot"].axes) == 4
     text = outputs["finetune_saliency_markdown"]
     assert "`finetune.scratch`" in text  # the evaluation's reference variant by default
-    assert "- scratch: sex 0 (12 images)" in text and "- scratch: sex 1 (12 images)" in text
+    assert "- scratch: sex 0 (12 images, 12 subjects)" in text
+    assert "- scratch: sex 1 (12 images, 12 subjects)" in text
     assert "- default: r with age (24 images, 24 subjects)" in outputs["pretrain_saliency_markdown"]
 
 

@@ -378,16 +378,21 @@ def compute_saliency(
     averaged = _spread(evaluated, params.max_images)
     maps = saliency_maps(model, images[averaged], **explain)
     short = variant.split(".", 1)[-1]
-    n_subjects = labels["subject_id"].iloc[averaged].nunique()
+    subjects = labels["subject_id"].iloc[averaged].astype(str).to_numpy()
+
+    def counted(selected: np.ndarray) -> str:
+        return f"{int(selected.sum())} images, {len(set(subjects[selected]))} subjects"
+
     if task == "classification":
         mean_maps = {
-            f"{short}: {target} {label} ({int((values[averaged] == label).sum())} images)": mean
+            f"{short}: {target} {label} ({counted(values[averaged] == label)})": mean
             for label, mean in class_mean_maps(maps, values[averaged]).items()
         }
     else:
+        everyone = np.ones(len(averaged), dtype=bool)
         mean_maps = {
-            f"{short}: r with {target} ({len(averaged)} images, {n_subjects} subjects)": (
-                label_correlation_map(maps, values[averaged])
+            f"{short}: r with {target} ({counted(everyone)})": label_correlation_map(
+                maps, values[averaged]
             )
         }
     return {
