@@ -114,3 +114,33 @@ def test_only_missing_outputs_skips_finished_variants(project):
     assert "Completed node: finetune.scratch.summarise" in log
     assert "Completed node: finetune.full.train" not in log
     assert output(project, "finetune", "scratch", "metrics.json").exists()
+
+
+def _latest(project: Path, name: str) -> Path:
+    [path] = (project / "data/08_reporting" / name).glob(f"*/{name}")
+    return path
+
+
+def test_reports_hold_energy_svcca_and_saliency(project):
+    for pipeline, variants in (("pretrain", ["default"]), ("finetune", FINETUNE_VARIANTS)):
+        energy = pd.read_csv(_latest(project, f"{pipeline}_energy.csv"))
+        assert list(energy["variant"]) == [f"{pipeline}.{v}" for v in variants]  # one phase each
+        assert (energy["energy_kwh"] > 0).all() and (energy["emissions_kg"] > 0).all()
+        text = _latest(project, f"{pipeline}_report.md").read_text()
+        assert "## Energy and emissions of training" in text and "## Saliency maps" in text
+        assert all(f"| {pipeline}.{v} | 1 | 1 |" in text for v in variants)  # one run, one epoch
+        assert f"`{pipeline}_saliency_plot`" in text
+        for plot in ("saliency", "saliency_mean"):
+            assert _latest(project, f"{pipeline}_{plot}.png").stat().st_size > 0
+
+    svcca = pd.read_csv(_latest(project, "finetune_svcca.csv"))
+    assert set(svcca["variant"]) == {f"finetune.{v}" for v in FINETUNE_VARIANTS if v != "scratch"}
+    assert output(project, "finetune", "full", "svcca.parquet").exists()
+    probe = svcca[(svcca["variant"] == "finetune.linear_probe") & svcca["similarity"].notna()]
+    assert len(probe) >= 4 and probe["similarity"].to_numpy() == pytest.approx(1.0, abs=1e-4)
+    # 10 test slices of 32x32: resnet18's layer3 (2x2) and layer4 (1x1) have too few positions.
+    assert (
+        "No cutoff suggested for `finetune.full`"
+        in _latest(project, "finetune_report.md").read_text()
+    )
+    assert _latest(project, "finetune_svcca.png").stat().st_size > 0

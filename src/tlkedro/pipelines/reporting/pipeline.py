@@ -7,6 +7,7 @@ from typing import Any
 from kedro.pipeline import Node, Pipeline
 
 from tlkedro.pipelines import bind
+from tlkedro.pipelines.reporting.analysis import analysis_nodes, report_sections
 from tlkedro.pipelines.reporting.nodes import (
     CutoffSearchParams,
     compare_variants,
@@ -122,6 +123,7 @@ def _report_nodes(
     variants: list[TrainingVariant],
     primary_metric: str,
     evaluation: dict[str, Any],
+    analysis_sections: list[str],
 ) -> list[Node]:
     names = [v.namespace for v in variants]
     evaluated = {v.namespace: split for v in variants if (split := _reported_split(v))}
@@ -172,6 +174,7 @@ def _report_nodes(
             *_evaluation_nodes(pipeline_name, variants, evaluated, primary_metric, evaluation),
         ]
         sections.append(f"{out}evaluation_markdown")
+    sections += analysis_sections
     nodes.append(Node(join_reports, sections, f"{out}report", name=f"write_{pipeline_name}_report"))
     return nodes
 
@@ -202,16 +205,26 @@ def _cutoff_search_node(plan: ExperimentPlan, search: CutoffSearchParams) -> Nod
 def create_pipeline(plan: ExperimentPlan, reporting: dict[str, Any]) -> Pipeline:
     """Reports for each training pipeline of the plan.
 
-    With ``reporting.cutoff_search`` set, the finetune report also plans TruncatedTL's cutoff search.
+    Each report ends with the analysis sections of ``analysis_nodes`` (energy per training phase, and
+    with ``reporting.analysis`` SVCCA and saliency maps). With ``reporting.cutoff_search`` set, the
+    finetune report also plans TruncatedTL's cutoff search.
     """
     primary = reporting["primary_metric"]
     evaluation = reporting.get("evaluation") or {}
+    analysis = analysis_nodes(plan, reporting)
     nodes = [
         node
         for pipeline in TRAINING_PIPELINES
         if plan.of(pipeline)
-        for node in _report_nodes(pipeline, plan.of(pipeline), primary[pipeline], evaluation)
+        for node in _report_nodes(
+            pipeline,
+            plan.of(pipeline),
+            primary[pipeline],
+            evaluation,
+            report_sections(pipeline, analysis),
+        )
     ]
+    nodes += analysis
     if (search := reporting.get("cutoff_search")) is not None:
         nodes.append(_cutoff_search_node(plan, CutoffSearchParams.model_validate(search)))
     return Pipeline(nodes, tags={"reporting"})

@@ -280,7 +280,8 @@ def suggest_cutoff(
         last = len(stages) - 1 if below.size == 0 else max(int(below[0]) - 1, 0)
         return stages[last]
     drops = similarity[:-1] - similarity[1:]
-    if drops.size == 0 or drops.max() <= 0:
+    # Stages left unchanged (a frozen encoder) give 1 up to rounding: such a "drop" is no fall.
+    if drops.size == 0 or drops.max() <= 1e-9:
         return stages[-1]
     return stages[int(np.argmax(drops))]
 
