@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 from kedro.framework.context import KedroContext
 from kedro.framework.hooks import hook_impl
@@ -99,3 +100,23 @@ class ParallelWorkerHook:
         if self._threads is not None:
             restore_environment(self._environment)
             self._threads = None
+
+
+class AtomicOutputsHook:
+    """Removes the leftovers of interrupted saves of a run's outputs before the run starts.
+
+    Only the outputs of the pipeline about to run are cleaned: another process (a Slurm job of another
+    group) may be writing the other datasets right now.
+    """
+
+    @hook_impl
+    def before_pipeline_run(
+        self, run_params: dict[str, Any], pipeline: Pipeline, catalog: CatalogProtocol
+    ) -> None:
+        for name in sorted(pipeline.all_outputs()):
+            dataset = catalog.get(name)
+            # The project's atomic datasets (tlkedro.datasets.atomic) have it; duck-typed so that
+            # settings.py, read by every kedro command, does not import the datasets' libraries.
+            cleaner = getattr(dataset, "remove_partial_saves", None)
+            if cleaner is not None:
+                cleaner()

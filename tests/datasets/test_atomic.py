@@ -18,7 +18,8 @@ from kedro.io import DataCatalog
 from kedro.pipeline import Pipeline, node
 
 from tests.datasets.interrupted_save import KINDS, make
-from tlkedro.datasets.atomic import AtomicOutputsHook, CSVDataset, atomic_write
+from tlkedro.datasets.atomic import CSVDataset, atomic_write
+from tlkedro.hooks import AtomicOutputsHook
 
 SCRIPT = Path(__file__).with_name("interrupted_save.py")
 ROOT = Path(__file__).parents[2]

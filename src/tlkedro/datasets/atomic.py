@@ -30,9 +30,6 @@ from typing import IO, Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
-from kedro.framework.hooks import hook_impl
-from kedro.io import AbstractDataset
-from kedro.pipeline import Pipeline
 from kedro_datasets.json import JSONDataset as _JSONDataset
 from kedro_datasets.matplotlib import MatplotlibDataset as _MatplotlibDataset
 from kedro_datasets.pandas import CSVDataset as _CSVDataset
@@ -217,21 +214,3 @@ class MatplotlibDataset(AtomicSaveMixin, _MatplotlibDataset):
 
     One figure per file; a list or dict of figures is saved file by file, each atomically.
     """
-
-
-class AtomicOutputsHook:
-    """Removes the leftovers of interrupted saves of a run's outputs before the run starts.
-
-    Only the outputs of the pipeline about to run are cleaned: another process (a Slurm job of another
-    group) may be writing the other datasets right now.
-    """
-
-    @hook_impl
-    def before_pipeline_run(
-        self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any
-    ) -> None:
-        for name in sorted(pipeline.all_outputs()):
-            dataset: AbstractDataset | None = catalog.get(name)
-            cleaner = getattr(dataset, "remove_partial_saves", None)
-            if cleaner is not None:
-                cleaner()
