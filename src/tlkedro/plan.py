@@ -37,6 +37,24 @@ class PlanError(ValueError):
     """A parameter of the plan is invalid: the message names the key and what is allowed."""
 
 
+class WeightsFile(BaseModel):
+    """``init_from: {file: ..., format: ...}``: start from published weights in a file (docs/architectures.md).
+
+    Attributes:
+        file: The weights file (``.pth``, ``.pt``, ``.ckpt``, ``.safetensors``), read offline.
+        format: Its layout: a ``tlkedro.tl.weights.SOURCE_FORMATS`` name (``timm``, ``torchvision``,
+            ``medicalnet``, ``monai``, ``lightning``, ``tlkedro``).
+        min_match: The least share of the encoder's parameters the file must fill; a poorer match stops
+            the run with the load report instead of training from a silent partial load.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str
+    format: str
+    min_match: float = Field(0.9, gt=0, le=1)
+
+
 class VariantConfig(TrainConfig):
     """A training configuration plus the keys that decide a variant's place in the pipeline.
 
@@ -46,8 +64,8 @@ class VariantConfig(TrainConfig):
         train_size: Data-size ablation: train on this count (int) or fraction (float) of the training
             subjects, drawn reproducibly and nested (a smaller set lies inside every larger one, within
             each fold); ``None`` for all of them.
-        init_from: Namespace of the variant whose model this one starts from (``pretrain.default``);
-            ``None`` for no source model.
+        init_from: Namespace of the variant whose model this one starts from (``pretrain.default``),
+            a weights file (:class:`WeightsFile`), or ``None`` for no source model.
         evaluate_on: Splits the trained model is evaluated on (besides the held-out fold).
         unlabelled_from: Split whose images auxiliary terms use without their labels.
         group: Variants sharing a group (e.g. seeds of one setting) are aggregated in reports.
@@ -55,7 +73,7 @@ class VariantConfig(TrainConfig):
 
     train_on: str
     train_size: int | float | None = Field(None, gt=0)
-    init_from: str | None = None
+    init_from: str | WeightsFile | None = None
     evaluate_on: list[str] = []
     unlabelled_from: str | None = None
     group: str | None = None
@@ -123,7 +141,8 @@ class TrainingVariant:
 
     @property
     def source(self) -> str | None:
-        return self.config.init_from
+        """The namespace of the variant whose model this one starts from (not a weights file)."""
+        return self.config.init_from if isinstance(self.config.init_from, str) else None
 
     @property
     def cross_validated(self) -> bool:

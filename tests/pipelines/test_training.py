@@ -177,3 +177,54 @@ def test_an_invalid_variant_is_named_with_its_key_before_anything_runs():
                 "finetune": {**BASE, "init_from": "pretrain.other", "variants": {"x": {}}},
             }
         )
+
+
+def test_a_weights_file_as_source_is_loaded_into_the_encoder_and_reported(tmp_path):
+    from tlkedro.tl.architectures import create_architecture
+    from tlkedro.tl.checkpoint import make_checkpoint
+
+    published = create_architecture("cbr_tiny", in_channels=1, img_size=[32, 32], num_outputs=5)
+    weights = tmp_path / "published.pt"
+    torch.save(make_checkpoint(published, {}), weights)
+    finetune = {
+        **BASE,
+        "strategy": {"name": "linear_probe"},
+        "init_from": {"file": str(weights), "format": "tlkedro"},
+        "variants": {"probe": {}},
+    }
+    plan = build_plan({"finetune": finetune, "runtime": {"checkpoint_dir": str(tmp_path / "c")}})
+    pipeline = create_finetune_pipeline(plan)
+    train = next(n for n in pipeline.nodes if n.name == "finetune.probe.train")
+    assert not any(i.endswith(".model") for i in train.inputs)  # no upstream variant to wait for
+    catalog = _catalog()
+    catalog["finetune.probe.model"] = TorchCheckpointDataset(filepath=str(tmp_path / "probe.pt"))
+    SequentialRunner().run(pipeline, catalog)
+
+    tuned = catalog.load("finetune.probe.model")
+    report = tuned["meta"]["source_weights"]
+    assert report["matched_fraction"] == 1.0 and report["sha256"]
+    source = published.state_dict()
+    # A linear probe trains the head only: the encoder is the file's.
+    assert all(
+        torch.equal(source[k], tuned["state_dict"][k]) for k in source if k.startswith("encoder.")
+    )
+
+
+def test_a_weights_file_that_does_not_fit_stops_with_its_report(tmp_path):
+    from tlkedro.pipelines.training.nodes import weights_file_source
+    from tlkedro.plan import WeightsFile, validate_variant
+    from tlkedro.tl.weights import WeightsMismatchError
+
+    weights = tmp_path / "unrelated.pt"
+    torch.save({"state_dict": {"model.fc.weight": torch.zeros(2, 3)}}, weights)
+    config = validate_variant(
+        "finetune",
+        "x",
+        BASE,
+        {"init_from": {"file": str(weights), "format": "lightning"}},
+        where="finetune.variants.x",
+        default_train_on="finetune",
+    )
+    images = np.zeros((4, 1, 32, 32), dtype=np.float32)
+    with pytest.raises((WeightsMismatchError, ValueError), match="unrelated.pt"):
+        weights_file_source(config.init_from, config, images)

@@ -12,11 +12,13 @@ import numpy as np
 import pandas as pd
 
 from tlkedro.imaging.folds import check_fold_leakage, fold_subjects, nested_subsets
-from tlkedro.plan import Fold, VariantConfig
+from tlkedro.plan import Fold, VariantConfig, WeightsFile
 from tlkedro.provenance import run_record
 from tlkedro.tl.analysis.complexity import complexity_report
+from tlkedro.tl.architectures import create_architecture
 from tlkedro.tl.checkpoint import build_model
 from tlkedro.tl.training import evaluate, fit
+from tlkedro.tl.weights import load_source_weights
 
 # The held-out fold's metrics and predictions are named as a split would be.
 CV_SPLIT = "cv"
@@ -60,6 +62,20 @@ def training_rows(
     return _rows(labels, train)
 
 
+def weights_file_source(weights: WeightsFile, config: VariantConfig, images: np.ndarray) -> dict:
+    """A source checkpoint from a published weights file, mapped onto the variant's architecture.
+
+    The encoder is built as ``fit`` builds it (input channels and size from the images), so the file's
+    tensors must fit the network that is trained; the load report goes into the checkpoint's meta.
+    """
+    data_kwargs = {"in_channels": int(images.shape[1]), "img_size": [int(n) for n in images.shape[2:]]}
+    model = create_architecture(
+        config.architecture.name, **{**data_kwargs, **config.architecture.kwargs}
+    )
+    source, _ = load_source_weights(model, weights.file, weights.format, weights.min_match)
+    return source
+
+
 def train_model(
     images: np.ndarray,
     labels: pd.DataFrame,
@@ -75,8 +91,11 @@ def train_model(
 
     With a fold, the fold's held-out subjects are left out (and must not be among the subjects the
     source model was trained on); with ``train_size``, a reproducible nested subset of the rest is used.
-    The checkpoint records the training subjects, which the leakage guard of later variants reads.
+    The checkpoint records the training subjects, which the leakage guard of later variants reads, and,
+    for a weights file as the source, its load report.
     """
+    if isinstance(config.init_from, WeightsFile):
+        source = weights_file_source(config.init_from, config, images)
     rows = training_rows(labels, folds, fold, config)
     if fold is not None and source is not None:
         held_out = folds.loc[(folds["repeat"] == fold.repeat) & (folds["fold"] == fold.index)]
@@ -85,7 +104,13 @@ def train_model(
         images, labels = images[rows], labels.iloc[rows].reset_index(drop=True)
     result = fit(config, images, labels, source=source, workdir=workdir, unlabelled=unlabelled)
     result.checkpoint["meta"]["train_subjects"] = sorted(labels["subject_id"].astype(str).unique())
+    if source is not None and "source_weights" in source["meta"]:
+        result.checkpoint["meta"]["source_weights"] = source["meta"]["source_weights"]
     summary = {**result.summary, "n_train_subjects": int(labels["subject_id"].nunique())}
+    if "source_weights" in result.checkpoint["meta"]:
+        summary["source_weights_matched"] = result.checkpoint["meta"]["source_weights"][
+            "matched_fraction"
+        ]
     return result.checkpoint, result.history, summary
 
 
@@ -110,6 +135,7 @@ def evaluate_model(
         target=config.target,
         split=split,
         batch_size=config.trainer.batch_size,
+        trainer=config.trainer,
     )
     if fold is not None:
         predictions = predictions.assign(repeat=fold.repeat, fold=fold.index)
@@ -139,7 +165,9 @@ def summarise_variant(
         "group": config.group or namespace,
         "architecture": config.architecture.name,
         "strategy": config.strategy.name,
-        "init_from": config.init_from,
+        "init_from": config.init_from.file
+        if isinstance(config.init_from, WeightsFile)
+        else config.init_from,
         "target": config.target,
         "seed": config.seed,
         "lr": config.optimizer.lr,
