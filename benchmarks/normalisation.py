@@ -244,7 +244,9 @@ def main() -> None:
     sidecars = _normalise_all(files, config, workdir, args.workers)
     qc = pd.DataFrame(sidecars)
     cpu, wall, similarity = qc["cpu_s"], qc["wall_s"], qc["similarity"]
-    print(f"\n{len(files)} scans from {data}, method {args.method}, fast={args.fast}, one thread per scan, {args.workers} process(es)")
+    print(
+        f"\n{len(files)} scans from {data}, method {args.method}, fast={args.fast}, one thread per scan, {args.workers} process(es)"
+    )
     print(
         f"CPU s/scan: mean {cpu.mean():.1f}, median {cpu.median():.1f}, max {cpu.max():.1f}; "
         f"wall s/scan: mean {wall.mean():.1f}"
