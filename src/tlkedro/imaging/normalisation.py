@@ -160,7 +160,7 @@ def template_image(spacing_mm: tuple[float, float, float]) -> nib.Nifti1Image:
     from nilearn.datasets import load_mni152_template
 
     ants = _ants()
-    template = ants.from_nibabel_nifti(load_mni152_template(resolution=1))
+    template = _to_ants(load_mni152_template(resolution=1))
     resampled = ants.resample_image(template, tuple(spacing_mm), use_voxels=False, interp_type=0)
     return ants.to_nibabel_nifti(resampled.astype("float32"))
 
