@@ -160,7 +160,7 @@ def template_image(spacing_mm: tuple[float, float, float]) -> nib.Nifti1Image:
     from nilearn.datasets import load_mni152_template
 
     ants = _ants()
-    template = ants.from_nibabel_nifti(load_mni152_template(resolution=1))
+    template = _to_ants(load_mni152_template(resolution=1))
     resampled = ants.resample_image(template, tuple(spacing_mm), use_voxels=False, interp_type=0)
     return ants.to_nibabel_nifti(resampled.astype("float32"))
 
@@ -173,8 +173,10 @@ def template_mask(spacing_mm: tuple[float, float, float]) -> nib.Nifti1Image:
 
 
 def _to_ants(image: nib.Nifti1Image) -> ants.ANTsImage:
-    data = np.asanyarray(image.dataobj, dtype=np.float32)
-    return _ants().from_nibabel_nifti(nib.Nifti1Image(data, image.affine))
+    converted = nib.Nifti1Image(np.asanyarray(image.dataobj, dtype=np.float32), image.affine)
+    # The affine is in mm whatever the file says; without units ITK warns on every conversion.
+    converted.header.set_xyzt_units("mm", "sec")
+    return _ants().from_nibabel_nifti(converted)
 
 
 def _crude_brain_mask(image: ants.ANTsImage, radius_mm: float) -> ants.ANTsImage:
@@ -294,6 +296,7 @@ def normalise_scan(
     final = similarity_in_mask(data, fixed.numpy(), fixed_mask)
     output = ants.to_nibabel_nifti(registered.new_image_like(np.where(brain, data, 0)))
     output = nib.Nifti1Image(np.asanyarray(output.dataobj, dtype=np.float32), output.affine)
+    output.header.set_xyzt_units("mm", "sec")
     qc = RegistrationQC(
         similarity=final,
         head_scale=head_scale,
