@@ -24,9 +24,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from tlkedro import reporting
 from tlkedro.imaging.folds import assign_folds
-from tlkedro.tl import evaluation
+from tlkedro.tl import evaluation, reports
 
 
 def _load(root: Path) -> tuple[np.ndarray, pd.DataFrame]:
@@ -72,13 +71,13 @@ def main() -> None:
             images, labels, folds, task, target, pooled_size=args.pooled_size, seed=args.seed
         )
         named = {f"baseline.{kind}": table for kind, table in tables.items()}
-        table = reporting.evaluation_table(
+        table = reports.evaluation_table(
             named, task, reference="baseline.trivial", n_resamples=args.resamples, seed=args.seed
         )
         flags = evaluation.quality_flags(named, task, target, n_resamples=args.resamples)
         print()
         print(
-            reporting.evaluation_markdown(
+            reports.evaluation_markdown(
                 table,
                 flags,
                 f"{target}: {args.folds}-fold x {args.repeats} cross-validation",

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 import yaml
 
-from tlkedro import reporting
 from tlkedro.imaging.folds import assign_folds
 from tlkedro.pipelines.finetune import create_pipeline as create_finetune_pipeline
 from tlkedro.pipelines.reporting import create_pipeline
@@ -23,6 +22,7 @@ from tlkedro.pipelines.reporting.nodes import (
     report_evaluation,
 )
 from tlkedro.plan import build_plan
+from tlkedro.tl import reports
 from tlkedro.variants import deep_merge
 
 SEEDS = {"seed": [1, 2]}
@@ -87,7 +87,7 @@ def _comparison(scores: dict[str, list[float]]) -> pd.DataFrame:
         for group, values in scores.items()
         for seed, score in enumerate(values, 1)
     ]
-    return reporting.comparison_table(rows)
+    return reports.comparison_table(rows)
 
 
 def _plan(parameters: dict, comparison: pd.DataFrame) -> tuple[dict, str]:

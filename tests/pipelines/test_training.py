@@ -212,7 +212,7 @@ def test_a_weights_file_as_source_is_loaded_into_the_encoder_and_reported(tmp_pa
 
 def test_a_weights_file_that_does_not_fit_stops_with_its_report(tmp_path):
     from tlkedro.pipelines.training.nodes import weights_file_source
-    from tlkedro.plan import WeightsFile, validate_variant
+    from tlkedro.plan import validate_variant
     from tlkedro.tl.weights import WeightsMismatchError
 
     weights = tmp_path / "unrelated.pt"

@@ -10,7 +10,6 @@ are coerced to the field's type. The pipeline-level keys (``variants``, ``sweeps
 from __future__ import annotations
 
 import warnings
-
 from collections.abc import Callable
 from typing import Any, Literal
 

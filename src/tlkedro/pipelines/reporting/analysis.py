@@ -22,7 +22,6 @@ from kedro.pipeline import Node
 from matplotlib.figure import Figure
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
-from tlkedro import reporting
 from tlkedro.imaging.folds import fold_subjects
 from tlkedro.pipelines import bind
 from tlkedro.pipelines.reporting.nodes import EvaluationParams
@@ -36,6 +35,7 @@ from tlkedro.plan import (
     TrainingVariant,
     _format_error,
 )
+from tlkedro.tl import reports
 from tlkedro.tl.analysis.energy import PowerModel, training_energy
 from tlkedro.tl.analysis.saliency import (
     SALIENCY_METHODS,
@@ -192,7 +192,7 @@ def report_energy(
     text = [
         "## Energy and emissions of training",
         "",
-        reporting.markdown_table(shown),
+        reports.markdown_table(shown),
         "",
         f"Total: {total * 1000:.4g} Wh, {total * power.carbon_intensity_g_per_kwh:.4g} g CO2e. "
         f"Estimated from each phase's measured training time (evaluation excluded) at "
@@ -282,7 +282,7 @@ def report_svcca(
     text = [
         "## SVCCA similarity to the source model per stage",
         "",
-        reporting.markdown_table(shown),
+        reports.markdown_table(shown),
         "",
         f"Suggested truncation point: rule `{rule}` (`tlkedro.tl.analysis.svcca.suggest_cutoff`), which "
         "`truncated` takes as its cutoff. Each variant is compared with its source "
@@ -540,7 +540,7 @@ def _saliency_variants(
         for pipeline in TRAINING_PIPELINES:
             if variants := [v for v in plan.of(pipeline) if _analysed_run(v)[2] is not None]:
                 names = [v.namespace for v in variants]
-                named = reporting.resolve_reference(names, reference)
+                named = reports.resolve_reference(names, reference)
                 chosen[pipeline] = [plan.variants[named] if named else variants[0]]
         return chosen
     known = [v.namespace for p in TRAINING_PIPELINES for v in plan.of(p)]

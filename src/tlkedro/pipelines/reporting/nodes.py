@@ -1,4 +1,4 @@
-"""Nodes of the reporting pipeline: thin wrappers over tlkedro.reporting."""
+"""Nodes of the reporting pipeline: thin wrappers over tlkedro.tl.reports and tlkedro.tl.evaluation."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-from tlkedro import reporting
-from tlkedro.tl import evaluation
+from tlkedro.tl import evaluation, reports
 from tlkedro.tl.strategies import STRATEGIES, truncation_candidates
 from tlkedro.variants import deep_merge, expand_variants
 
@@ -34,15 +33,15 @@ def compare_variants(
     *records: dict[str, Any], title: str, primary_metric: str
 ) -> tuple[pd.DataFrame, str]:
     """The comparison table (CSV) and its markdown report, best variant first."""
-    table = reporting.comparison_table(list(records))
+    table = reports.comparison_table(list(records))
     if primary_metric in table:
         table = table.sort_values(
-            primary_metric, ascending=not reporting.higher_is_better(primary_metric), kind="stable"
+            primary_metric, ascending=not reports.higher_is_better(primary_metric), kind="stable"
         )
     metrics = [c for c in table.columns if "/" in c]
-    summary = reporting.group_summary(table, metrics)
+    summary = reports.group_summary(table, metrics)
     columns = REPORT_COLUMNS_FIRST + metrics
-    return table, reporting.markdown_report(title, table, summary, columns)
+    return table, reports.markdown_report(title, table, summary, columns)
 
 
 def plot_primary_metric(
@@ -66,7 +65,7 @@ def plot_primary_metric(
             variant: _interval_ends(frame, name, task, params)
             for variant, frame in zip(names, predictions)
         }
-    return reporting.plot_metric_by_variant(
+    return reports.plot_metric_by_variant(
         table.set_index("variant").loc[names].reset_index(), metric, intervals
     )
 
@@ -82,7 +81,7 @@ def _interval_ends(
 
 def plot_learning_curves(*histories: pd.DataFrame, names: list[str]) -> Figure:
     """Loss curves of every variant."""
-    return reporting.plot_learning_curves(dict(zip(names, histories)))
+    return reports.plot_learning_curves(dict(zip(names, histories)))
 
 
 def plot_test_predictions(
@@ -91,8 +90,8 @@ def plot_test_predictions(
     """ROC curves for classification, predicted against true values for regression."""
     by_variant = dict(zip(names, predictions))
     if task == "classification":
-        return reporting.plot_roc_curves(by_variant, title=f"{target}: ROC on the test split")
-    return reporting.plot_predicted_vs_true(by_variant, quantity=target)
+        return reports.plot_roc_curves(by_variant, title=f"{target}: ROC on the test split")
+    return reports.plot_predicted_vs_true(by_variant, quantity=target)
 
 
 class CutoffSearchParams(BaseModel):
@@ -135,7 +134,7 @@ def plan_cutoff_search(
         best stage that stage 1 did not run, with the seeds and settings of the best stage's group) and
         whose ``from_nodes`` run them and the reports after them; and a markdown report of both stages.
     """
-    ranking = reporting.rank_cutoffs(comparison, cutoffs, search.metric)
+    ranking = reports.rank_cutoffs(comparison, cutoffs, search.metric)
     stages = truncation_candidates(architecture["name"], **architecture.get("kwargs", {}))
     stage1 = ranking[ranking["cutoff"].isin(stages)]
     if stage1.empty:
@@ -166,7 +165,7 @@ def plan_cutoff_search(
         if sweeps
         else {"pipelines": "reporting"}
     )
-    table = reporting.group_comparison(comparison, search.metrics, search.reference_group)
+    table = reports.group_comparison(comparison, search.metrics, search.reference_group)
     return {"run": run}, _cutoff_search_markdown(table, ranking, stage1, around, search)
 
 
@@ -207,17 +206,17 @@ def _cutoff_search_markdown(
         "",
         f"## Groups (mean and std over seeds; complexity against `{search.reference_group}`)",
         "",
-        reporting.markdown_table(groups),
+        reports.markdown_table(groups),
         "",
         f"## Stage 1: stage cutoffs by {metric}",
         "",
-        reporting.markdown_table(stage1),
+        reports.markdown_table(stage1),
         "",
         f"Best stage: `{best_stage}`.",
         "",
         f"## Stage 2: around `{best_stage}` ({', '.join(f'`{c}`' for c in around)})",
         "",
-        reporting.markdown_table(stage2),
+        reports.markdown_table(stage2),
         "",
     ]
     if pending:
@@ -270,10 +269,7 @@ def _long_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     if not tables:
         return pd.DataFrame({"model": pd.Series(dtype=str)})
     return pd.concat(
-        [
-            table.assign(model=f"{reporting.BASELINE_PREFIX}{kind}")
-            for kind, table in tables.items()
-        ],
+        [table.assign(model=f"{reports.BASELINE_PREFIX}{kind}") for kind, table in tables.items()],
         ignore_index=True,
     )
 
@@ -377,11 +373,11 @@ def report_evaluation(
         seed=params.seed,
         method=params.method,
     )
-    table = reporting.evaluation_table(tables, task, metric, params.reference, **settings)
+    table = reports.evaluation_table(tables, task, metric, params.reference, **settings)
     flags = evaluation.quality_flags(
         tables, task, target, metric, evaluation.TRIVIAL, params.small_sample, **settings
     )
-    markdown = reporting.evaluation_markdown(
+    markdown = reports.evaluation_markdown(
         table, flags, title, params.n_resamples, params.method, params.covariate
     )
     return table, markdown
@@ -397,7 +393,7 @@ def plot_training_size_curve(
         train_sizes: Target training subjects of each ablation model, by name.
         groups: The line (strategy) of each model, by name.
     """
-    return reporting.plot_metric_by_training_size(evaluation_table, train_sizes, groups)
+    return reports.plot_metric_by_training_size(evaluation_table, train_sizes, groups)
 
 
 def join_reports(*sections: str) -> str:

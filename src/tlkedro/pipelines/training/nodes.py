@@ -68,7 +68,10 @@ def weights_file_source(weights: WeightsFile, config: VariantConfig, images: np.
     The encoder is built as ``fit`` builds it (input channels and size from the images), so the file's
     tensors must fit the network that is trained; the load report goes into the checkpoint's meta.
     """
-    data_kwargs = {"in_channels": int(images.shape[1]), "img_size": [int(n) for n in images.shape[2:]]}
+    data_kwargs = {
+        "in_channels": int(images.shape[1]),
+        "img_size": [int(n) for n in images.shape[2:]],
+    }
     model = create_architecture(
         config.architecture.name, **{**data_kwargs, **config.architecture.kwargs}
     )

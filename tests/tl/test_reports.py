@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from tlkedro import reporting
+from tlkedro.tl import reports
 
 
 def _records():
@@ -50,7 +50,7 @@ def _predictions(seed: int, n: int = 80) -> pd.DataFrame:
 
 
 def test_comparison_table_puts_descriptions_before_metrics():
-    table = reporting.comparison_table(_records())
+    table = reports.comparison_table(_records())
     assert list(table.columns) == [
         "variant",
         "group",
@@ -63,9 +63,9 @@ def test_comparison_table_puts_descriptions_before_metrics():
 
 
 def test_group_summary_aggregates_seeds():
-    summary = reporting.group_summary(
-        reporting.comparison_table(_records()), ["test/auroc"]
-    ).set_index("group")
+    summary = reports.group_summary(reports.comparison_table(_records()), ["test/auroc"]).set_index(
+        "group"
+    )
     assert summary.loc["full", "test/auroc mean"] == pytest.approx(0.75)
     assert summary.loc["full", "test/auroc std"] == pytest.approx(np.std([0.8, 0.7], ddof=1))
     assert summary.loc["full", "test/auroc count"] == 2
@@ -73,9 +73,9 @@ def test_group_summary_aggregates_seeds():
 
 
 def test_markdown_report_lists_every_variant_and_the_groups():
-    table = reporting.comparison_table(_records())
-    text = reporting.markdown_report(
-        "finetune", table, reporting.group_summary(table, ["test/auroc"]), ["variant", "test/auroc"]
+    table = reports.comparison_table(_records())
+    text = reports.markdown_report(
+        "finetune", table, reports.group_summary(table, ["test/auroc"]), ["variant", "test/auroc"]
     )
     assert text.startswith("# finetune")
     for record in _records():
@@ -85,32 +85,32 @@ def test_markdown_report_lists_every_variant_and_the_groups():
 
 def test_plots_are_figures_with_one_artist_per_variant():
     predictions = {"finetune.a": _predictions(1), "finetune.b": _predictions(2)}
-    roc = reporting.plot_roc_curves(predictions, title="sex")
+    roc = reports.plot_roc_curves(predictions, title="sex")
     assert isinstance(roc, Figure) and len(roc.axes[0].get_lines()) == 3  # two curves + chance line
     history = pd.DataFrame({"epoch": [0, 1], "train/loss": [1.0, 0.5], "val/loss": [1.1, 0.7]})
-    curves = reporting.plot_learning_curves({"finetune.a": history, "finetune.b": history})
+    curves = reports.plot_learning_curves({"finetune.a": history, "finetune.b": history})
     assert len(curves.axes[0].get_lines()) == 4
     # A run of one epoch is a single point: it shows only with a marker.
-    one_epoch = reporting.plot_learning_curves({"finetune.a": history.iloc[:1]})
+    one_epoch = reports.plot_learning_curves({"finetune.a": history.iloc[:1]})
     assert all(
         line.get_marker() not in ("None", "", None) for line in one_epoch.axes[0].get_lines()
     )
     regression = pd.DataFrame({"target": [50.0, 60.0], "prediction": [52.0, 57.0]})
-    scatter = reporting.plot_predicted_vs_true({"pretrain.default": regression}, quantity="age")
+    scatter = reports.plot_predicted_vs_true({"pretrain.default": regression}, quantity="age")
     assert "MAE 2.50" in scatter.axes[0].get_title()
-    table = reporting.comparison_table(_records())
-    bars = reporting.plot_metric_by_variant(table, "test/auroc")
+    table = reports.comparison_table(_records())
+    bars = reports.plot_metric_by_variant(table, "test/auroc")
     assert [p.get_height() for p in bars.axes[0].patches] == pytest.approx([0.8, 0.7, 0.6])
 
 
 def test_higher_is_better_knows_scores_from_errors():
     assert all(
         map(
-            reporting.higher_is_better,
+            reports.higher_is_better,
             ["val/auprc", "test/auroc", "test/balanced_accuracy", "test/r2", "test/pearson_r"],
         )
     )
-    assert not any(map(reporting.higher_is_better, ["val/loss", "test/mae", "test/cross_entropy"]))
+    assert not any(map(reports.higher_is_better, ["val/loss", "test/mae", "test/cross_entropy"]))
 
 
 CUTOFFS = {
@@ -137,11 +137,11 @@ def _cutoff_table() -> pd.DataFrame:
                     "test/auroc": score - 0.1,
                 }
             )
-    return reporting.comparison_table(rows)
+    return reports.comparison_table(rows)
 
 
 def test_group_comparison_sets_every_group_against_the_reference():
-    table = reporting.group_comparison(_cutoff_table(), ["test/auroc"], reference="full").set_index(
+    table = reports.group_comparison(_cutoff_table(), ["test/auroc"], reference="full").set_index(
         "group"
     )
     assert table.loc["ttl_layer2", "params_reduction"] == pytest.approx(4.0)
@@ -154,22 +154,22 @@ def test_group_comparison_sets_every_group_against_the_reference():
     assert table.loc["ttl_layer3", "test/auroc mean"] == pytest.approx(0.63)
     assert "macs_reduction" not in table  # no MACs in this table
     with pytest.raises(ValueError, match="reference group 'lwft'"):
-        reporting.group_comparison(_cutoff_table(), ["test/auroc"], reference="lwft")
+        reports.group_comparison(_cutoff_table(), ["test/auroc"], reference="lwft")
 
 
 def test_rank_cutoffs_orders_groups_by_their_mean_over_seeds():
     table = _cutoff_table()
-    ranking = reporting.rank_cutoffs(table, CUTOFFS, "val/auprc")
+    ranking = reports.rank_cutoffs(table, CUTOFFS, "val/auprc")
     # layer3 has the best single seed (0.81) but the lower mean: the search ranks means.
     assert ranking["cutoff"].tolist() == ["layer2", "layer3"]
     assert ranking.loc[0, "val/auprc mean"] == pytest.approx(0.78)
     assert ranking.loc[0, "val/auprc count"] == 2
-    by_loss = reporting.rank_cutoffs(
+    by_loss = reports.rank_cutoffs(
         table.assign(**{"val/loss": table["val/auprc"]}), CUTOFFS, "val/loss"
     )
     assert by_loss["cutoff"].tolist() == ["layer3", "layer2"]  # lower is better
     with pytest.raises(ValueError, match="mix truncation cutoffs"):
-        reporting.rank_cutoffs(table, {**CUTOFFS, "finetune.ttl_layer2_2": "layer2.0"}, "val/auprc")
+        reports.rank_cutoffs(table, {**CUTOFFS, "finetune.ttl_layer2_2": "layer2.0"}, "val/auprc")
 
 
 def _regression_predictions(noise: float, n: int = 60, seed: int = 0) -> pd.DataFrame:
@@ -200,7 +200,7 @@ def _evaluation_tables() -> dict[str, pd.DataFrame]:
 
 def test_evaluation_table_gives_intervals_folds_and_verdicts_against_the_reference():
     tables = _evaluation_tables()
-    table = reporting.evaluation_table(
+    table = reports.evaluation_table(
         tables, "regression", reference="scratch", n_resamples=300
     ).set_index("model")
     assert list(table.index) == [
@@ -226,22 +226,22 @@ def test_evaluation_table_gives_intervals_folds_and_verdicts_against_the_referen
         < table.loc["finetune.probe", "difference_high"]
     )
     assert table.loc["finetune.scratch", "verdict"] == "reference"
-    no_reference = reporting.evaluation_table(tables, "regression", reference=None, n_resamples=50)
+    no_reference = reports.evaluation_table(tables, "regression", reference=None, n_resamples=50)
     assert no_reference["difference"].isna().all() and (no_reference["verdict"] == "").all()
 
 
 def test_reference_resolution():
     names = ["finetune.scratch", "finetune.full"]
-    assert reporting.resolve_reference(names, "scratch") == "finetune.scratch"
-    assert reporting.resolve_reference(names, "finetune.full") == "finetune.full"
-    assert reporting.resolve_reference(names, "lwft") is None
+    assert reports.resolve_reference(names, "scratch") == "finetune.scratch"
+    assert reports.resolve_reference(names, "finetune.full") == "finetune.full"
+    assert reports.resolve_reference(names, "lwft") is None
     with pytest.raises(ValueError, match="matches several models"):
-        reporting.resolve_reference(["pretrain.scratch", "finetune.scratch"], "scratch")
+        reports.resolve_reference(["pretrain.scratch", "finetune.scratch"], "scratch")
 
 
 def test_evaluation_markdown_shows_the_table_notes_and_flags():
-    table = reporting.evaluation_table(_evaluation_tables(), "regression", n_resamples=100)
-    text = reporting.evaluation_markdown(table, ["finetune.probe does not beat it."], "Age", 100)
+    table = reports.evaluation_table(_evaluation_tables(), "regression", n_resamples=100)
+    text = reports.evaluation_markdown(table, ["finetune.probe does not beat it."], "Age", 100)
     assert text.startswith("## Age")
     assert "| model | kind | subjects | mae (95% interval) | mae per fold (mean ± std) |" in text
     assert "| baseline.trivial | baseline | 60 |" in text
@@ -250,13 +250,13 @@ def test_evaluation_markdown_shows_the_table_notes_and_flags():
     assert "- finetune.probe does not beat it." in text
     assert "averaged over the" not in text  # one repeat
     assert "covariate" not in text  # no covariate baseline in the table
-    assert "### Flags\n\nNone." in reporting.evaluation_markdown(table, [], "Age")
-    with_covariate = reporting.evaluation_table(
+    assert "### Flags\n\nNone." in reports.evaluation_markdown(table, [], "Age")
+    with_covariate = reports.evaluation_table(
         _evaluation_tables() | {"baseline.covariate": _regression_predictions(9.0, seed=4)},
         "regression",
         n_resamples=50,
     )
-    text = reporting.evaluation_markdown(with_covariate, [], "Age", covariate="head_scale")
+    text = reports.evaluation_markdown(with_covariate, [], "Age", covariate="head_scale")
     assert "baseline.covariate predicts from `head_scale` alone" in text
 
 
@@ -266,10 +266,10 @@ def test_training_size_plot_draws_one_line_per_strategy_with_intervals():
         for strategy, base in (("scratch", 12.0), ("full", 6.0))
         for size, noise in ((10, base), (20, base * 0.8), (40, base * 0.6))
     }
-    table = reporting.evaluation_table(tables, "regression", reference=None, n_resamples=100)
+    table = reports.evaluation_table(tables, "regression", reference=None, n_resamples=100)
     sizes = {name: int(name.rsplit("_n", 1)[1]) for name in tables}
     groups = {name: name.split(".")[1].split("_")[0] for name in tables}
-    figure = reporting.plot_metric_by_training_size(table, sizes, groups)
+    figure = reports.plot_metric_by_training_size(table, sizes, groups)
     ax = figure.axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["scratch", "full"]
     lines = [container.lines[0] for container in ax.containers]
@@ -281,4 +281,4 @@ def test_training_size_plot_draws_one_line_per_strategy_with_intervals():
     assert [segment[0][1] for segment in bars] == pytest.approx(scratch["low"].tolist())
     assert "95% bootstrap intervals" in ax.get_title()
     with pytest.raises(ValueError, match="no model of the evaluation table has a training size"):
-        reporting.plot_metric_by_training_size(table, {}, {})
+        reports.plot_metric_by_training_size(table, {}, {})

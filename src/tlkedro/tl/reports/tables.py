@@ -1,22 +1,18 @@
-"""Comparison tables and plots over training variants (Kedro-agnostic: takes and returns data).
+"""Comparison and evaluation tables of the reports, and their markdown (Kedro-agnostic: data in, data out).
 
-The evaluation report (``evaluation_table``, ``evaluation_markdown``, ``plot_metric_by_training_size``)
-rests on ``tlkedro.tl.evaluation``: a metric with its bootstrap interval per model, the paired
-difference to a reference model, per-fold summaries and the quality flags; docs/evaluation.md says how
-to read it.
+The evaluation report (``evaluation_table``, ``evaluation_markdown``) rests on ``tlkedro.tl.evaluation``: a
+metric with its bootstrap interval per model, the paired difference to a reference model, per-fold
+summaries and the quality flags; docs/evaluation.md says how to read it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
-from sklearn.metrics import roc_auc_score, roc_curve
 
-from tlkedro.tl import evaluation  # noqa: E402
+from tlkedro.tl import evaluation
 
 #: Columns shown first in a comparison table, when present.
 LEADING_COLUMNS = [
@@ -35,13 +31,6 @@ LEADING_COLUMNS = [
     "epochs_run",
     "fit_seconds",
 ]
-
-
-def _subplots(*grid: int, figsize: tuple[float, float], **kwargs: object) -> tuple[Figure, object]:
-    """A figure and its axes without pyplot: no backend is chosen, so a notebook keeps its own, and a
-    headless run (CI, Slurm, Argo) needs no display."""
-    fig = Figure(figsize=figsize)
-    return fig, fig.subplots(*grid, **kwargs)
 
 
 def comparison_table(records: list[Mapping[str, object]]) -> pd.DataFrame:
@@ -161,70 +150,6 @@ def markdown_report(
     if summary["group"].nunique() < len(table):
         parts += ["## Groups (mean, std and count over seeds)", "", markdown_table(summary), ""]
     return "\n".join(parts)
-
-
-def plot_metric_by_variant(
-    table: pd.DataFrame, metric: str, intervals: Mapping[str, tuple[float, float]] | None = None
-) -> Figure:
-    """A metric per variant; error bars show the bootstrap interval over subjects when given."""
-    fig, ax = _subplots(figsize=(max(4.0, 0.9 * len(table) + 2), 3.5))
-    values = table[metric].to_numpy(dtype=float)
-    names = table["variant"].str.split(".").str[-1]
-    errors = None
-    if intervals:
-        lows = np.array([intervals[v][0] for v in table["variant"]])
-        highs = np.array([intervals[v][1] for v in table["variant"]])
-        errors = np.nan_to_num(np.vstack([values - lows, highs - values]).clip(min=0))
-    ax.bar(names, values, yerr=errors, capsize=4, color="tab:blue", alpha=0.8)
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} per variant" + (" (95% bootstrap interval)" if intervals else ""))
-    ax.tick_params(axis="x", rotation=30)
-    return fig
-
-
-def plot_learning_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
-    """Training and validation loss per epoch, one line pair per variant."""
-    fig, ax = _subplots(figsize=(6, 4))
-    for (name, history), color in zip(histories.items(), matplotlib.colormaps["tab10"].colors * 10):
-        label = name.split(".")[-1]
-        # Markers, so that a run of one epoch (a single point) shows too.
-        if "train/loss" in history:
-            ax.plot(history["epoch"], history["train/loss"], "x--", color=color, alpha=0.6)
-        ax.plot(history["epoch"], history["val/loss"], "o-", color=color, label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss (dashed: train, solid: validation)")
-    ax.legend(fontsize="small")
-    return fig
-
-
-def plot_roc_curves(predictions: Mapping[str, pd.DataFrame], title: str) -> Figure:
-    """ROC curve of each variant's per-subject predictions."""
-    fig, ax = _subplots(figsize=(4.5, 4.5))
-    for name, frame in predictions.items():
-        fpr, tpr, _ = roc_curve(frame["target"], frame["probability"])
-        auc = roc_auc_score(frame["target"], frame["probability"])
-        ax.plot(fpr, tpr, label=f"{name.split('.')[-1]} (AUROC {auc:.3f})")
-    ax.plot([0, 1], [0, 1], ":", color="grey")
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title(title)
-    ax.legend(fontsize="small", loc="lower right")
-    return fig
-
-
-def plot_predicted_vs_true(predictions: Mapping[str, pd.DataFrame], quantity: str) -> Figure:
-    """Scatter of predicted against true values (e.g. brain age), with the identity line and MAE."""
-    fig, axes = _subplots(1, len(predictions), figsize=(4 * len(predictions), 4), squeeze=False)
-    for ax, (name, frame) in zip(axes[0], predictions.items()):
-        mae = float(np.mean(np.abs(frame["prediction"] - frame["target"])))
-        ax.scatter(frame["target"], frame["prediction"], s=8, alpha=0.6)
-        low = float(min(frame["target"].min(), frame["prediction"].min()))
-        high = float(max(frame["target"].max(), frame["prediction"].max()))
-        ax.plot([low, high], [low, high], "--", color="grey")
-        ax.set_xlabel(f"true {quantity}")
-        ax.set_ylabel(f"predicted {quantity}")
-        ax.set_title(f"{name} (MAE {mae:.2f})")
-    return fig
 
 
 BASELINE_PREFIX = "baseline."
@@ -433,53 +358,3 @@ def evaluation_markdown(
     parts = [f"## {title}", "", markdown_table(shown), "", *notes, "", "### Flags", ""]
     parts += [f"- {flag}" for flag in flags] if flags else ["None."]
     return "\n".join([*parts, ""])
-
-
-def plot_metric_by_training_size(
-    table: pd.DataFrame, train_sizes: Mapping[str, int], groups: Mapping[str, str]
-) -> Figure:
-    """The metric against the number of target training subjects, one line per group (strategy).
-
-    Args:
-        table: An evaluation table (``evaluation_table``).
-        train_sizes: Target training subjects per model; models not named here are not plotted.
-        groups: The line each model belongs to (e.g. its strategy), by model; default: the model's name.
-
-    Raises:
-        ValueError: No model of the table has a training size.
-    """
-    rows = table[table["model"].isin(list(train_sizes))].assign(
-        train_size=lambda t: t["model"].map(train_sizes),
-        group=lambda t: t["model"].map(lambda m: groups.get(m, m)),
-    )
-    if rows.empty:
-        raise ValueError(
-            f"no model of the evaluation table has a training size: {list(table['model'])}"
-        )
-    metric = rows["metric"].iloc[0]
-    fig, ax = _subplots(figsize=(6, 4))
-    for (group, part), color in zip(
-        rows.groupby("group", sort=False), matplotlib.colormaps["tab10"].colors * 10
-    ):
-        part = part.sort_values("train_size")
-        values = part["estimate"].to_numpy(float)
-        errors = np.vstack([values - part["low"], part["high"] - values]).clip(min=0)
-        style = "--" if (part["kind"] == "baseline").all() else "-"
-        ax.errorbar(
-            part["train_size"],
-            values,
-            yerr=np.nan_to_num(errors),
-            fmt="o" + style,
-            color=color,
-            capsize=3,
-            label=group,
-        )
-    if rows["train_size"].max() >= 10 * rows["train_size"].min():
-        ax.set_xscale("log")
-    ax.set_xlabel("target training subjects")
-    ax.set_ylabel(metric)
-    ax.set_title(
-        f"{metric} against training-set size ({rows['confidence'].iloc[0]:.0%} bootstrap intervals)"
-    )
-    ax.legend(fontsize="small")
-    return fig
