@@ -17,7 +17,7 @@ import yaml
 from tests.test_end_to_end import PROJECT, kedro
 
 IXI = PROJECT.parent / "shared" / "data" / "ixi_t1_2mm_bids"
-N_SCANS = 10
+N_SCANS = 16
 
 pytestmark = [
     pytest.mark.slow,
@@ -47,6 +47,7 @@ def _small_ixi(conf: Path, bids: Path) -> None:
     small = {"max_epochs": 1, "batch_size": 8, "enable_progress_bar": False}
     for pipeline in ("pretrain", "finetune"):
         parameters[pipeline]["trainer"] = small
+        parameters[pipeline]["data"] = {"val_fraction": 0.25}  # 2 of a fold's 8 training subjects
     parameters["finetune"]["sweeps"] = {}
     parameters["reporting"]["analysis"] = {
         "svcca": {"enabled": False},
@@ -75,7 +76,7 @@ def test_raw_scans_are_normalised_cross_validated_and_reported(tmp_path: Path) -
     assert labels["head_scale"].notna().all()
     assert sorted(labels["slice"].unique()) == [-10.0, -5.0, 0.0, 5.0, 10.0]  # MNI z in mm
     folds = pd.read_parquet(data / "03_primary" / "folds.parquet")
-    assert sorted(folds["fold"].value_counts()) == [5, 5]
+    assert sorted(folds["fold"].value_counts()) == [8, 8]
     # Every subject is predicted once, out of fold, for age and for sex.
     for pipeline, variant in (("pretrain", "default"), ("finetune", "full")):
         pooled = pd.read_parquet(
@@ -88,4 +89,4 @@ def test_raw_scans_are_normalised_cross_validated_and_reported(tmp_path: Path) -
         "baseline.trivial" in text and "baseline.covariate" in text
     )  # head size, from the registration
     assert "95% interval" in text and "finetune.scratch" in text
-    assert "rests on 10 subjects" in text  # the flag of metrics on small samples
+    assert "rests on 16 subjects" in text  # the flag of metrics on small samples

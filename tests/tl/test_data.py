@@ -166,3 +166,11 @@ def test_datamodule_drops_a_final_batch_of_one(memmap: np.ndarray) -> None:
     assert len(module.train_dataset) == 48
     batches = list(module.train_dataloader())
     assert [len(images) for images, _ in batches] == [47]
+
+
+def test_a_validation_split_too_small_for_every_class_says_what_to_change() -> None:
+    subjects = pd.Series([f"s{i}" for i in range(5)])
+    with pytest.raises(
+        ValueError, match=r"val_fraction 0.2 of 5 training subjects gives 1 .*2 classes"
+    ):
+        subject_split(subjects, 0.2, seed=0, targets=np.array([0, 1, 0, 1, 0]))

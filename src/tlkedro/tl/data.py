@@ -283,6 +283,13 @@ def subject_split(
         train, val = next(splitter.split(np.zeros(len(subjects)), groups=subjects))
         return np.sort(train), np.sort(val)
     per_subject = subject_labels(subjects, targets)
+    n_classes, n_val = per_subject.nunique(), math.ceil(val_fraction * len(per_subject))
+    if n_val < n_classes or len(per_subject) - n_val < n_classes:
+        raise ValueError(
+            f"val_fraction {val_fraction} of {len(per_subject)} training subjects gives {n_val} for "
+            f"validation, too few to hold each of the {n_classes} classes in both parts: raise "
+            "data.val_fraction or train on more subjects"
+        )
     splitter = StratifiedShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed)
     _, val_subjects = next(splitter.split(np.zeros(len(per_subject)), per_subject.to_numpy()))
     is_val = subjects.isin(per_subject.index[val_subjects]).to_numpy()
