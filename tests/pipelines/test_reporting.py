@@ -286,3 +286,18 @@ def test_training_size_curve_node_plots_the_evaluation_table():
         table, train_sizes={"baseline.trivial": 24}, groups={"baseline.trivial": "mean"}
     )
     assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == ["mean"]
+
+
+def test_the_reference_can_differ_per_training_pipeline() -> None:
+    from tlkedro.pipelines.reporting.nodes import for_pipeline
+
+    evaluation = {"reference": {"pretrain": "baseline.linear", "finetune": "scratch"}, "seed": 1}
+    assert for_pipeline(evaluation, "pretrain") == {"reference": "baseline.linear", "seed": 1}
+    assert for_pipeline(evaluation, "finetune")["reference"] == "scratch"
+    assert for_pipeline({"reference": "scratch"}, "pretrain") == {"reference": "scratch"}
+    # A baseline as the reference: every variant is compared with it on the same subjects.
+    per_pipeline = {"reference": {"pretrain": "scratch", "finetune": "baseline.linear"}}
+    reporting = {**PARAMETERS["reporting"], "evaluation": per_pipeline}
+    pipeline = create_pipeline(build_plan(PARAMETERS), reporting)
+    [node] = [n for n in pipeline.nodes if n.name == "evaluate_finetune_variants"]
+    assert node.func.keywords["evaluation_params"]["reference"] == "baseline.linear"

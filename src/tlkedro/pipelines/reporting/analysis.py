@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
 
 from tlkedro.imaging.folds import fold_subjects
 from tlkedro.pipelines import bind
-from tlkedro.pipelines.reporting.nodes import EvaluationParams
+from tlkedro.pipelines.reporting.nodes import EvaluationParams, for_pipeline
 from tlkedro.pipelines.training.nodes import CV_SPLIT
 from tlkedro.pipelines.training.pipeline import FOLDS
 from tlkedro.plan import (
@@ -528,7 +528,7 @@ def _svcca_nodes(plan: ExperimentPlan, params: SvccaParams) -> list[Node]:
 
 
 def _saliency_variants(
-    plan: ExperimentPlan, params: SaliencyParams, reference: str | None
+    plan: ExperimentPlan, params: SaliencyParams, evaluation: Mapping[str, Any]
 ) -> dict[str, list[TrainingVariant]]:
     """The variants to explain, by pipeline (see ``SaliencyParams.variants``).
 
@@ -540,6 +540,7 @@ def _saliency_variants(
         for pipeline in TRAINING_PIPELINES:
             if variants := [v for v in plan.of(pipeline) if _analysed_run(v)[2] is not None]:
                 names = [v.namespace for v in variants]
+                reference = for_pipeline(dict(evaluation), pipeline).get("reference", "scratch")
                 named = reports.resolve_reference(names, reference)
                 chosen[pipeline] = [plan.variants[named] if named else variants[0]]
         return chosen
@@ -557,10 +558,10 @@ def _saliency_variants(
 
 
 def _saliency_nodes(
-    plan: ExperimentPlan, params: SaliencyParams, reference: str | None
+    plan: ExperimentPlan, params: SaliencyParams, evaluation: Mapping[str, Any]
 ) -> list[Node]:
     nodes = []
-    for pipeline, variants in _saliency_variants(plan, params, reference).items():
+    for pipeline, variants in _saliency_variants(plan, params, evaluation).items():
         explained = []
         for variant in variants:
             run, fold, split, data = _analysed_run(variant)
@@ -611,7 +612,8 @@ def analysis_nodes(plan: ExperimentPlan, reporting_params: Mapping[str, Any]) ->
     """
     power = _validated(EnergyParams, reporting_params.get("energy"), "reporting.energy")
     analysis = _validated(AnalysisParams, reporting_params.get("analysis"), "reporting.analysis")
-    reference = EvaluationParams.model_validate(reporting_params.get("evaluation") or {}).reference
+    evaluation = reporting_params.get("evaluation") or {}
+    EvaluationParams.model_validate(evaluation)
     nodes = [
         _energy_node(pipeline, plan.of(pipeline), power)
         for pipeline in TRAINING_PIPELINES
@@ -620,7 +622,7 @@ def analysis_nodes(plan: ExperimentPlan, reporting_params: Mapping[str, Any]) ->
     if analysis.svcca.enabled:
         nodes += _svcca_nodes(plan, analysis.svcca)
     if analysis.saliency.enabled:
-        nodes += _saliency_nodes(plan, analysis.saliency, reference)
+        nodes += _saliency_nodes(plan, analysis.saliency, evaluation)
     return nodes
 
 

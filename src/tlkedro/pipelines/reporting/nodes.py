@@ -242,8 +242,9 @@ class EvaluationParams(BaseModel):
         method: ``BCa`` (bias-corrected and accelerated) or ``percentile``.
         seed: Seed of the resampling and of the baselines' inner folds.
         small_sample: Metrics on fewer subjects than this are flagged.
-        reference: The model every other is compared with (``scratch`` matches ``finetune.scratch``);
-            null for none.
+        reference: The model every other is compared with (``scratch`` matches ``finetune.scratch``;
+            a baseline such as ``baseline.linear`` works too); null for none; or one per training
+            pipeline, ``{pretrain: baseline.linear, finetune: scratch}``.
         baselines: Baseline kinds fitted on the same splits or folds (``trivial``, ``linear``,
             ``covariate``).
         covariate: The covariate baseline's label column (a head-size proxy); skipped where absent.
@@ -258,11 +259,19 @@ class EvaluationParams(BaseModel):
     method: Literal["BCa", "percentile"] = "BCa"
     seed: int = 0
     small_sample: PositiveInt = 30
-    reference: str | None = "scratch"
+    reference: str | dict[str, str | None] | None = "scratch"
     baselines: list[Literal["trivial", "linear", "covariate"]] = list(evaluation.BASELINE_KINDS)
     covariate: str = evaluation.DEFAULT_COVARIATE
     pooled_size: PositiveInt = 8
     inner_folds: int = Field(5, ge=2)
+
+
+def for_pipeline(evaluation_params: dict[str, Any], pipeline: str) -> dict[str, Any]:
+    """``reporting.evaluation`` with the reference of one training pipeline, where it is given per pipeline."""
+    reference = evaluation_params.get("reference", "scratch")
+    if isinstance(reference, dict):
+        return {**evaluation_params, "reference": reference.get(pipeline)}
+    return evaluation_params
 
 
 def _long_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:

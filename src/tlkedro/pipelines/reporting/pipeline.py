@@ -13,6 +13,7 @@ from tlkedro.pipelines.reporting.nodes import (
     compare_variants,
     compute_cross_validated_baselines,
     compute_split_baselines,
+    for_pipeline,
     join_reports,
     plan_cutoff_search,
     plot_learning_curves,
@@ -75,6 +76,7 @@ def _evaluation_nodes(
     The variants compared are those reported on the same split as the first evaluated one: intervals and
     paired differences need the same subjects.
     """
+    evaluation = for_pipeline(evaluation, pipeline_name)
     by_name = {v.namespace: v for v in variants}
     first = next(iter(evaluated))
     split = evaluated[first]
