@@ -229,7 +229,8 @@ def folds_of(cross_validation: CrossValidation | None) -> tuple[Fold, ...]:
     )
 
 
-def _format_error(error: ValidationError, prefix: str) -> str:
+def format_validation_error(error: ValidationError, prefix: str) -> str:
+    """One line per invalid key of ``error``, named in full under ``prefix`` (``finetune.optimizer.lr``)."""
     lines = []
     for problem in error.errors():
         key = ".".join(str(part) for part in problem["loc"])
@@ -270,7 +271,7 @@ def validate_variant(
     except ValidationError as error:
         raise PlanError(
             f"Invalid parameters for variant '{pipeline}.{name}' (base `{pipeline}`, overrides "
-            f"`{where}`):\n{_format_error(error, pipeline)}"
+            f"`{where}`):\n{format_validation_error(error, pipeline)}"
         ) from None
 
 
@@ -345,7 +346,7 @@ def _dapt_variants(section: Mapping[str, Any]) -> list[DaptVariant]:
             overrides = DaptOverrides.model_validate(raw)
         except ValidationError as error:
             raise PlanError(
-                f"Invalid overrides for variant 'dapt.{name}':\n{_format_error(error, where)}"
+                f"Invalid overrides for variant 'dapt.{name}':\n{format_validation_error(error, where)}"
             ) from None
         shared = {
             k: getattr(overrides, k) for k in ("seed", "group") if getattr(overrides, k) is not None
@@ -376,7 +377,7 @@ def _dapt_variants(section: Mapping[str, Any]) -> list[DaptVariant]:
         except ValidationError as error:
             raise PlanError(
                 f"Invalid downstream parameters for variant 'dapt.{name}':\n"
-                f"{_format_error(error, 'dapt.downstream')}"
+                f"{format_validation_error(error, 'dapt.downstream')}"
             ) from None
         variants.append(
             DaptVariant(name, stages["adapt"], stages["finetune"], downstream, overrides.group)
@@ -397,7 +398,7 @@ def build_plan(parameters: Mapping[str, Any]) -> ExperimentPlan:
             cross_validation = CrossValidation.model_validate(raw)
         except ValidationError as error:
             raise PlanError(
-                f"Invalid parameters:\n{_format_error(error, 'cross_validation')}"
+                f"Invalid parameters:\n{format_validation_error(error, 'cross_validation')}"
             ) from None
     variants: dict[str, TrainingVariant] = {}
     for pipeline in TRAINING_PIPELINES:
@@ -415,7 +416,9 @@ def build_plan(parameters: Mapping[str, Any]) -> ExperimentPlan:
         try:
             energy = PowerModel.model_validate(section.get("energy") or {})
         except ValidationError as error:
-            raise PlanError(f"Invalid parameters:\n{_format_error(error, 'dapt.energy')}") from None
+            raise PlanError(
+                f"Invalid parameters:\n{format_validation_error(error, 'dapt.energy')}"
+            ) from None
         primary = section.get("primary_metric", primary)
     _check_sources(variants)
     return ExperimentPlan(

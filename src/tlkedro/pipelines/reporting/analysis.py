@@ -33,7 +33,7 @@ from tlkedro.plan import (
     Fold,
     PlanError,
     TrainingVariant,
-    _format_error,
+    format_validation_error,
 )
 from tlkedro.tl import reports
 from tlkedro.tl.analysis.energy import PowerModel, training_energy
@@ -138,7 +138,7 @@ def _validated(model: type[BaseModel], raw: Mapping[str, Any] | None, key: str) 
     try:
         return model.model_validate(raw or {})
     except ValidationError as error:
-        raise PlanError(f"Invalid parameters:\n{_format_error(error, key)}") from None
+        raise PlanError(f"Invalid parameters:\n{format_validation_error(error, key)}") from None
 
 
 # --- node functions -------------------------------------------------------------------------------

@@ -1,0 +1,86 @@
+"""The experiment plan: variants merged and validated once, their folds and their sources."""
+
+from __future__ import annotations
+
+import pytest
+
+from tlkedro.plan import PlanError, WeightsFile, build_plan
+
+BASE = {
+    "target": "sex",
+    "task": "classification",
+    "architecture": {"name": "cbr_tiny", "kwargs": {"img_size": 32}},
+    "objective": {"name": "cross_entropy"},
+}
+PRETRAIN = {**BASE, "target": "age", "task": "regression", "objective": {"name": "mse"}}
+
+
+def _parameters(**finetune: object) -> dict:
+    return {
+        "pretrain": {**PRETRAIN, "variants": {"default": {}}},
+        "finetune": {**BASE, "init_from": "pretrain.default", **finetune},
+    }
+
+
+def test_every_variant_is_merged_into_its_base_and_typed() -> None:
+    plan = build_plan(
+        _parameters(
+            optimizer={"lr": 1e-3},
+            variants={"full": {}, "probe": {"optimizer": {"lr": 0.1}}, "gone": None},
+        )
+    )
+    assert list(plan.variants) == ["pretrain.default", "finetune.full", "finetune.probe"]
+    probe = plan.variants["finetune.probe"]
+    assert probe.config.optimizer.lr == 0.1 and probe.config.train_on == "finetune"
+    assert plan.variants["finetune.full"].config.optimizer.lr == 1e-3
+    assert probe.source == "pretrain.default" and not probe.cross_validated
+    assert plan.variants["pretrain.default"].config.train_on == "pretrain"
+
+
+def test_cross_validation_gives_the_variants_on_its_split_one_run_per_fold() -> None:
+    parameters = _parameters(
+        variants={"full": {}, "other": {"train_on": "test", "init_from": None}}
+    )
+    parameters["pretrain"]["train_on"] = "finetune"
+    parameters["cross_validation"] = {"split": "finetune", "folds": 3, "repeats": 2}
+    plan = build_plan(parameters)
+    full = plan.variants["finetune.full"]
+    assert [fold.name for fold in full.folds][:4] == [
+        "repeat_0_fold_0",
+        "repeat_0_fold_1",
+        "repeat_0_fold_2",
+        "repeat_1_fold_0",
+    ]
+    assert len(full.folds) == 6 and not plan.variants["finetune.other"].cross_validated
+
+
+def test_a_cross_validated_source_needs_a_cross_validated_variant() -> None:
+    parameters = _parameters(variants={"full": {"train_on": "test"}})
+    parameters["pretrain"]["train_on"] = "finetune"
+    parameters["cross_validation"] = {"split": "finetune"}
+    with pytest.raises(
+        PlanError, match=r"finetune\.full: its source pretrain\.default is cross-validated"
+    ):
+        build_plan(parameters)
+
+
+def test_a_weights_file_is_a_source_but_no_variant_to_wait_for() -> None:
+    plan = build_plan(
+        _parameters(variants={"x": {"init_from": {"file": "w.pth", "format": "timm"}}})
+    )
+    variant = plan.variants["finetune.x"]
+    assert isinstance(variant.config.init_from, WeightsFile) and variant.source is None
+    with pytest.raises(PlanError, match=r"finetune\.init_from"):
+        build_plan(_parameters(variants={"x": {"init_from": {"file": "w.pth"}}}))
+
+
+def test_train_size_is_a_count_or_a_fraction_and_errors_name_the_cross_validation_key() -> None:
+    assert build_plan(_parameters(variants={"x": {"train_size": 0.5}})).variants[
+        "finetune.x"
+    ].config.train_size == pytest.approx(0.5)
+    with pytest.raises(PlanError, match="train_size"):
+        build_plan(_parameters(variants={"x": {"train_size": 1.5}}))
+    with pytest.raises(PlanError, match=r"cross_validation\.folds"):
+        build_plan(
+            {**_parameters(variants={"x": {}}), "cross_validation": {"split": "a", "folds": 1}}
+        )
