@@ -3,10 +3,10 @@
 Each variant ``dapt.<variant>`` is three namespaced parts:
 
 - ``dapt.<variant>.adapt``: a copy of the training template that starts from the generic source model
-  (``init_from``, e.g. ``pretrain.default``) and trains it further on the in-domain split (``adapt_on``)
+  (``init_from``, e.g. ``pretrain.default``) and trains it further on the in-domain split (``adapt.train_on``)
   with the ``dapt.adapt`` configuration: a surrogate task and one of the DAPT strategies;
 - ``dapt.<variant>.finetune``: a copy of the training template that fine-tunes the adapted model on the
-  target task (``finetune_on``, the ``dapt.finetune`` configuration) and evaluates it;
+  target task (``finetune.train_on``, the ``dapt.finetune`` configuration) and evaluates it;
 - ``dapt.<variant>.{evaluate_downstream, report_phases, summarise}``: MLP classifiers on the adapted
   encoder's features, trainable parameters, time and energy per phase, and one flat record.
 
