@@ -96,7 +96,10 @@ def test_a_study_prunes_trials_behind_the_median_and_values_the_kept_epoch(study
     assert (trials["best_value"] == trials.loc[0, "value"]).all()
     low, high = SWEEP.space["optimizer.lr"].log_uniform
     assert trials["params.optimizer.lr"].between(low, high).all()
-    assert best_point(trials, "minimize") == (0, {"optimizer.lr": trials.loc[0, "params.optimizer.lr"]})
+    assert best_point(trials, "minimize") == (
+        0,
+        {"optimizer.lr": trials.loc[0, "params.optimizer.lr"]},
+    )
 
 
 def test_a_study_resumes_from_its_storage_and_stops_at_n_trials_over_all_processes(study):
@@ -114,10 +117,14 @@ def test_a_journal_storage_holds_a_study_that_a_raised_n_trials_extends(tmp_path
     images, labels = _cohort(16)
     spec = SWEEP.study.model_copy(update={"n_trials": 1})
     storage = f"journal:{tmp_path / 'sub' / 'study.journal'}"
-    one = run_study(SWEEP.space, spec, BASE, _make_config, images, labels, storage=storage, name="j")
+    one = run_study(
+        SWEEP.space, spec, BASE, _make_config, images, labels, storage=storage, name="j"
+    )
     assert len(one.trials) == 1 and (tmp_path / "sub" / "study.journal").exists()
     more = spec.model_copy(update={"n_trials": 2})
-    two = run_study(SWEEP.space, more, BASE, _make_config, images, labels, storage=storage, name="j")
+    two = run_study(
+        SWEEP.space, more, BASE, _make_config, images, labels, storage=storage, name="j"
+    )
     assert [t.number for t in two.trials] == [0, 1]
     assert two.trials[0].params == one.trials[0].params
 
@@ -161,7 +168,9 @@ def test_a_bad_study_is_refused_with_its_reason(spec, message):
 def test_a_missing_metric_is_named():
     history = pd.DataFrame({"epoch": [0], "val/loss": [0.5], "val/auroc": [0.6]})
     assert kept_value(history, "val/auroc") == 0.6
-    with pytest.raises(ValueError, match=r"'val/mae' is not in the training history; it has val/loss, val/auroc"):
+    with pytest.raises(
+        ValueError, match=r"'val/mae' is not in the training history; it has val/loss, val/auroc"
+    ):
         kept_value(history, "val/mae")
 
 
@@ -171,10 +180,15 @@ def test_the_report_plots_and_tabulates_each_study(study):
     (ax,) = figure.axes
     complete, pruned, best = ax.lines
     assert list(complete.get_xdata()) == [0] and list(pruned.get_xdata()) == [1, 2]
-    last = [json.loads(t)[str(e - 1)] for t, e in zip(trials["intermediate"][1:], trials["epochs"][1:])]
+    last = [
+        json.loads(t)[str(e - 1)] for t, e in zip(trials["intermediate"][1:], trials["epochs"][1:])
+    ]
     assert list(pruned.get_ydata()) == pytest.approx(last)
     markdown = study_markdown(
         {"finetune.tuned": trials}, {"finetune.tuned": "val/loss"}, {"finetune.tuned": "minimize"}
     )
     lr = trials.loc[0, "params.optimizer.lr"]
-    assert f"| finetune.tuned | 3 | 1 | 2 | val/loss | 0 | {trials.loc[0, 'value']:.4g} | optimizer.lr={lr:.4g} |" in markdown
+    assert (
+        f"| finetune.tuned | 3 | 1 | 2 | val/loss | 0 | {trials.loc[0, 'value']:.4g} | optimizer.lr={lr:.4g} |"
+        in markdown
+    )
