@@ -80,6 +80,7 @@ def study(tmp_path_factory):
     return found, storage
 
 
+@pytest.mark.slow  # trains the 3-trial study (about 20 s on an idle core)
 def test_a_study_prunes_trials_behind_the_median_and_values_the_kept_epoch(study):
     found, _ = study
     trials = trials_table(found)
@@ -102,6 +103,7 @@ def test_a_study_prunes_trials_behind_the_median_and_values_the_kept_epoch(study
     )
 
 
+@pytest.mark.slow  # trains the 3-trial study (about 20 s on an idle core)
 def test_a_study_resumes_from_its_storage_and_stops_at_n_trials_over_all_processes(study):
     found, storage = study
     images, labels = _cohort()
@@ -113,6 +115,7 @@ def test_a_study_resumes_from_its_storage_and_stops_at_n_trials_over_all_process
     assert [t.params for t in again.trials] == [t.params for t in found.trials]
 
 
+@pytest.mark.slow  # trains the 3-trial study (about 20 s on an idle core)
 def test_a_journal_storage_holds_a_study_that_a_raised_n_trials_extends(tmp_path):
     images, labels = _cohort(16)
     spec = SWEEP.study.model_copy(update={"n_trials": 1})
@@ -174,6 +177,7 @@ def test_a_missing_metric_is_named():
         kept_value(history, "val/mae")
 
 
+@pytest.mark.slow  # trains the 3-trial study (about 20 s on an idle core)
 def test_the_report_plots_and_tabulates_each_study(study):
     trials = trials_table(study[0])
     figure = plot_studies({"finetune.tuned": trials}, {"finetune.tuned": "val/loss"})
