@@ -101,7 +101,7 @@ def test_merge_keeps_base_keys_the_variant_does_not_override():
         ),
         (
             {"sweeps": {"t": {"kind": "optuna", "space": {"optimizer.lr": {"choice": [1]}}}}},
-            r"finetune.sweeps.t: .*optuna sweep needs `space` and `study`",
+            r"(?s)finetune.sweeps.t: .*optuna sweep needs `space` and `study`",
         ),
         (
             {"sweeps": {"t": {"kind": "optuna", "count": 3, "space": {"a": {"choice": [1]}}}}},
@@ -117,7 +117,7 @@ def test_merge_keeps_base_keys_the_variant_does_not_override():
                     }
                 }
             },
-            r"finetune.sweeps.t: .*unknown pruner 'sometimes'; known: median",
+            r"(?s)finetune.sweeps.t: .*unknown pruner 'sometimes'; known: median",
         ),
         (
             {"sweeps": {"t": {"kind": "grid", "grid": {"a": [1]}, "study": {"n_trials": 2}}}},
