@@ -259,9 +259,11 @@ def test_an_optuna_sweep_tunes_a_variant_that_is_evaluated_and_reported(tmp_path
     names = {node.name for node in pipeline.nodes}
     assert "finetune.tuned.tune" in names and "finetune.tuned.train" not in names
     catalog = _catalog()
-    for name in ("finetune.tuned.study", "finetune.tuned.config", "finetune_tuning_markdown"):
-        catalog[name] = MemoryDataset()
-    catalog["finetune.tuned.metrics"] = JSONDataset(filepath=str(tmp_path / "metrics.json"))
+    # Persist what the test reads back but the runner would release from memory once consumed.
+    catalog["finetune.tuned.study"] = ParquetDataset(filepath=str(tmp_path / "study.parquet"))
+    for name in ("config", "metrics"):
+        catalog[f"finetune.tuned.{name}"] = JSONDataset(filepath=str(tmp_path / f"{name}.json"))
+    catalog["finetune_tuning_markdown"] = MemoryDataset()
     SequentialRunner().run(pipeline, catalog)
 
     trials = catalog.load("finetune.tuned.study")
