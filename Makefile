@@ -27,10 +27,18 @@ ENV ?= base
 viz: install
 	$(VENV)/bin/kedro viz run --env $(ENV) --include-hooks
 
-# The MLflow runs of `TLKEDRO_TRACKING=1 kedro run` (docs/deployment.md), on 127.0.0.1:5000; needs
-# `pip install .[tracking]`.
-mlflow: install
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1
+# The MLflow runs of `TLKEDRO_TRACKING=1 kedro run` (docs/tracking.md) in MLflow's UI on 127.0.0.1:5000.
+# The project's venv has mlflow-skinny (client and store, no UI); the UI is the full mlflow wheel, whose pins
+# (pyarrow<26, graphene) clash with the lock, so it gets a venv of its own. It only reads the store.
+MLFLOW_UI := $(VENV)/mlflow-ui
+MLFLOW_PORT ?= 5000
+$(MLFLOW_UI)/.installed:
+	python3 -m venv $(MLFLOW_UI)
+	$(MLFLOW_UI)/bin/python -m pip install --quiet --disable-pip-version-check mlflow==3.17.2
+	touch $@
+
+mlflow: $(MLFLOW_UI)/.installed
+	$(MLFLOW_UI)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 # Files and the folders they leave empty: the synthetic cohort refuses to write into a non-empty folder
 # that lacks its marker file, and a tree of empty subject folders is not empty.

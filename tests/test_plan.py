@@ -84,3 +84,65 @@ def test_train_size_is_a_count_or_a_fraction_and_errors_name_the_cross_validatio
         build_plan(
             {**_parameters(variants={"x": {}}), "cross_validation": {"split": "a", "folds": 1}}
         )
+
+
+# Optuna sweeps (kind: optuna): one tuned variant, its study validated when the plan is built.
+def _tuned(space: dict, **study: object) -> dict:
+    return {"tuned": {"kind": "optuna", "space": space, "study": {"n_trials": 3, **study}}}
+
+
+LR_SPACE = {"optimizer.lr": {"log_uniform": [1e-5, 1e-2]}}
+
+
+def test_an_optuna_sweep_is_a_tuned_variant_with_its_study_storage() -> None:
+    plan = build_plan(
+        {
+            **_parameters(variants={"full": {}}, sweeps=_tuned(LR_SPACE)),
+            "runtime": {"checkpoint_dir": "c"},
+        }
+    )
+    tuned = plan.variants["finetune.tuned"]
+    assert tuned.tuning is not None and plan.variants["finetune.full"].tuning is None
+    assert tuned.source == "pretrain.default"  # the base's, as for any variant
+    assert plan.study_storage(tuned) == "journal:c/optuna/finetune.tuned.journal"
+    given = build_plan(_parameters(sweeps=_tuned(LR_SPACE, storage="sqlite:///s.db")))
+    assert given.study_storage(given.variants["finetune.tuned"]) == "sqlite:///s.db"
+
+
+@pytest.mark.parametrize(
+    ("sweeps", "message"),
+    [
+        (
+            _tuned({"optimizer.lrr": {"choice": [1e-3]}}),
+            r"(?s)overrides `finetune\.sweeps\.tuned\.space\.optimizer\.lrr = 0\.001`.*lrr",
+        ),
+        (
+            _tuned({"optimizer.lr": {"uniform": [-1.0, 0.1]}}),
+            r"(?s)finetune\.sweeps\.tuned\.space\.optimizer\.lr = -1\.0.*greater than 0",
+        ),
+        (
+            _tuned({"seed": {"choice": [1, 2]}}),
+            r"finetune\.sweeps\.tuned\.space\.seed: not a hyper",
+        ),
+        (_tuned({"train_size": {"choice": [8]}}), r"space\.train_size: not a hyperparameter"),
+        (
+            _tuned(LR_SPACE, sampler={"name": "tpe", "kwargs": {"n_startup": 2}}),
+            r"finetune\.sweeps\.tuned\.study\.sampler: .*n_startup",
+        ),
+        (
+            _tuned(LR_SPACE, pruner={"name": "percentile", "kwargs": {"percentile": 150}}),
+            r"finetune\.sweeps\.tuned\.study\.pruner: .*percentile",
+        ),
+        (_tuned(LR_SPACE, metric="test/auroc"), r"(?s)finetune\.sweeps\.tuned: .*validation metric"),
+    ],
+)
+def test_a_bad_optuna_sweep_is_named_with_its_key(sweeps: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_plan(_parameters(sweeps=sweeps))
+
+
+def test_an_optuna_sweep_cannot_train_on_the_cross_validated_split() -> None:
+    parameters = _parameters(init_from=None, strategy={"name": "scratch"}, sweeps=_tuned(LR_SPACE))
+    parameters["cross_validation"] = {"split": "finetune"}
+    with pytest.raises(PlanError, match=r"finetune\.sweeps\.tuned: an optuna sweep cannot train"):
+        build_plan(parameters)

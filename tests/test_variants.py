@@ -1,6 +1,6 @@
 import pytest
 
-from tlkedro.variants import base_config, deep_merge, expand_variants
+from tlkedro.variants import base_config, deep_merge, expand_variants, optuna_sweeps
 
 SECTION = {
     "seed": 1,
@@ -21,6 +21,12 @@ SECTION = {
                 "trainer.batch_size": {"choice": [8, 16]},
             },
         },
+        "tuned": {
+            "kind": "optuna",
+            "overrides": {"group": "tuned"},
+            "space": {"optimizer.lr": {"log_uniform": [1e-5, 1e-2]}},
+            "study": {"n_trials": 4, "metric": "val/auroc", "direction": "maximize"},
+        },
     },
 }
 
@@ -37,8 +43,18 @@ def test_declared_variants_come_first_then_sweep_points():
         "rnd_0",
         "rnd_1",
         "rnd_2",
+        "tuned",
     ]
     assert variants["probe"] == {"strategy": {"name": "linear_probe"}}
+
+
+def test_an_optuna_sweep_is_one_variant_whose_study_picks_the_searched_keys():
+    variants = expand_variants(SECTION, "finetune")
+    assert variants["tuned"] == {"group": "tuned"}  # the shared overrides only
+    (name,) = optuna_sweeps(SECTION, "finetune")
+    study = optuna_sweeps(SECTION, "finetune")[name].study
+    assert name == "tuned" and study.n_trials == 4 and study.direction == "maximize"
+    assert (study.sampler.name, study.pruner.name) == ("tpe", "median")  # the defaults
 
 
 def test_grid_covers_every_combination_with_shared_overrides():
@@ -82,6 +98,30 @@ def test_merge_keeps_base_keys_the_variant_does_not_override():
                 }
             },
             "exactly one",
+        ),
+        (
+            {"sweeps": {"t": {"kind": "optuna", "space": {"optimizer.lr": {"choice": [1]}}}}},
+            r"(?s)finetune.sweeps.t: .*optuna sweep needs `space` and `study`",
+        ),
+        (
+            {"sweeps": {"t": {"kind": "optuna", "count": 3, "space": {"a": {"choice": [1]}}}}},
+            "no `grid` or `count`",
+        ),
+        (
+            {
+                "sweeps": {
+                    "t": {
+                        "kind": "optuna",
+                        "space": {"a": {"choice": [1]}},
+                        "study": {"n_trials": 2, "pruner": {"name": "sometimes"}},
+                    }
+                }
+            },
+            r"(?s)finetune.sweeps.t: .*unknown pruner 'sometimes'; known: median",
+        ),
+        (
+            {"sweeps": {"t": {"kind": "grid", "grid": {"a": [1]}, "study": {"n_trials": 2}}}},
+            "no `space` or `study`",
         ),
     ],
 )

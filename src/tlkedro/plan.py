@@ -24,7 +24,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from tlkedro.tl.analysis.energy import PowerModel
 from tlkedro.tl.config import TrainConfig
 from tlkedro.tl.downstream import DownstreamConfig
-from tlkedro.variants import base_config, deep_merge, expand_variants
+from tlkedro.variants import (
+    Sweep,
+    base_config,
+    deep_merge,
+    expand_variants,
+    optuna_sweeps,
+    sweep_overrides,
+)
 
 TRAINING_PIPELINES = ("pretrain", "finetune")
 DAPT_STAGES = ("adapt", "finetune")
@@ -127,6 +134,7 @@ class TrainingVariant:
         config: The merged, validated configuration.
         overrides: The variant's overrides of its base, as given (what a generated sweep copies).
         folds: One entry per cross-validation run; empty when the variant is not cross-validated.
+        tuning: The ``kind: optuna`` sweep whose best trial the variant is; ``None`` for others.
     """
 
     pipeline: str
@@ -134,6 +142,7 @@ class TrainingVariant:
     config: VariantConfig
     overrides: Mapping[str, Any]
     folds: tuple[Fold, ...] = ()
+    tuning: Sweep | None = None
 
     @property
     def namespace(self) -> str:
@@ -177,6 +186,13 @@ class ExperimentPlan:
     def workdir(self, namespace: str) -> str:
         """The folder of a variant's (or fold's) resumable checkpoints."""
         return f"{self.checkpoint_dir}/{namespace}"
+
+    def study_storage(self, variant: TrainingVariant) -> str:
+        """A tuned variant's Optuna storage: ``study.storage``, by default a journal file beside the
+        checkpoints (outside the variant's checkpoint folder, which a finished fit empties)."""
+        assert variant.tuning is not None and variant.tuning.study is not None
+        default = f"journal:{self.checkpoint_dir}/optuna/{variant.namespace}.journal"
+        return variant.tuning.study.storage or default
 
 
 @dataclass(frozen=True)
@@ -275,11 +291,63 @@ def validate_variant(
         ) from None
 
 
+# Keys a study may not search: they decide which data and labels a variant learns from, or its place in
+# the pipeline, so trials on different values would not be comparable; `seed` would tune to the noise.
+UNTUNABLE_KEYS = (
+    *sorted(set(VariantConfig.model_fields) - set(TrainConfig.model_fields)),
+    "seed",
+    "target",
+    "task",
+)
+
+
+def _check_tuning(
+    pipeline: str,
+    name: str,
+    sweep: Sweep,
+    base: Mapping[str, Any],
+    config: VariantConfig,
+    cross_validated: bool,
+) -> None:
+    """Refuse what a study cannot search, and validate the configuration at every extreme of its space."""
+    where = f"{pipeline}.sweeps.{name}"
+    if cross_validated:
+        raise PlanError(
+            f"{where}: an optuna sweep cannot train on the cross-validated split "
+            f"({config.train_on!r}): give it another `train_on`"
+        )
+    for key, distribution in sweep.space.items():
+        if key.split(".")[0] in UNTUNABLE_KEYS:
+            raise PlanError(
+                f"{where}.space.{key}: not a hyperparameter a study may search "
+                f"({', '.join(UNTUNABLE_KEYS)} are fixed for every trial)"
+            )
+        for value in distribution.extremes():
+            validate_variant(
+                pipeline,
+                name,
+                base,
+                sweep_overrides(sweep, {key: value}),
+                where=f"{where}.space.{key} = {value!r}",
+                default_train_on=DEFAULT_TRAIN_SPLIT[pipeline],
+            )
+    study = sweep.study
+    for part, build in (
+        ("sampler", lambda: study.create_sampler(config.seed)),
+        ("pruner", study.create_pruner),
+    ):
+        try:
+            build()
+        except (TypeError, ValueError) as error:
+            raise PlanError(f"{where}.study.{part}: {error}") from None
+
+
 def _training_variants(
     pipeline: str, section: Mapping[str, Any], cross_validation: CrossValidation | None
 ) -> list[TrainingVariant]:
     base = base_config(section)
     declared = set(section.get("variants") or {})
+    tuned = optuna_sweeps(section, pipeline)
     variants = []
     for name, overrides in expand_variants(section, pipeline).items():
         where = f"{pipeline}.variants.{name}" if name in declared else f"{pipeline}.sweeps"
@@ -293,7 +361,9 @@ def _training_variants(
         )
         cv = cross_validation is not None and config.train_on == cross_validation.split
         folds = folds_of(cross_validation) if cv else ()
-        variants.append(TrainingVariant(pipeline, name, config, overrides, folds))
+        if (sweep := tuned.get(name)) is not None:
+            _check_tuning(pipeline, name, sweep, base, config, cv)
+        variants.append(TrainingVariant(pipeline, name, config, overrides, folds, sweep))
     return variants
 
 

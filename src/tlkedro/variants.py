@@ -17,6 +17,10 @@ sweeps:                   # generated variants, named <sweep>_<index>
     space:
       optimizer.lr: {log_uniform: [1.0e-5, 1.0e-2]}
       trainer.batch_size: {choice: [16, 32]}
+  tuned:
+    kind: optuna          # one variant, `tuned`: the best trial of an Optuna study (tlkedro.tl.tuning)
+    space: {optimizer.lr: {log_uniform: [1.0e-5, 1.0e-2]}}
+    study: {n_trials: 20, metric: val/loss, sampler: {name: tpe}, pruner: {name: median}}
 ```
 
 Keys in ``grid``/``space`` are dotted paths into the configuration. This module knows nothing of Kedro:
@@ -27,7 +31,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import math
 import random
 import re
 from collections.abc import Mapping
@@ -35,59 +38,52 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tlkedro.tl.tuning import Distribution, StudySpec
+
 PIPELINE_KEYS = ("variants", "sweeps")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class _Distribution(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    choice: list[Any] | None = None
-    uniform: tuple[float, float] | None = None
-    log_uniform: tuple[float, float] | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> _Distribution:
-        given = [k for k in ("choice", "uniform", "log_uniform") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                f"give exactly one of choice, uniform, log_uniform (got {given or 'none'})"
-            )
-        if self.log_uniform is not None and min(self.log_uniform) <= 0:
-            raise ValueError(f"log_uniform bounds must be > 0, got {list(self.log_uniform)}")
-        return self
-
-    def sample(self, rng: random.Random) -> Any:
-        if self.choice is not None:
-            return rng.choice(self.choice)
-        if self.uniform is not None:
-            return rng.uniform(*self.uniform)
-        low, high = self.log_uniform  # type: ignore[misc]
-        return math.exp(rng.uniform(math.log(low), math.log(high)))
-
-
 class Sweep(BaseModel):
-    """A generated family of variants."""
+    """A generated family of variants; an ``optuna`` sweep is one variant, found by a study."""
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["grid", "random"]
+    kind: Literal["grid", "random", "optuna"]
     overrides: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
-    space: dict[str, _Distribution] = Field(default_factory=dict)
+    space: dict[str, Distribution] = Field(default_factory=dict)
     count: int = Field(default=0, ge=0)
     seed: int = 0
+    study: StudySpec | None = None
 
     @model_validator(mode="after")
     def _matches_kind(self) -> Sweep:
-        if self.kind == "grid" and (not self.grid or self.space):
-            raise ValueError("a grid sweep needs `grid` (and no `space`)")
-        if self.kind == "random" and (not self.space or self.grid or self.count < 1):
-            raise ValueError("a random sweep needs `space` and `count` >= 1 (and no `grid`)")
+        if self.kind == "grid" and (not self.grid or self.space or self.study):
+            raise ValueError("a grid sweep needs `grid` (and no `space` or `study`)")
+        if self.kind == "random" and (not self.space or self.grid or self.count < 1 or self.study):
+            raise ValueError(
+                "a random sweep needs `space` and `count` >= 1 (and no `grid` or `study`)"
+            )
+        if self.kind == "optuna" and (
+            not self.space or self.study is None or self.grid or self.count
+        ):
+            raise ValueError(
+                "an optuna sweep needs `space` and `study` (with `n_trials`), and no `grid` or "
+                "`count` (the study's `n_trials` and `sampler.kwargs.seed` take their place)"
+            )
         return self
 
+    def named_points(self, sweep_name: str) -> dict[str, dict[str, Any]]:
+        """``{variant name: point}``: ``<sweep>_<index>`` per point; ``optuna``: ``{<sweep>: {}}``."""
+        if self.kind == "optuna":
+            return {sweep_name: {}}
+        points = self.points()
+        width = len(str(len(points) - 1))
+        return {f"{sweep_name}_{index:0{width}d}": point for index, point in enumerate(points)}
+
     def points(self) -> list[dict[str, Any]]:
-        """The dotted-key assignments of each point, in a stable order."""
+        """The dotted-key assignments of each grid or random point, in a stable order."""
         if self.kind == "grid":
             keys = list(self.grid)
             return [dict(zip(keys, values)) for values in itertools.product(*self.grid.values())]
@@ -132,6 +128,21 @@ def sweep_overrides(sweep: Sweep, point: Mapping[str, Any]) -> dict[str, Any]:
     return overrides
 
 
+def _sweeps(section: Mapping[str, Any], pipeline: str) -> dict[str, Sweep]:
+    sweeps = {}
+    for sweep_name, spec in (section.get("sweeps") or {}).items():
+        try:
+            sweeps[sweep_name] = Sweep.model_validate(spec)
+        except ValueError as error:
+            raise ValueError(f"{pipeline}.sweeps.{sweep_name}: {error}") from None
+    return sweeps
+
+
+def optuna_sweeps(section: Mapping[str, Any], pipeline: str) -> dict[str, Sweep]:
+    """The ``kind: optuna`` sweeps of a section by name, which is also their variant's name."""
+    return {name: s for name, s in _sweeps(section, pipeline).items() if s.kind == "optuna"}
+
+
 def expand_variants(section: Mapping[str, Any], pipeline: str) -> dict[str, dict[str, Any]]:
     """Map every variant name of a pipeline's parameter section to its overrides of the base.
 
@@ -140,7 +151,9 @@ def expand_variants(section: Mapping[str, Any], pipeline: str) -> dict[str, dict
         pipeline: The section's name, for error messages.
 
     Returns:
-        ``{name: overrides}``: declared variants first, then sweep points named ``<sweep>_<index>``.
+        ``{name: overrides}``: declared variants first, then sweep points named ``<sweep>_<index>``; an
+        ``optuna`` sweep gives one variant named ``<sweep>`` with the sweep's shared overrides (its
+        study picks the rest when it runs).
 
     Raises:
         ValueError: For a variant name that cannot be a namespace, a name clash, or a malformed sweep.
@@ -150,15 +163,8 @@ def expand_variants(section: Mapping[str, Any], pipeline: str) -> dict[str, dict
         if overrides is None:  # `linear_probe: null` in an environment removes a base variant
             continue
         variants[name] = dict(overrides)
-    for sweep_name, spec in (section.get("sweeps") or {}).items():
-        try:
-            sweep = Sweep.model_validate(spec)
-        except ValueError as error:
-            raise ValueError(f"{pipeline}.sweeps.{sweep_name}: {error}") from None
-        points = sweep.points()
-        width = len(str(len(points) - 1))
-        for index, point in enumerate(points):
-            name = f"{sweep_name}_{index:0{width}d}"
+    for sweep_name, sweep in _sweeps(section, pipeline).items():
+        for name, point in sweep.named_points(sweep_name).items():
             if name in variants:
                 raise ValueError(
                     f"{pipeline}: sweep {sweep_name!r} generates {name!r}, which is already a variant"

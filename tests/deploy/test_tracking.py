@@ -67,6 +67,7 @@ def test_a_run_logs_its_variants_as_nested_runs(mlflow_client, tmp_path):
     pipeline = Pipeline(
         [
             Node(_identity, "a", "b", name="train", namespace="finetune.full"),
+            Node(_identity, "a", "d", name="tune", namespace="finetune.tuned"),
             Node(_identity, "b", "c"),
         ]
     )
@@ -91,6 +92,27 @@ def test_a_run_logs_its_variants_as_nested_runs(mlflow_client, tmp_path):
                 "auroc": {"value": 0.8, "low": 0.7, "high": 0.9},
             },
             "finetune.full.model": {"state_dict": {"w": torch.ones(2)}, "meta": {}},
+            "finetune.full.fold_0.history": pd.DataFrame({"epoch": [0], "val/loss": [0.9]}),
+            "finetune.tuned.study": pd.DataFrame(
+                {
+                    "trial": [0, 1],
+                    "state": ["COMPLETE", "PRUNED"],
+                    "value": [0.4, float("nan")],
+                    "params.optimizer.lr": [1e-3, 1e-1],
+                    "intermediate": ['{"0": 0.6, "1": 0.4}', '{"0": 2.5}'],
+                }
+            ),
+            "finetune_evaluation": pd.DataFrame(
+                {
+                    "model": ["finetune.full", "baseline:trivial"],
+                    "metric": ["auroc", "auroc"],
+                    "n_subjects": [16, 16],
+                    "estimate": [0.8, 0.5],
+                    "low": [0.6, 0.5],
+                    "high": [0.95, 0.5],
+                    "difference": [float("nan"), float("nan")],
+                }
+            ),
             "finetune_report": "# Report\n",
             "finetune_learning_curves": figure,
         },
@@ -98,8 +120,10 @@ def test_a_run_logs_its_variants_as_nested_runs(mlflow_client, tmp_path):
     hook.after_pipeline_run()
 
     (experiment,) = [e for e in mlflow_client.search_experiments() if e.name == "test"]
+    # Artifacts beside the store, not in ./mlruns of the working directory.
+    assert experiment.artifact_location == (tmp_path / "mlartifacts").as_uri()
     runs = {r.info.run_name: r for r in mlflow_client.search_runs([experiment.experiment_id])}
-    assert set(runs) == {"__default__", "finetune.full"}
+    assert set(runs) == {"__default__", "finetune.full", "finetune.tuned", "trial_0", "trial_1"}
     parent, child = runs["__default__"], runs["finetune.full"]
     assert parent.info.status == child.info.status == "FINISHED"
     assert parent.data.params == {"finetune.optimizer.lr": "0.1"}
@@ -113,10 +137,29 @@ def test_a_run_logs_its_variants_as_nested_runs(mlflow_client, tmp_path):
     assert child.data.metrics["test/accuracy"] == 0.75
     assert child.data.metrics["test/auroc.low"] == 0.7
     assert child.data.metrics["test/auroc.high"] == 0.9
+    assert child.data.metrics["fold_0/val/loss"] == 0.9
+    # The report's interval lands on the variant it describes; the baseline has no run.
+    assert child.data.metrics["evaluation/auroc"] == 0.8
+    assert child.data.metrics["evaluation/auroc_low"] == 0.6
+    assert child.data.metrics["evaluation/auroc_high"] == 0.95
+    assert child.data.metrics["evaluation/n_subjects"] == 16
+    assert "evaluation/auroc_difference" not in child.data.metrics
+    # Each trial of a study is a run nested in its variant's run.
+    tuned = runs["finetune.tuned"]
+    for name, state in (("trial_0", "COMPLETE"), ("trial_1", "PRUNED")):
+        trial = runs[name]
+        assert trial.data.tags["mlflow.parentRunId"] == tuned.info.run_id
+        assert trial.data.tags["optuna.state"] == state
+    assert runs["trial_0"].data.params == {"optimizer.lr": "0.001"}
+    assert runs["trial_0"].data.metrics["value"] == 0.4
+    assert "value" not in runs["trial_1"].data.metrics
+    steps = mlflow_client.get_metric_history(runs["trial_0"].info.run_id, "intermediate")
+    assert [(m.step, m.value) for m in steps] == [(0, 0.6), (1, 0.4)]
     assert [a.path for a in mlflow_client.list_artifacts(child.info.run_id, "model")] == [
         "model/model.pt"
     ]
     assert {a.path for a in mlflow_client.list_artifacts(parent.info.run_id)} == {
+        "finetune_evaluation.csv",
         "finetune_learning_curves.png",
         "finetune_report.md",
     }

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from kedro.io import DataCatalog
+from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
 from kedro_datasets.pandas import ParquetDataset
@@ -228,3 +228,56 @@ def test_a_weights_file_that_does_not_fit_stops_with_its_report(tmp_path):
     images = np.zeros((4, 1, 32, 32), dtype=np.float32)
     with pytest.raises((WeightsMismatchError, ValueError), match="unrelated.pt"):
         weights_file_source(config.init_from, config, images)
+
+
+@pytest.mark.slow
+def test_an_optuna_sweep_tunes_a_variant_that_is_evaluated_and_reported(tmp_path):
+    from tlkedro.pipelines.reporting import create_pipeline as create_reporting_pipeline
+
+    finetune = {
+        **BASE,
+        "strategy": {"name": "scratch"},
+        "trainer": {**BASE["trainer"], "max_epochs": 3},
+        "variants": {"scratch": {}},
+        "sweeps": {
+            "tuned": {
+                "kind": "optuna",
+                "space": {"optimizer.lr": {"log_uniform": [1e-6, 1e-1]}},
+                "study": {
+                    "n_trials": 3,
+                    "sampler": {"name": "random"},
+                    "pruner": {"name": "median", "kwargs": {"n_startup_trials": 1}},
+                },
+            }
+        },
+    }
+    parameters = {"finetune": finetune, "runtime": {"checkpoint_dir": str(tmp_path / "c")}}
+    plan = build_plan(parameters)
+    reporting = {"primary_metric": {"finetune": "test/auroc"}}
+    report = create_reporting_pipeline(plan, reporting).only_nodes("report_finetune_studies")
+    pipeline = create_finetune_pipeline(plan) + report
+    names = {node.name for node in pipeline.nodes}
+    assert "finetune.tuned.tune" in names and "finetune.tuned.train" not in names
+    catalog = _catalog()
+    # Persist what the test reads back but the runner would release from memory once consumed.
+    catalog["finetune.tuned.study"] = ParquetDataset(filepath=str(tmp_path / "study.parquet"))
+    for name in ("config", "metrics"):
+        catalog[f"finetune.tuned.{name}"] = JSONDataset(filepath=str(tmp_path / f"{name}.json"))
+    catalog["finetune_tuning_markdown"] = MemoryDataset()
+    SequentialRunner().run(pipeline, catalog)
+
+    trials = catalog.load("finetune.tuned.study")
+    assert len(trials) == 3 and "PRUNED" in set(trials["state"])
+    best = trials.loc[trials["value"].idxmin()]
+    record = catalog.load("finetune.tuned.metrics")
+    # The variant is the best trial trained again: the same configuration, data and seed give the
+    # same model, so its kept validation loss is the trial's value; it is tested like any variant.
+    assert record["val/loss"] == pytest.approx(best["value"], rel=1e-5)
+    assert record["lr"] == pytest.approx(best["params.optimizer.lr"])
+    assert record["tuning/best_trial"] == best["trial"] and record["tuning/trials_pruned"] >= 1
+    assert 0.0 <= record["test/auroc"] <= 1.0
+    config = catalog.load("finetune.tuned.config")["config"]
+    assert config["optimizer"]["lr"] == pytest.approx(best["params.optimizer.lr"])
+    assert "finetune.tuned" in catalog.load("finetune_tuning_markdown")
+    # The study stays in its storage beside the checkpoints, for a rerun or another worker to load.
+    assert (tmp_path / "c" / "optuna" / "finetune.tuned.journal").exists()

@@ -5,22 +5,31 @@ Off unless ``TLKEDRO_TRACKING=1``: then nothing is imported or written. On, ever
 by default the SQLite store ``mlflow.db`` in the project folder, under the experiment
 ``MLFLOW_EXPERIMENT_NAME`` (default ``tlkedro-<env>``):
 
-- the run: the flattened parameters, the reports, comparison tables and plots as artifacts, and the tag
-  ``tlkedro.command``, the ``kedro run`` command line that reproduces it, ``--namespaces`` and
-  ``--params`` included;
+- the run: the flattened parameters, the reports, comparison and evaluation tables and plots as
+  artifacts, and the tag ``tlkedro.command``, the ``kedro run`` command line that reproduces it,
+  ``--namespaces`` and ``--params`` included;
 - a nested run per variant (``finetune.full``): its resolved configuration as parameters, its history as
-  per-epoch metrics (step = epoch), its evaluation metrics (every number of ``metrics_<split>``,
-  intervals included where the evaluation gives them), and its model checkpoint as an artifact.
+  per-epoch metrics (step = epoch; a fold's or a DAPT stage's prefixed ``fold_0/``, ``adapt/``), its
+  evaluation metrics (every number of ``metrics_<split>``), the report's estimate of the primary metric
+  with its interval and its paired difference to the reference (``evaluation/<metric>``,
+  ``evaluation/<metric>_low`` ...), and its model checkpoint as an artifact;
+- for a tuned variant (``kind: optuna`` sweeps), a run per trial nested in the variant's: the trial's
+  point as parameters, its value and its validation metric per epoch, its state as a tag.
 
-MLflow's client is used with explicit run ids rather than kedro-mlflow's hook: kedro-mlflow keeps a
-single active run (no run per variant, none in ParallelRunner workers), and its command tag drops
-``--namespaces`` and ``--params``. Where kedro-mlflow is installed, ``settings.py`` must disable its own
-hook (``DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow", "kedro-mlflow")``): registered through its entry
-point, it would otherwise track every run, into ``./mlruns``, which MLflow 3 refuses.
+A new experiment in a ``sqlite:///`` store keeps its artifacts in ``mlartifacts/`` beside the database
+file, not in MLflow's default ``./mlruns`` of whatever folder the run started in.
+
+MLflow's client (from ``mlflow-skinny``, which installs with the lock's pyarrow) is used with explicit
+run ids rather than kedro-mlflow's hook: kedro-mlflow requires the full ``mlflow`` wheel (pyarrow<26),
+keeps a single active run (no run per variant), and its command tag drops ``--namespaces`` and
+``--params``. Where kedro-mlflow is installed, ``settings.py`` disables its own hook
+(``DISABLE_HOOKS_FOR_PLUGINS``): registered through its entry point, it would otherwise track every run,
+into ``./mlruns``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -39,6 +48,8 @@ logger = logging.getLogger(__name__)
 SWITCH = "TLKEDRO_TRACKING"
 COMMAND_TAG = "tlkedro.command"
 VARIANT_TAG = "tlkedro.variant"
+TRIAL_TAG = "tlkedro.trial"
+ARTIFACTS_FOLDER = "mlartifacts"
 # MLflow refuses longer parameter values and batches of more entries.
 _PARAM_VALUE_MAX = 6000
 _BATCH_MAX = 100
@@ -56,6 +67,15 @@ def tracking_enabled() -> bool:
 def default_tracking_uri(project_path: Path) -> str:
     """The SQLite store in the project folder, used when ``MLFLOW_TRACKING_URI`` is unset."""
     return f"sqlite:///{Path(project_path).resolve() / 'mlflow.db'}"
+
+
+def artifact_location(tracking_uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: ``mlartifacts/`` beside a ``sqlite:///`` store's file;
+    ``None`` (the tracking server's choice) for any other store."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    database = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
+    return (database.parent / ARTIFACTS_FOLDER).as_uri()
 
 
 def flatten(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -130,6 +150,7 @@ class TrackingHook:
 
     def __init__(self) -> None:
         self._client: Any = None
+        self._experiment_id: str | None = None
         self._run_id: str | None = None
         self._variant_runs: dict[str, str] = {}
 
@@ -139,6 +160,9 @@ class TrackingHook:
     ) -> None:
         if not tracking_enabled():
             return
+        # MLflow 3 sends usage telemetry unless told not to; on an offline cluster node the attempt
+        # (a DNS lookup that never answers) holds the process at exit for minutes.
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         from mlflow import MlflowClient
 
         uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(
@@ -151,8 +175,11 @@ class TrackingHook:
         )
         experiment = self._client.get_experiment_by_name(name)
         experiment_id = (
-            experiment.experiment_id if experiment else self._client.create_experiment(name)
+            experiment.experiment_id
+            if experiment
+            else self._client.create_experiment(name, artifact_location=artifact_location(uri))
         )
+        self._experiment_id = experiment_id
         command = reproduce_command(run_params)
         run = self._client.create_run(
             experiment_id,
@@ -189,6 +216,8 @@ class TrackingHook:
                 self._log_variant_output(self._variant_runs[split[0]], split[1], data)
             elif split is None:
                 self._log_artifact(self._run_id, name, data)
+                if name.endswith("_evaluation") and hasattr(data, "columns"):
+                    self._log_evaluation(data)
 
     @hook_impl
     def after_pipeline_run(self) -> None:
@@ -213,42 +242,93 @@ class TrackingHook:
         for start in range(0, len(params), _BATCH_MAX):
             self._client.log_batch(run_id, params=params[start : start + _BATCH_MAX])
 
+    def _log_metrics(self, run_id: str, metrics: list[Any]) -> None:
+        for start in range(0, len(metrics), _BATCH_MAX * 10):
+            self._client.log_batch(run_id, metrics=metrics[start : start + _BATCH_MAX * 10])
+
     def _log_variant_output(self, run_id: str, leaf: str, data: Any) -> None:
+        """One output of a variant: ``leaf`` is its name in the variant (``history``), or in one of its
+        folds or stages (``fold_0.history``, ``adapt.history``), whose name then prefixes the metrics."""
         import pandas as pd
         from mlflow.entities import Metric
 
-        if leaf == "config":
-            self._log_params(run_id, data)
-        elif leaf == "history" and isinstance(data, pd.DataFrame):
-            metrics = [
-                Metric(str(column), float(value), 0, int(step))
-                for step, row in zip(_epochs(data), data.to_dict("records"), strict=True)
-                for column, value in row.items()
-                if column != "epoch" and _is_number(value)
-            ]
-            for start in range(0, len(metrics), _BATCH_MAX * 10):
-                self._client.log_batch(run_id, metrics=metrics[start : start + _BATCH_MAX * 10])
-        elif leaf.startswith("metrics_") and isinstance(data, Mapping):
+        part, _, kind = leaf.rpartition(".")
+        prefix = f"{part.replace('.', '/')}/" if part else ""
+        if kind == "config":
+            self._log_params(run_id, {part: data} if part else data)
+        elif kind == "history" and isinstance(data, pd.DataFrame):
+            self._log_metrics(run_id, _history_metrics(data, prefix))
+        elif kind.startswith("metrics_") and isinstance(data, Mapping):
             # Named as in metrics.json ("test/auroc"); keys without their split get it prefixed.
-            split = leaf.removeprefix("metrics_")
+            split = kind.removeprefix("metrics_")
             metrics = [
-                Metric(k if k.startswith(f"{split}/") else f"{split}/{k}", v, 0, 0)
+                Metric(prefix + (k if k.startswith(f"{split}/") else f"{split}/{k}"), v, 0, 0)
                 for k, v in numbers(data).items()
             ]
-            for start in range(0, len(metrics), _BATCH_MAX * 10):
-                self._client.log_batch(run_id, metrics=metrics[start : start + _BATCH_MAX * 10])
-        elif leaf == "model" and isinstance(data, Mapping):
-            self._log_checkpoint(run_id, data)
-        elif leaf in ("metrics", "training_summary", "complexity"):
+            self._log_metrics(run_id, metrics)
+        elif kind == "model" and isinstance(data, Mapping):
+            self._log_checkpoint(run_id, data, f"model/{part}".rstrip("/"))
+        elif kind == "study" and isinstance(data, pd.DataFrame):
+            self._log_trials(run_id, data)
+        elif kind in ("metrics", "training_summary", "complexity"):
             self._client.log_dict(run_id, _plain(data), f"{leaf}.json")
 
-    def _log_checkpoint(self, run_id: str, checkpoint: Mapping[str, Any]) -> None:
+    def _log_trials(self, variant_run: str, trials: Any) -> None:
+        """Each trial of a tuned variant's study as a run nested in the variant's run."""
+        from mlflow.entities import Metric
+
+        for trial in trials.to_dict("records"):
+            run = self._client.create_run(
+                self._experiment_id,
+                run_name=f"trial_{trial['trial']}",
+                tags={
+                    "mlflow.parentRunId": variant_run,
+                    TRIAL_TAG: str(trial["trial"]),
+                    "optuna.state": trial["state"],
+                },
+            )
+            run_id = run.info.run_id
+            self._log_params(
+                run_id,
+                {k.removeprefix("params."): v for k, v in trial.items() if k.startswith("params.")},
+            )
+            intermediate = json.loads(trial["intermediate"])
+            metrics = [Metric("intermediate", float(v), 0, int(k)) for k, v in intermediate.items()]
+            if _is_number(trial["value"]):
+                metrics.append(Metric("value", float(trial["value"]), 0, 0))
+            self._log_metrics(run_id, metrics)
+            self._client.set_terminated(
+                run_id, "FINISHED" if trial["state"] in ("COMPLETE", "PRUNED") else "FAILED"
+            )
+
+    def _log_evaluation(self, table: Any) -> None:
+        """The report's estimates with intervals (``reporting``'s ``<pipeline>_evaluation``) onto the
+        runs of the variants they describe."""
+        from mlflow.entities import Metric
+
+        columns = ("estimate", "low", "high", "difference", "difference_low", "difference_high")
+        for row in table.to_dict("records"):
+            run_id = self._variant_runs.get(str(row.get("model")))
+            if run_id is None:  # a baseline, or a variant this run does not track
+                continue
+            metric = f"evaluation/{row['metric']}"
+            names = {c: metric if c == "estimate" else f"{metric}_{c}" for c in columns}
+            metrics = [
+                Metric(names[c], float(row[c]), 0, 0) for c in columns if _is_number(row.get(c))
+            ]
+            if _is_number(row.get("n_subjects")):
+                metrics.append(Metric("evaluation/n_subjects", float(row["n_subjects"]), 0, 0))
+            self._log_metrics(run_id, metrics)
+
+    def _log_checkpoint(
+        self, run_id: str, checkpoint: Mapping[str, Any], artifact_path: str
+    ) -> None:
         import torch
 
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "model.pt"
             torch.save(dict(checkpoint), path)
-            self._client.log_artifact(run_id, str(path), artifact_path="model")
+            self._client.log_artifact(run_id, str(path), artifact_path=artifact_path)
 
     def _log_artifact(self, run_id: str, name: str, data: Any) -> None:
         import pandas as pd
@@ -257,8 +337,20 @@ class TrackingHook:
             self._client.log_figure(run_id, data, f"{name}.png")
         elif isinstance(data, str) and name.endswith("_report"):
             self._client.log_text(run_id, data, f"{name}.md")
-        elif isinstance(data, pd.DataFrame) and name.endswith("_comparison"):
+        elif isinstance(data, pd.DataFrame) and name.endswith(("_comparison", "_evaluation")):
             self._client.log_text(run_id, data.to_csv(index=False), f"{name}.csv")
+
+
+def _history_metrics(history: Any, prefix: str) -> list[Any]:
+    """Every number of a history as a metric per epoch (step = epoch)."""
+    from mlflow.entities import Metric
+
+    return [
+        Metric(f"{prefix}{column}", float(value), 0, int(step))
+        for step, row in zip(_epochs(history), history.to_dict("records"), strict=True)
+        for column, value in row.items()
+        if column != "epoch" and _is_number(value)
+    ]
 
 
 def _epochs(history: Any) -> list[int]:

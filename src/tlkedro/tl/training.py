@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,7 @@ def fit(
     source: dict | None = None,
     workdir: str | Path | None = None,
     unlabelled: np.ndarray | None = None,
+    callbacks: Sequence[L.Callback] = (),
 ) -> FitResult:
     """Train a model as ``config`` says, on the subjects of ``labels`` minus a validation set.
 
@@ -96,6 +98,7 @@ def fit(
         unlabelled: ``(M, 1, ...)`` images without labels (another split or site), for objectives whose
             auxiliary terms need them (``reconstruction``, ``consistency``, ``domain_adversarial``);
             each training image is paired with one of them per epoch.
+        callbacks: Further Lightning callbacks, e.g. Optuna's pruning callback (``tlkedro.tl.tuning``).
 
     Returns:
         The best model's checkpoint, the per-epoch history and a summary.
@@ -116,7 +119,7 @@ def fit(
         early_stopping = EarlyStopping(
             monitor="val/loss", mode="min", patience=config.trainer.early_stopping_patience
         )
-        callbacks = [history, throughput, early_stopping, *run.callbacks]
+        callbacks = [history, throughput, early_stopping, *run.callbacks, *callbacks]
         if _recalibrates(config.trainer, images, module):
             plain = ArrayDataset(images, datamodule.targets, datamodule.train_indices)
             callbacks.append(RecalibrateBatchNorm(plain, config.trainer.batch_size, config.seed))

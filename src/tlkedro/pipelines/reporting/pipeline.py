@@ -22,6 +22,7 @@ from tlkedro.pipelines.reporting.nodes import (
     plot_training_size_curve,
     report_evaluation,
 )
+from tlkedro.pipelines.reporting.tuning import report_studies
 from tlkedro.pipelines.training.nodes import CV_SPLIT
 from tlkedro.pipelines.training.pipeline import FOLDS
 from tlkedro.plan import TRAINING_PIPELINES, ExperimentPlan, TrainingVariant
@@ -176,6 +177,22 @@ def _report_nodes(
             *_evaluation_nodes(pipeline_name, variants, evaluated, primary_metric, evaluation),
         ]
         sections.append(f"{out}evaluation_markdown")
+    if tuned := [v for v in variants if v.tuning is not None]:
+        studies = {v.namespace: v.tuning.study for v in tuned}
+        nodes.append(
+            Node(
+                bind(
+                    report_studies,
+                    names=list(studies),
+                    metrics={name: study.metric for name, study in studies.items()},
+                    directions={name: study.direction for name, study in studies.items()},
+                ),
+                [f"{name}.study" for name in studies],
+                [f"{out}tuning_plot", f"{out}tuning_markdown"],
+                name=f"report_{pipeline_name}_studies",
+            )
+        )
+        sections.append(f"{out}tuning_markdown")
     sections += analysis_sections
     nodes.append(Node(join_reports, sections, f"{out}report", name=f"write_{pipeline_name}_report"))
     return nodes

@@ -18,7 +18,9 @@ from tlkedro.tl.analysis.complexity import complexity_report
 from tlkedro.tl.architectures import create_architecture
 from tlkedro.tl.checkpoint import build_model
 from tlkedro.tl.training import evaluate, fit
+from tlkedro.tl.tuning import best_point, run_study, study_name, trials_table
 from tlkedro.tl.weights import load_source_weights
+from tlkedro.variants import Sweep, deep_merge, sweep_overrides
 
 # The held-out fold's metrics and predictions are named as a split would be.
 CV_SPLIT = "cv"
@@ -79,6 +81,31 @@ def weights_file_source(weights: WeightsFile, config: VariantConfig, images: np.
     return source
 
 
+def training_data(
+    images: np.ndarray,
+    labels: pd.DataFrame,
+    source: dict | None,
+    folds: pd.DataFrame | None,
+    fold: Fold | None,
+    config: VariantConfig,
+) -> tuple[np.ndarray, pd.DataFrame, dict | None]:
+    """The images, labels and source model a variant trains on.
+
+    With a fold, the fold's held-out subjects are left out (and must not be among the subjects the
+    source model was trained on); with ``train_size``, a reproducible nested subset of the rest is used;
+    a weights file as ``init_from`` becomes the source checkpoint.
+    """
+    if isinstance(config.init_from, WeightsFile):
+        source = weights_file_source(config.init_from, config, images)
+    rows = training_rows(labels, folds, fold, config)
+    if fold is not None and source is not None:
+        held_out = folds.loc[(folds["repeat"] == fold.repeat) & (folds["fold"] == fold.index)]
+        check_fold_leakage(held_out, pretraining_subjects=source["meta"].get("train_subjects"))
+    if len(rows) < len(labels):
+        images, labels = images[rows], labels.iloc[rows].reset_index(drop=True)
+    return images, labels, source
+
+
 def train_model(
     images: np.ndarray,
     labels: pd.DataFrame,
@@ -90,21 +117,13 @@ def train_model(
     workdir: str,
     fold: Fold | None = None,
 ) -> tuple[dict, pd.DataFrame, dict[str, Any]]:
-    """Fit the variant's model on its training subjects; resumes from the variant's last checkpoint.
+    """Fit the variant's model on its training subjects (:func:`training_data`); resumes from the
+    variant's last checkpoint.
 
-    With a fold, the fold's held-out subjects are left out (and must not be among the subjects the
-    source model was trained on); with ``train_size``, a reproducible nested subset of the rest is used.
     The checkpoint records the training subjects, which the leakage guard of later variants reads, and,
     for a weights file as the source, its load report.
     """
-    if isinstance(config.init_from, WeightsFile):
-        source = weights_file_source(config.init_from, config, images)
-    rows = training_rows(labels, folds, fold, config)
-    if fold is not None and source is not None:
-        held_out = folds.loc[(folds["repeat"] == fold.repeat) & (folds["fold"] == fold.index)]
-        check_fold_leakage(held_out, pretraining_subjects=source["meta"].get("train_subjects"))
-    if len(rows) < len(labels):
-        images, labels = images[rows], labels.iloc[rows].reset_index(drop=True)
+    images, labels, source = training_data(images, labels, source, folds, fold, config)
     result = fit(config, images, labels, source=source, workdir=workdir, unlabelled=unlabelled)
     result.checkpoint["meta"]["train_subjects"] = sorted(labels["subject_id"].astype(str).unique())
     if source is not None and "source_weights" in source["meta"]:
@@ -115,6 +134,80 @@ def train_model(
             "matched_fraction"
         ]
     return result.checkpoint, result.history, summary
+
+
+def tune_model(
+    images: np.ndarray,
+    labels: pd.DataFrame,
+    source: dict | None = None,
+    unlabelled: np.ndarray | None = None,
+    *,
+    namespace: str,
+    config: VariantConfig,
+    tuning: Sweep,
+    storage: str,
+    workdir: str,
+) -> tuple[dict[str, Any], dict, pd.DataFrame, dict[str, Any], pd.DataFrame]:
+    """Run the variant's Optuna study (:func:`tlkedro.tl.tuning.run_study`), then train its best trial.
+
+    Every trial trains on the variant's training subjects, as ``train`` would, and is valued on their
+    validation part. The best trial's configuration is trained again into the variant's model (the
+    same configuration, data and seed give the same model), so the variant is evaluated and reported
+    like any other.
+
+    Returns:
+        The run record (with the best configuration), the model, its history, its training summary
+        (plus ``tuning/...``: the study, the best trial and its value, the trials complete and pruned)
+        and the study's trials table (:func:`tlkedro.tl.tuning.trials_table`).
+    """
+    base = config
+    study = tuning.study
+    images, labels, source = training_data(images, labels, source, None, None, config)
+
+    def make_config(point: dict[str, Any]) -> VariantConfig:
+        merged = deep_merge(base.model_dump(mode="json"), sweep_overrides(tuning, point))
+        return VariantConfig.model_validate(merged)
+
+    name = study_name(namespace, base, tuning.space, study)
+    trials = trials_table(
+        run_study(
+            tuning.space,
+            study,
+            base,
+            make_config,
+            images,
+            labels,
+            storage=storage,
+            name=name,
+            source=source,
+            unlabelled=unlabelled,
+        )
+    )
+    best_trial, point = best_point(trials, study.direction)
+    best = make_config(point)
+    checkpoint, history, summary = train_model(
+        images, labels, source, unlabelled, config=best, workdir=workdir
+    )
+    states = trials["state"].value_counts()
+    summary.update(
+        {
+            "tuning/study": name,
+            "tuning/metric": study.metric,
+            "tuning/best_trial": best_trial,
+            "tuning/best_value": float(trials.loc[trials["trial"] == best_trial, "value"].iloc[0]),
+            "tuning/trials_complete": int(states.get("COMPLETE", 0)),
+            "tuning/trials_pruned": int(states.get("PRUNED", 0)),
+            # The comparison table's `lr` column reads the summary last: the tuned value, not the base's.
+            "lr": best.optimizer.lr,
+        }
+    )
+    return (
+        record_run(namespace=namespace, config=best, workdir=workdir),
+        checkpoint,
+        history,
+        summary,
+        trials,
+    )
 
 
 def evaluate_model(

@@ -19,6 +19,7 @@ from tlkedro.pipelines.training.nodes import (
     summarise_folds,
     summarise_variant,
     train_model,
+    tune_model,
 )
 from tlkedro.plan import ExperimentPlan, Fold, TrainingVariant
 
@@ -43,19 +44,34 @@ def _run_pipeline(variant: TrainingVariant, plan: ExperimentPlan, fold: Fold | N
     if fold is not None:
         train_inputs["folds"] = FOLDS
     evaluated = [*([CV_SPLIT] if fold is not None else []), *config.evaluate_on]
-    nodes = [
-        Node(
-            bind(record_run, namespace=namespace, config=config, workdir=plan.workdir(namespace)),
-            None,
-            "config",
-            name="record_run",
-        ),
-        Node(
-            bind(train_model, config=config, workdir=plan.workdir(namespace), fold=fold),
-            train_inputs,
-            ["model", "history", "training_summary"],
-            name="train",
-        ),
+    workdir = plan.workdir(namespace)
+    if variant.tuning is not None:  # an optuna sweep: the study, then its best trial's model
+        tune = bind(
+            tune_model,
+            namespace=namespace,
+            config=config,
+            tuning=variant.tuning,
+            storage=plan.study_storage(variant),
+            workdir=workdir,
+        )
+        outputs = ["config", "model", "history", "training_summary", "study"]
+        nodes = [Node(tune, train_inputs, outputs, name="tune")]
+    else:
+        nodes = [
+            Node(
+                bind(record_run, namespace=namespace, config=config, workdir=workdir),
+                None,
+                "config",
+                name="record_run",
+            ),
+            Node(
+                bind(train_model, config=config, workdir=workdir, fold=fold),
+                train_inputs,
+                ["model", "history", "training_summary"],
+                name="train",
+            ),
+        ]
+    nodes += [
         Node(
             measure_complexity,
             ["model", f"{train_on}_images"],
