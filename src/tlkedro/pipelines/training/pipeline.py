@@ -45,7 +45,13 @@ def _run_pipeline(variant: TrainingVariant, plan: ExperimentPlan, fold: Fold | N
     evaluated = [*([CV_SPLIT] if fold is not None else []), *config.evaluate_on]
     nodes = [
         Node(
-            bind(record_run, namespace=namespace, config=config, workdir=plan.workdir(namespace)),
+            bind(
+                record_run,
+                namespace=namespace,
+                config=config,
+                workdir=plan.workdir(namespace),
+                preprocessing=plan.preprocessing,
+            ),
             None,
             "config",
             name="record_run",
