@@ -16,7 +16,7 @@ from kedro_datasets.pandas import ParquetDataset
 
 from tlkedro.datasets import NiftiCollectionDataset, NumpyArrayDataset
 from tlkedro.pipelines.predict import PredictParams, create_pipeline
-from tlkedro.pipelines.predict.nodes import model_preprocessing
+from tlkedro.pipelines.predict.nodes import ingest_new_scans, model_preprocessing
 from tlkedro.pipelines.preprocessing.nodes import PreprocessingParams
 from tlkedro.pipelines.training.nodes import record_run
 from tlkedro.plan import PlanError, build_plan
@@ -47,7 +47,11 @@ FINETUNE = {
     "variants": {"full": {}, "scratch": {}},
 }
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = [
+    pytest.mark.usefixtures("single_thread"),
+    # Models are read as `<variant>.model`, as the registry builds it (which silences the same warning).
+    pytest.mark.filterwarnings("ignore:One or more dataset names contain"),
+]
 
 
 def _bids(folder: Path) -> None:
@@ -177,3 +181,20 @@ def test_the_models_and_their_fold_runs_are_read_from_the_plan(plan) -> None:
         n for n in create_pipeline(folds, {"model": ["finetune.full"]}).nodes if "score" in n.name
     ]
     assert score.inputs[2:] == [f"finetune.full.fold_{i}.model" for i in range(3)]
+
+
+def test_scans_outside_predict_scans_are_refused_and_linked_ones_accepted(tmp_path) -> None:
+    _bids(tmp_path / "store")
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "sub-00").symlink_to(tmp_path / "store" / "sub-00")  # a linked subject
+    images = NiftiCollectionDataset(path=str(tmp_path / "new"), glob="sub-*/**/anat/*_T1w.nii.gz")
+    metadata = pd.DataFrame({"participant_id": ["sub-00"]})
+    ingestion = {"layout": "bids", "workers": 1}
+    linked = PredictParams(scans=str(tmp_path / "new"))
+    manifest, _ = ingest_new_scans(images.load(), metadata, ingestion, predict=linked)
+    assert list(manifest["subject_id"]) == ["sub-00"]
+    elsewhere = PredictParams(scans=str(tmp_path / "other"))
+    with pytest.raises(ValueError, match=r"predict.scans is .*other, but predict_scans read"):
+        ingest_new_scans(images.load(), metadata, ingestion, predict=elsewhere)
+    with pytest.raises(ValueError, match=r"predict_scans holds no scan"):
+        ingest_new_scans({}, metadata, ingestion, predict=linked)

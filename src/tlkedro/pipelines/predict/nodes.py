@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -151,6 +152,12 @@ def model_preprocessing(
     return PreprocessingParams.model_validate(trained)
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is in ``folder``, as written (a scan may be a link to elsewhere) or resolved."""
+    written = Path(os.path.abspath(path)).is_relative_to(os.path.abspath(folder))
+    return written or path.resolve().is_relative_to(folder.resolve())
+
+
 def ingest_new_scans(
     images: Mapping[str, _HasPath],
     metadata: pd.DataFrame,
@@ -176,8 +183,7 @@ def ingest_new_scans(
         )
     paths = {key: ref.path for key, ref in images.items()}
     if predict.scans is not None:
-        folder = Path(predict.scans).resolve()
-        outside = [str(p) for p in paths.values() if not p.resolve().is_relative_to(folder)]
+        outside = [str(p) for p in paths.values() if not _inside(p, Path(predict.scans))]
         if outside:
             raise ValueError(
                 f"predict.scans is {predict.scans}, but predict_scans read {outside[0]} (and "
