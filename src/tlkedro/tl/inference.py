@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 from tlkedro.tl.checkpoint import build_model
 from tlkedro.tl.config import TrainerConfig
 from tlkedro.tl.data import ArrayDataset
+from tlkedro.tl.evaluation.predictions import class_probabilities
 from tlkedro.tl.launch import build_predictor
 from tlkedro.tl.objectives import PrimaryTerm, TaskInfo, create_objective
 from tlkedro.tl.objectives.multitask import load_head
@@ -108,7 +109,7 @@ class _HeadsModule(L.LightningModule):
         return torch.cat(columns, dim=1)
 
 
-def probability_columns(num_classes: int) -> list[str]:
+def _probability_names(num_classes: int) -> list[str]:
     """The predictions tables' class-probability columns: ``probability`` (class 1 of two), or
     ``probability_<k>`` for each class of more (docs/architecture.md, "Predictions tables")."""
     return ["probability"] if num_classes == 2 else [f"probability_{k}" for k in range(num_classes)]
@@ -135,7 +136,7 @@ def predict_heads(
     Returns:
         One row per subject and head (subjects sorted): ``subject_id``, ``head``, ``task``,
         ``prediction`` (class, or value in the target's units) and, for classification, the class
-        probabilities (``probability_columns``). Classes: the most probable after averaging the rows.
+        probabilities (``probability`` of class 1 of two, or ``probability_<k>`` of each class). Classes: the most probable after averaging the rows.
 
     Raises:
         ValueError: No images, or not one subject per image row.
@@ -161,7 +162,7 @@ def predict_heads(
         if head.info.task == "classification":
             probabilities = block.to_numpy()
             table["prediction"] = probabilities.argmax(axis=1)
-            columns = probability_columns(head.info.num_classes)
+            columns = _probability_names(head.info.num_classes)
             table[columns] = probabilities[:, -len(columns) :]
         else:
             table["prediction"] = block[0].to_numpy()
@@ -339,10 +340,8 @@ def score(
     table = stacked.groupby(keys, sort=False)[values].mean().reset_index()
     for head, rows in table.groupby("head", sort=False):
         if rows["task"].iloc[0] == "classification":
-            columns = [c for c in values if c.startswith("probability") and rows[c].notna().all()]
-            probabilities = rows[columns].to_numpy()
-            if columns == ["probability"]:  # class 1 of two
-                probabilities = np.column_stack([1 - probabilities[:, 0], probabilities[:, 0]])
+            # Without the other heads' probability columns, empty on these rows.
+            probabilities = class_probabilities(rows.dropna(axis=1, how="all"))
             table.loc[rows.index, "prediction"] = probabilities.argmax(axis=1)
         targets = subject_targets(labels, str(head))
         table.loc[rows.index, "target"] = targets.reindex(rows["subject_id"]).to_numpy()
