@@ -18,7 +18,7 @@ from kedro.framework.project import settings
 from kedro.pipeline import Pipeline
 
 from tlkedro.configuration import CONFIG_LOADER_ARGS
-from tlkedro.pipelines import cross_validation, dapt, finetune, pretrain, reporting
+from tlkedro.pipelines import cross_validation, dapt, finetune, predict, pretrain, reporting
 from tlkedro.pipelines.ingestion import create_pipeline as create_ingestion_pipeline
 from tlkedro.pipelines.preprocessing import create_pipeline as create_preprocessing_pipeline
 from tlkedro.pipelines.synthetic import create_pipeline as create_synthetic_pipeline
@@ -63,7 +63,8 @@ def register_pipelines() -> dict[str, Pipeline]:
         ``synthetic``, ``ingestion``, ``preprocessing``, ``cross_validation`` (the folds, when
         ``cross_validation`` is set), ``pretrain``, ``finetune``, ``reporting``, ``dapt``
         (domain-adaptive pre-training variants, from ``pretrain.default``), ``data`` (ingestion to
-        model input and folds) and ``__default__`` (cohort to report, without ``dapt``).
+        model input and folds), ``predict`` (new scans scored by the ``predict.model`` variants) and
+        ``__default__`` (cohort to report, without ``dapt`` and ``predict``).
 
     Raises:
         PlanError: An invalid parameter of a variant, named with its key, before any node runs.
@@ -97,4 +98,5 @@ def _build(plan: ExperimentPlan, parameters: dict[str, Any], source: str) -> dic
         "finetune": finetune.create_pipeline(plan),
         "reporting": reporting.create_pipeline(plan, parameters["reporting"]),
         "dapt": dapt.create_pipeline(plan),
+        "predict": predict.create_pipeline(plan, parameters.get("predict")),
     }

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -170,6 +170,8 @@ class ExperimentPlan:
         dapt: The DAPT variants (their two training stages are in ``variants`` too), by name.
         dapt_energy: The power model of the DAPT phase reports.
         dapt_primary_metric: The metric the DAPT comparison is sorted by.
+        preprocessing: The ``preprocessing`` parameters as given, which every run records with its
+            configuration (``predict`` preprocesses new scans with a model's).
     """
 
     variants: dict[str, TrainingVariant]
@@ -178,6 +180,7 @@ class ExperimentPlan:
     dapt: dict[str, DaptVariant]
     dapt_energy: PowerModel
     dapt_primary_metric: str
+    preprocessing: Mapping[str, Any] = field(default_factory=dict)
 
     def of(self, pipeline: str) -> list[TrainingVariant]:
         """The variants of one pipeline, in declaration order."""
@@ -500,6 +503,7 @@ def build_plan(parameters: Mapping[str, Any]) -> ExperimentPlan:
         dapt=dapt,
         dapt_energy=energy,
         dapt_primary_metric=primary,
+        preprocessing=dict(parameters.get("preprocessing") or {}),
     )
 
 

@@ -328,6 +328,31 @@ def test_unknown_or_missing_sex_is_invalid(tmp_path, sex):
     assert _only_rejection(quarantine, "raw_metadata row 1")["reason_code"] == "invalid_sex"
 
 
+def test_optional_labels_keep_scans_without_age_sex_or_a_record(tmp_path):
+    images, metadata = _ukb_cohort(tmp_path, n=4)
+    metadata = metadata.astype({"31-0.0": object}).iloc[:3]  # 1000004 has no record
+    metadata.loc[0, "21003-2.0"] = None
+    metadata.loc[1, "31-0.0"] = None
+    metadata.loc[2, "31-0.0"] = "x"  # given but invalid: still quarantined
+    manifest, quarantine = _run(images, metadata, labels="optional")
+    assert list(manifest["subject_id"]) == ["1000001", "1000002", "1000004"]
+    assert manifest["age"].isna().tolist() == [True, False, True]
+    assert manifest["sex"].isna().tolist() == [False, True, True]
+    assert str(manifest["sex"].dtype) == "Int64"
+    assert list(quarantine["reason_code"]) == ["invalid_sex", "invalid_sex"]  # the image, the record
+    required, _ = _run(images, metadata)
+    assert list(required["subject_id"]) == []  # every scan lacks a label or a record
+
+
+def test_optional_labels_need_only_the_subject_id_column(tmp_path):
+    images, metadata = _ukb_cohort(tmp_path)
+    manifest, quarantine = _run(images, metadata[["eid"]], labels="optional")
+    assert len(manifest) == 3 and quarantine.empty
+    assert manifest["age"].isna().all() and manifest["sex"].isna().all()
+    with pytest.raises(MetadataError, match="'eid' \\(subject_id\\)"):
+        _run(images, metadata[["21003-2.0"]], labels="optional")
+
+
 def test_duplicate_subject_in_the_metadata_quarantines_every_copy_and_the_image(tmp_path):
     images, metadata = _ukb_cohort(tmp_path)
     metadata = pd.concat([metadata, metadata.iloc[[0]]], ignore_index=True)

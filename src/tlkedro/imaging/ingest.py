@@ -89,6 +89,11 @@ class IngestionConfig(BaseModel):
         columns: Metadata column names that differ from the layout's defaults (``DEFAULT_COLUMNS``).
         sex_codes: Metadata sex value (case-insensitive) -> 0 female / 1 male, replacing the layout's
             defaults (``DEFAULT_SEX_CODES``).
+        labels: ``required`` (training: a scan without a usable age and sex is quarantined) or
+            ``optional`` (scoring new scans, the ``predict`` pipeline: only the subject id column is
+            required, and a missing age or sex, or a subject without a metadata record, leaves the
+            manifest's ``age`` NaN and ``sex`` null, a nullable ``Int64``; a value given but invalid is
+            still quarantined).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -101,6 +106,7 @@ class IngestionConfig(BaseModel):
     columns: dict[ColumnRole, str] = Field(default_factory=dict)
     # YAML reads an unquoted numeric code such as 1 as an int key.
     sex_codes: dict[str | int, Literal[0, 1]] | None = None
+    labels: Literal["required", "optional"] = "required"
 
     @field_validator("age_range", "voxel_size_range")
     @classmethod
@@ -180,8 +186,11 @@ class _Scan:
 @dataclass(frozen=True)
 class _Record:
     age: float
-    sex: int
+    sex: int | None
     site: str
+
+
+_UNLABELLED = _Record(math.nan, None, "")  # labels optional: a scan whose subject has no record
 
 
 def ingest(
@@ -236,7 +245,7 @@ def ingest(
                 code,
                 f"its subject's metadata is unusable: {reason}",
             )
-        elif scan.subject_id not in records:
+        elif scan.subject_id not in records and config.labels == "required":
             reason = f"subject {scan.subject_id} has no metadata record in {metadata_label}"
             rejected_files.add(str(scan.path), scan.subject_id, "no_metadata", reason)
         else:
@@ -251,7 +260,8 @@ def ingest(
         if isinstance(result, InvalidScanError):
             rejected_files.add(str(scan.path), scan.subject_id, result.code, result.reason)
         else:
-            manifest_rows.append(_manifest_row(scan, records[scan.subject_id], result))
+            record = records.get(scan.subject_id, _UNLABELLED)
+            manifest_rows.append(_manifest_row(scan, record, result))
 
     logger.info(
         "Ingestion: %d scans found, %d accepted, %s; %d metadata records, %s",
@@ -261,7 +271,8 @@ def ingest(
         len(metadata),
         rejected_records.summary(),
     )
-    manifest = _frame(manifest_rows, MANIFEST_COLUMNS)
+    optional = config.labels == "optional"
+    manifest = _frame(manifest_rows, {**MANIFEST_COLUMNS, **({"sex": "Int64"} if optional else {})})
     quarantine = _frame(rejected_files.rows + rejected_records.rows, QUARANTINE_COLUMNS)
     if config.strict and len(quarantine):
         raise QuarantineError(quarantine)
@@ -333,7 +344,9 @@ def _read_metadata(
     id, duplicate id, no image, age, sex.
     """
     columns = config.metadata_columns()
-    required = {role: columns[role] for role in ("subject_id", "age", "sex")}
+    optional = config.labels == "optional"
+    roles = ("subject_id",) if optional else ("subject_id", "age", "sex")
+    required = {role: columns[role] for role in roles}
     missing = {role: name for role, name in required.items() if name not in metadata.columns}
     if missing:
         wanted = ", ".join(f"{name!r} ({role})" for role, name in missing.items())
@@ -346,16 +359,17 @@ def _read_metadata(
     prefix = "sub-" if config.layout == "bids" else ""
     ids = [_label(value, prefix) for value in metadata[columns["subject_id"]]]
     counts = Counter(ids)
-    ages = pd.to_numeric(metadata[columns["age"]], errors="coerce")
-    sites = (
-        metadata[columns["site"]] if columns["site"] in metadata.columns else [None] * len(metadata)
+    raw_ages, raw_sexes, sites = (
+        metadata[columns[role]] if columns[role] in metadata.columns else [None] * len(metadata)
+        for role in ("age", "sex", "site")
     )
+    ages = pd.to_numeric(pd.Series(raw_ages, dtype=object), errors="coerce")
     sex_codes = config.sex_mapping()
 
     records: dict[str, _Record] = {}
     bad: dict[str, tuple[str, str]] = {}
     for row, (subject_id, raw_age, age, raw_sex, site) in enumerate(
-        zip(ids, metadata[columns["age"]], ages, metadata[columns["sex"]], sites, strict=True),
+        zip(ids, raw_ages, ages, raw_sexes, sites, strict=True),
         start=1,
     ):
         source = f"{label} row {row}"
@@ -369,9 +383,11 @@ def _read_metadata(
             )
         elif subject_id not in imaged:
             code, reason = "no_image", f"subject {subject_id} has no image"
-        elif age_problem := _age_problem(raw_age, age, config.age_range):
+        elif (age_problem := _age_problem(raw_age, age, config.age_range)) and not (
+            optional and pd.isna(raw_age)
+        ):
             code, reason = "invalid_age", f"age of subject {subject_id} {age_problem}"
-        elif sex is None:
+        elif sex is None and not (optional and not _label(raw_sex)):
             given = (
                 f"{_label(raw_sex)!r} is not one of {sorted(sex_codes)}"
                 if _label(raw_sex)
@@ -383,7 +399,7 @@ def _read_metadata(
                 f"(layout {config.layout}; declare others with ingestion.sex_codes)"
             )
         else:
-            records[subject_id] = _Record(float(age), sex, _label(site))
+            records[subject_id] = _Record(float(age), sex, _label(site))  # NaN, None: not given
             continue
         rejected.add(source, subject_id, code, reason)
         if subject_id in imaged:

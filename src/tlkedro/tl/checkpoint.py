@@ -3,14 +3,18 @@
 A checkpoint is ``{"config": model.config, "state_dict": {name: tensor}, "meta": {...}}`` holding only
 tensors and plain Python types, so it loads with ``torch.load(weights_only=True)``: loading never runs
 code from the file. ``build_model`` rebuilds the network from ``config`` and loads the weights strictly.
+A model trained with multitask heads (``objectives.multitask``) also has ``"heads": {term name: saved
+head}``, which ``tlkedro.tl.inference`` reads; ``build_model`` ignores them.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from tlkedro.tl.architectures import TLModel, create_architecture
@@ -38,21 +42,37 @@ def _plain(value: Any, where: str) -> Any:
     )
 
 
-def make_checkpoint(model: TLModel, meta: Mapping[str, Any]) -> dict[str, Any]:
+def make_checkpoint(
+    model: TLModel, meta: Mapping[str, Any], heads: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The checkpoint of ``model`` with ``meta`` (task, target, target statistics, training facts).
 
     Tensors are detached copies on the CPU, so the checkpoint does not change as training continues.
 
+    Args:
+        model: The trained network.
+        meta: What reading its outputs needs, and facts of its training.
+        heads: Further heads on its features (``objectives.multitask.saved_heads``); none when empty.
+
     Raises:
-        TypeError: If ``model.config`` or ``meta`` hold something other than plain types and tensors.
+        TypeError: If ``model.config``, ``meta`` or ``heads`` hold something other than plain types
+            and tensors.
     """
-    return {
+    checkpoint = {
         "config": _plain(model.config, "config"),
         "state_dict": {
             name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()
         },
         "meta": _plain(meta, "meta"),
     }
+    if heads:
+        checkpoint["heads"] = _plain(heads, "heads")
+    return checkpoint
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A checkpoint file (``data/06_models/.../model.pt``) read with ``weights_only=True``, on the CPU."""
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def build_model(checkpoint: Mapping[str, Any]) -> TLModel:

@@ -33,6 +33,7 @@ from tlkedro.tl.checkpoint import build_model, make_checkpoint
 from tlkedro.tl.config import TrainConfig, TrainerConfig
 from tlkedro.tl.data import ArrayDataset, MRIDataModule, subject_labels, target_values
 from tlkedro.tl.history import History, Throughput
+from tlkedro.tl.inference import predict_heads, validation_predictions
 from tlkedro.tl.launch import (
     adopt_launched_state,
     build_predictor,
@@ -42,6 +43,7 @@ from tlkedro.tl.launch import (
 from tlkedro.tl.metrics import metric_collection, trivial_check
 from tlkedro.tl.module import PredictionModule, build_module
 from tlkedro.tl.objectives import PROGRESS, UNLABELLED, TaskInfo, create_objective
+from tlkedro.tl.objectives.multitask import saved_heads
 from tlkedro.tl.resume import fingerprint, run_directory
 from tlkedro.tl.strategies import phase_at
 
@@ -53,9 +55,11 @@ class FitResult:
     """What ``fit`` returns.
 
     Attributes:
-        checkpoint: ``make_checkpoint`` of the model at its lowest validation loss; ``meta`` holds the
-            task statistics (``TaskInfo`` fields: task, num_classes, target_mean, target_std, ...),
-            ``target``, ``objective`` (name and kwargs), ``seed``, ``epochs_run`` and ``best_epoch``.
+        checkpoint: ``make_checkpoint`` of the model at its lowest validation loss, with its multitask
+            heads; ``meta`` holds the task statistics (``TaskInfo`` fields: task, num_classes,
+            target_mean, target_std, ...), ``target``, ``objective`` (name and kwargs), ``seed``,
+            ``epochs_run``, ``best_epoch`` and ``validation_predictions`` (every head's, per validation
+            subject: ``tlkedro.tl.inference.validation_predictions``).
         history: One row per epoch (``tlkedro.tl.history.History``): ``epoch`` (from 0),
             ``train/loss``, ``val/loss``, the train and validation metrics, the learning rate of each
             parameter group (``lr/<group>``) and ``trainable_params``.
@@ -158,7 +162,20 @@ def fit(
     }
     for epoch, seconds in throughput.epoch_seconds.items():
         summary[f"train_seconds/{phase_at(phases, epoch)}"] += seconds
-    return FitResult(make_checkpoint(module.model, meta), rows, summary)
+    checkpoint = make_checkpoint(module.model, meta, heads=saved_heads(module.objective))
+    # Every head's predictions of the validation subjects: what predict fits its bias correction on.
+    val_rows = datamodule.val_indices
+    val_predictions = predict_heads(
+        checkpoint,
+        images[val_rows],
+        labels["subject_id"].iloc[val_rows],
+        batch_size=config.trainer.batch_size,
+        trainer=config.trainer,
+    )
+    checkpoint["meta"]["validation_predictions"] = validation_predictions(
+        val_predictions, labels.iloc[val_rows]
+    )
+    return FitResult(checkpoint, rows, summary)
 
 
 def _needed_unlabelled(config: TrainConfig, unlabelled: np.ndarray | None) -> np.ndarray | None:

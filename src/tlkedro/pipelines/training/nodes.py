@@ -6,12 +6,14 @@ Each node receives its variant's configuration, validated once by the experiment
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from tlkedro.imaging.folds import check_fold_leakage, fold_subjects, nested_subsets
+from tlkedro.pipelines.preprocessing.nodes import PreprocessingParams
 from tlkedro.plan import Fold, VariantConfig, WeightsFile
 from tlkedro.provenance import run_record
 from tlkedro.tl.analysis.complexity import complexity_report
@@ -26,14 +28,25 @@ from tlkedro.variants import Sweep, deep_merge, sweep_overrides
 CV_SPLIT = "cv"
 
 
-def record_run(*, namespace: str, config: VariantConfig, workdir: str) -> dict[str, Any]:
+def record_run(
+    *,
+    namespace: str,
+    config: VariantConfig,
+    workdir: str,
+    preprocessing: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The run record saved next to the variant's metrics: its configuration and provenance.
 
-    Every result can so be traced to its configuration, seed, package versions and git revision.
+    Every result can so be traced to its configuration, seed, package versions and git revision. The
+    preprocessing parameters, with their defaults filled in, are those the ``predict`` pipeline
+    preprocesses new scans with for this model.
     """
     return {
         "namespace": namespace,
         "config": config.model_dump(mode="json"),
+        "preprocessing": PreprocessingParams.model_validate(preprocessing or {}).model_dump(
+            mode="json"
+        ),
         "provenance": run_record(),
         "workdir": workdir,
     }
@@ -147,6 +160,7 @@ def tune_model(
     tuning: Sweep,
     storage: str,
     workdir: str,
+    preprocessing: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict, pd.DataFrame, dict[str, Any], pd.DataFrame]:
     """Run the variant's Optuna study (:func:`tlkedro.tl.tuning.run_study`), then train its best trial.
 
@@ -202,7 +216,9 @@ def tune_model(
         }
     )
     return (
-        record_run(namespace=namespace, config=best, workdir=workdir),
+        record_run(
+            namespace=namespace, config=best, workdir=workdir, preprocessing=preprocessing
+        ),
         checkpoint,
         history,
         summary,

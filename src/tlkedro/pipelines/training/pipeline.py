@@ -53,13 +53,20 @@ def _run_pipeline(variant: TrainingVariant, plan: ExperimentPlan, fold: Fold | N
             tuning=variant.tuning,
             storage=plan.study_storage(variant),
             workdir=workdir,
+            preprocessing=plan.preprocessing,
         )
         outputs = ["config", "model", "history", "training_summary", "study"]
         nodes = [Node(tune, train_inputs, outputs, name="tune")]
     else:
         nodes = [
             Node(
-                bind(record_run, namespace=namespace, config=config, workdir=workdir),
+                bind(
+                    record_run,
+                    namespace=namespace,
+                    config=config,
+                    workdir=workdir,
+                    preprocessing=plan.preprocessing,
+                ),
                 None,
                 "config",
                 name="record_run",

@@ -7,7 +7,9 @@ regression}}]`` next to a sex classifier). A row whose label for a task is missi
 in that task's loss; a batch with no label for it gives the task a loss of zero and its head zero
 gradients, so cohorts where not every subject has every label can still be used. The head reads the
 encoder's pooled features (``model.forward_features``, one more encoder pass over the batch) and is
-trained and checkpointed with the model during training; the saved model keeps the primary head only.
+trained and checkpointed with the model. The saved model keeps every head: ``saved_heads`` turns the
+objective's heads into plain data for the checkpoint's ``heads`` entry and ``load_head`` rebuilds one, so
+``tlkedro.tl.inference`` predicts each of them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tlkedro.tl.objectives.base import AUXILIARY_TERMS, OBJECTIVES, Task, TaskInfo
+from tlkedro.tl.objectives.base import (
+    AUXILIARY_TERMS,
+    OBJECTIVES,
+    Objective,
+    PrimaryTerm,
+    Task,
+    TaskInfo,
+)
 
 _DEFAULT_OBJECTIVE = {"classification": "cross_entropy", "regression": "mse"}
 
@@ -51,6 +60,7 @@ class AuxiliaryTask(nn.Module):
         if term.task != task:
             raise ValueError(f"objective {objective!r} is for {term.task}, but task is {task!r}")
         self.name = f"task_{target}"
+        self.loss_spec = {"name": objective, "kwargs": dict(kwargs or {})}
         self.needs = (target,)
         self.target = target
         self.term = term
@@ -90,3 +100,37 @@ class AuxiliaryTask(nn.Module):
             # Zero, but on the head's graph: every parameter gets a zero gradient rather than none.
             return predicted.sum() * 0.0
         return self.term.loss(predicted[known], labels[known], self.info)
+
+    def saved(self) -> dict[str, Any]:
+        """The head as plain data and tensors (``load_head`` rebuilds it).
+
+        Raises:
+            RuntimeError: If the head was never built (``attach`` not called).
+        """
+        if self.head is None:
+            raise RuntimeError(f"auxiliary task {self.target!r} has no head yet: call attach first")
+        return {
+            "target": self.target,
+            "objective": self.loss_spec,
+            "info": self.info.as_dict(),
+            "state_dict": {k: v.detach().cpu().clone() for k, v in self.head.state_dict().items()},
+        }
+
+
+def saved_heads(objective: Objective) -> dict[str, dict[str, Any]]:
+    """The multitask heads of ``objective`` (its ``task`` terms) by term name, as ``AuxiliaryTask.saved``."""
+    return {
+        term.name: term.saved()
+        for _, term in objective.auxiliary
+        if isinstance(term, AuxiliaryTask)
+    }
+
+
+def load_head(saved: Mapping[str, Any]) -> tuple[str, PrimaryTerm, TaskInfo, nn.Linear]:
+    """Rebuild a head saved by ``AuxiliaryTask.saved``: its label column, loss term, task statistics and
+    layer (on the encoder's pooled features), with its weights loaded strictly."""
+    term = OBJECTIVES.create(saved["objective"]["name"], **saved["objective"]["kwargs"]).primary
+    weight = saved["state_dict"]["weight"]
+    head = nn.Linear(weight.shape[1], weight.shape[0])
+    head.load_state_dict(saved["state_dict"], strict=True)
+    return saved["target"], term, TaskInfo.from_dict(saved["info"]), head.eval()
