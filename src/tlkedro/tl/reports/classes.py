@@ -94,10 +94,16 @@ def per_class_table(
             actual, predicted = target == k, prediction == k
             one_vs_rest = _binary(pooled["subject_id"], actual, predicted, probabilities[:, k])
             intervals = {
-                # Accuracy on the class-k subjects is the recall; on the subjects predicted k, the precision.
+                # Accuracy on the class-k subjects is the recall. The precision is written as the share of
+                # hits (target 1, prediction: is it k?) among the subjects predicted k: one group, since
+                # a bootstrap stratified by their true class would keep hits and misses fixed.
                 "recall": _interval(one_vs_rest[actual], "accuracy", settings),
                 "precision": _interval(
-                    one_vs_rest[predicted].assign(prediction=1), "accuracy", settings
+                    one_vs_rest[predicted].assign(
+                        target=1, prediction=actual[predicted].astype(int)
+                    ),
+                    "accuracy",
+                    settings,
                 ),
                 "auroc": _interval(one_vs_rest, "auroc", settings)
                 if 0 < actual.sum() < len(actual)
