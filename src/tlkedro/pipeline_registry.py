@@ -92,7 +92,9 @@ def _build(plan: ExperimentPlan, parameters: dict[str, Any], source: str) -> dic
     return {
         "synthetic": create_synthetic_pipeline(),
         "ingestion": create_ingestion_pipeline(source=source),
-        "preprocessing": create_preprocessing_pipeline(source=source),
+        "preprocessing": create_preprocessing_pipeline(
+            source=source, layout=parameters["ingestion"].get("layout", "ukb")
+        ),
         "cross_validation": cross_validation.create_pipeline(plan),
         "pretrain": pretrain.create_pipeline(plan),
         "finetune": finetune.create_pipeline(plan),

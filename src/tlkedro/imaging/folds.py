@@ -1,7 +1,8 @@
 """Subject-level k-fold cross-validation and nested training subsets for the data-size ablation.
 
 - ``assign_folds``: every subject gets one fold per repeat, from scikit-learn's ``StratifiedKFold`` on a
-  stratum label combining sex and age bin (quantile bins), seeded per repeat. Where a stratum has fewer
+  stratum label combining sex and age bin (quantile bins), seeded per repeat (by class where the subjects
+  have a ``label``: 2D images). Where a stratum has fewer
   than ``k`` subjects the folds are stratified by sex only, then not at all, with a warning (as the
   splits of ``tlkedro.imaging.splits`` fall back).
 - ``check_fold_leakage``: no subject in two folds of one repeat, every repeat covers the same subjects,
@@ -84,12 +85,13 @@ def assign_folds(
     ordered = subjects.assign(subject_id=subjects["subject_id"].astype(str))
     ordered = ordered.sort_values("subject_id", ignore_index=True)
     chosen, labels = "nothing", None
-    for name, candidate in _strata_options(ordered, age_bins):
+    strata = _strata_options(ordered, age_bins)
+    for name, candidate in strata:
         # StratifiedKFold puts a stratum's subjects into distinct folds only when it has k of them.
         if candidate.value_counts().min() >= k:
             chosen, labels = name, candidate
             break
-    if chosen != "sex and age bin":
+    if chosen != strata[0][0]:
         logger.warning(
             "%d-fold cross-validation of %d subjects: too few subjects per stratum; stratified by %s",
             k,

@@ -1,7 +1,9 @@
 """Turn a set of scans and a metadata table into a validated manifest and a quarantine table.
 
 ``ingest`` matches each image (UK Biobank or BIDS layout) to its subject's metadata record, checks every
-file that could be used (``nifti_checks.check_nifti``, in parallel worker processes) and returns:
+file that could be used (``nifti_checks.check_nifti``, in parallel worker processes) and returns (the
+``folders`` layout of 2D images, one class folder or labels-table row each, is handled by
+:func:`tlkedro.imaging.images.ingest_images`, with the same two tables):
 
 - the manifest: one row per usable scan (columns in ``MANIFEST_COLUMNS``);
 - the quarantine: one row per rejected file or metadata record with a reason code and a sentence.
@@ -32,7 +34,7 @@ from tlkedro.parallel import imap_ordered, resolve_workers
 
 logger = logging.getLogger(__name__)
 
-Layout = Literal["ukb", "bids"]
+Layout = Literal["ukb", "bids", "folders"]
 ColumnRole = Literal["subject_id", "age", "sex", "site"]
 
 MANIFEST_COLUMNS: dict[str, str] = {
@@ -63,12 +65,14 @@ QUARANTINE_COLUMNS: dict[str, str] = {
 DEFAULT_COLUMNS: dict[Layout, dict[ColumnRole, str]] = {
     "ukb": {"subject_id": "eid", "age": "21003-2.0", "sex": "31-0.0", "site": "54-2.0"},
     "bids": {"subject_id": "participant_id", "age": "age", "sex": "sex", "site": "site"},
+    "folders": {},  # 2D images: their columns are FolderConfig's
 }
 # UK Biobank data coding 9 is 0 = female, 1 = male. BIDS recommends M/F (or male/female); numeric codes
 # are ambiguous there (0/1 and 1/2 are both common), so they are rejected unless `sex_codes` declares them.
 DEFAULT_SEX_CODES: dict[Layout, dict[str, int]] = {
     "ukb": {"0": 0, "1": 1, "female": 0, "male": 1},
     "bids": {"f": 0, "m": 1, "female": 0, "male": 1},
+    "folders": {},
 }
 _MAX_LISTED_IN_ERROR = 50
 # Starting a worker process costs about 2 s (imports); one core checks about 80 MB of gzipped NIfTI per
@@ -76,11 +80,38 @@ _MAX_LISTED_IN_ERROR = 50
 _BYTES_PER_AUTO_WORKER = 256 << 20
 
 
+class FolderConfig(BaseModel):
+    """How the ``folders`` layout finds each 2D image's class (the ``ingestion.folders`` parameters).
+
+    Attributes:
+        labels_from: ``folder``: the class is the image's top folder (``<class>/<image>``); ``table``:
+            the metadata table gives it, one row per image.
+        file_column: Table column with the image's path relative to the image folder.
+        label_column: Table column with the class name.
+        subject_column: Table column with a patient id, so that a patient's images share a split;
+            ``None``: each image is its own subject (its key without the suffix).
+        classes: The class names in index order; ``None``: the names found, sorted. An image of another
+            class is quarantined (``unknown_class``).
+        modes: Pillow modes accepted (others are quarantined as ``wrong_mode``); colour images (``RGB``)
+            are converted to grayscale by Pillow's ITU-R 601-2 luma.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    labels_from: Literal["folder", "table"] = "folder"
+    file_column: str = "file"
+    label_column: str = "label"
+    subject_column: str | None = None
+    classes: tuple[str, ...] | None = Field(None, min_length=2)
+    modes: tuple[str, ...] = ("L", "I;16", "I", "F", "RGB")
+
+
 class IngestionConfig(BaseModel):
     """Options of ``ingest``, validated once (the ``ingestion`` parameters key, less ``source``).
 
     Attributes:
-        layout: ``ukb`` (``<eid>/...``) or ``bids`` (``sub-<id>/[ses-<s>/]anat/<file>``).
+        layout: ``ukb`` (``<eid>/...``), ``bids`` (``sub-<id>/[ses-<s>/]anat/<file>``) or ``folders``
+            (PNG/JPEG/TIFF images, ``<class>/<image>`` or listed in a labels table; see ``folders``).
         strict: Raise ``QuarantineError`` instead of returning a non-empty quarantine.
         age_range: Smallest and largest accepted age in years (inclusive).
         voxel_size_range: Smallest and largest plausible voxel size in mm (inclusive).
@@ -94,6 +125,7 @@ class IngestionConfig(BaseModel):
             required, and a missing age or sex, or a subject without a metadata record, leaves the
             manifest's ``age`` NaN and ``sex`` null, a nullable ``Int64``; a value given but invalid is
             still quarantined).
+        folders: Options of the ``folders`` layout.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -107,6 +139,7 @@ class IngestionConfig(BaseModel):
     # YAML reads an unquoted numeric code such as 1 as an int key.
     sex_codes: dict[str | int, Literal[0, 1]] | None = None
     labels: Literal["required", "optional"] = "required"
+    folders: FolderConfig = FolderConfig()
 
     @field_validator("age_range", "voxel_size_range")
     @classmethod
@@ -217,6 +250,10 @@ def ingest(
         QuarantineError: ``config.strict`` is set and something was quarantined.
     """
     config = config or IngestionConfig()
+    if config.layout == "folders":
+        from tlkedro.imaging.images import ingest_images  # it builds on this module
+
+        return ingest_images(images, metadata, config, metadata_label=metadata_label)
     rejected_files = _Rejections()
     rejected_records = _Rejections()
 

@@ -4,7 +4,8 @@ Every subject gets exactly one split, so no subject's scans reach two splits:
 
 - ``external``: every subject with a scan at ``external_site`` (a different domain, for evaluation);
 - ``test``, ``finetune``, ``pretrain``: carved in that order from the other subjects with scikit-learn's
-  ``train_test_split``, stratified by sex and age bin (``age_bins`` quantile bins), seeded;
+  ``train_test_split``, stratified by sex and age bin (``age_bins`` quantile bins), seeded; where the
+  manifest has a ``label`` column (2D images, ``tlkedro.imaging.images``), by that class instead;
 - ``unused``: the in-site subjects the requested sizes leave over. They are kept in the table and
   counted in the log, never silently dropped.
 
@@ -117,13 +118,15 @@ def subject_table(manifest: pd.DataFrame, external_site: str | None) -> pd.DataF
         ["subject_id", "session"]
     )
     grouped = ordered.groupby("subject_id", sort=True)
-    subjects = grouped[["age", "sex", "site"]].first()
+    subjects = grouped[["age", "sex", "site", *(["label"] if "label" in manifest else [])]].first()
     # A subject scanned at the external site anywhere is external everywhere, or it would leak.
     subjects["external"] = grouped["external"].any()
     return subjects.reset_index()
 
 
 def _strata_options(subjects: pd.DataFrame, age_bins: int) -> list[tuple[str, pd.Series]]:
+    if "label" in subjects:  # 2D images: no age or sex, a class per image (tlkedro.imaging.images)
+        return [("class", subjects["label"].astype(str))]
     age_bin = pd.qcut(subjects["age"], q=age_bins, labels=False, duplicates="drop")
     sex = subjects["sex"].astype(str)
     return [("sex and age bin", sex + "_" + age_bin.astype(str)), ("sex", sex)]

@@ -18,6 +18,7 @@ from pydantic import PositiveInt
 
 from tlkedro.imaging import splits as splitting
 from tlkedro.imaging.extraction import ExtractionConfig, LazyArrayStack, build_model_input
+from tlkedro.imaging.images import build_image_input
 from tlkedro.imaging.normalisation import (
     NormalisationRecipe,
     SpatialNormalisationConfig,
@@ -197,4 +198,25 @@ def build_split_arrays(
         files = resolve_scans(keys, normalised, "normalised_scans")
     return build_model_input(
         selected, params, files=files, workers=params.workers, desc=f"{split} images"
+    )
+
+
+def build_image_split_arrays(
+    manifest: pd.DataFrame,
+    splits: pd.DataFrame,
+    images: Mapping[str, _HasPath],
+    params: PreprocessingParams,
+    *,
+    split: str,
+) -> tuple[LazyArrayStack, pd.DataFrame]:
+    """``build_split_arrays`` for 2D images (``ingestion.layout: folders``): no spatial normalisation.
+
+    Returns:
+        The ``(N, 1, H, W)`` image stack and one label row per image (the scans' columns plus
+        ``label``, ``label_name``), see :func:`tlkedro.imaging.images.build_image_input`.
+    """
+    selected = splitting.select_split(manifest, splits, split)
+    files = resolve_scans(selected["scan_id"], images, "raw_images")
+    return build_image_input(
+        selected, params, files, workers=params.workers, desc=f"{split} images"
     )

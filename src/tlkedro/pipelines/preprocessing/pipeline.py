@@ -1,5 +1,5 @@
 """The preprocessing pipeline: ``normalise_scans``, ``check_registration``, ``split_subjects``, then one
-``build_<split>_arrays`` node per split."""
+``build_<split>_arrays`` node per split (for 2D images, ``split_subjects`` and the arrays only)."""
 
 from __future__ import annotations
 
@@ -12,25 +12,53 @@ from tlkedro.pipelines.ingestion import SOURCES
 from tlkedro.pipelines.preprocessing import nodes
 
 
-def _build_arrays_for(split: str) -> partial:
+def _build_arrays_for(split: str, build=nodes.build_split_arrays) -> partial:
     # update_wrapper gives the partial a name for Kedro's logs and the type hints Kedro validates
     # `params:preprocessing` against.
-    return update_wrapper(partial(nodes.build_split_arrays, split=split), nodes.build_split_arrays)
+    return update_wrapper(partial(build, split=split), build)
 
 
-def create_pipeline(source: str = "raw") -> Pipeline:
+def _image_pipeline() -> Pipeline:
+    """2D images (``ingestion.layout: folders``): split the manifest, then each split's arrays."""
+    return Pipeline(
+        [
+            Node(
+                nodes.split_subjects,
+                inputs=["manifest", "params:preprocessing"],
+                outputs="splits",
+                name="split_subjects",
+            ),
+            *(
+                Node(
+                    _build_arrays_for(split, nodes.build_image_split_arrays),
+                    inputs=["manifest", "splits", "raw_images", "params:preprocessing"],
+                    outputs=[f"{split}_images", f"{split}_labels"],
+                    name=f"build_{split}_arrays",
+                )
+                for split in SPLITS
+            ),
+        ]
+    )
+
+
+def create_pipeline(source: str = "raw", layout: str = "ukb") -> Pipeline:
     """Normalise and check the scans, split the subjects, then write each split's images and labels.
 
     Args:
         source: Which raw-image dataset the scans are read from, as for the ingestion pipeline
             (``raw``: ``raw_images``; ``synthetic``: ``synthetic_images``); the project's registry
             passes ``ingestion.source``.
+        layout: ``ingestion.layout``; ``folders`` (2D images) skips the spatial normalisation and its
+            checks, which are for 3D scans.
 
     Raises:
         ValueError: ``source`` is not one of the ingestion pipeline's sources.
     """
     if source not in SOURCES:
         raise ValueError(f"ingestion.source must be one of {sorted(SOURCES)}, got {source!r}")
+    images = SOURCES[source].get("raw_images", "raw_images")
+    if layout == "folders":
+        return Pipeline(_image_pipeline(), inputs={"raw_images": images})
     template = Pipeline(
         [
             Node(
@@ -73,5 +101,4 @@ def create_pipeline(source: str = "raw") -> Pipeline:
             ),
         ]
     )
-    images = SOURCES[source].get("raw_images", "raw_images")
     return Pipeline(template, inputs={"raw_images": images})

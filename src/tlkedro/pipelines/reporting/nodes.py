@@ -392,6 +392,47 @@ def report_evaluation(
     return table, markdown
 
 
+def report_classes(
+    labels: pd.DataFrame,
+    *predictions: pd.DataFrame,
+    names: list[str],
+    target: str,
+    evaluation_params: dict[str, Any],
+    title: str,
+) -> tuple[pd.DataFrame, pd.DataFrame, Figure, str]:
+    """Per-class metrics with intervals and the confusion matrices of classification variants.
+
+    Args:
+        labels: The training split's labels: class names from its ``<target>_name`` column, if any.
+        predictions: One predictions table per variant, in ``names`` order.
+        names: The variants' names.
+        target: The target column's name.
+        evaluation_params: ``reporting.evaluation`` (intervals' confidence, resamples, seed, method).
+        title: The markdown section's title.
+
+    Returns:
+        The per-class table, the confusion matrices (long form), their figure and the markdown section.
+    """
+    params = EvaluationParams.model_validate(evaluation_params)
+    tables = dict(zip(names, predictions, strict=True))
+    num_classes = len(evaluation.probability_columns(predictions[0])) or 0
+    num_classes = max(num_classes, 2)  # `probability` alone is class 1 of two
+    classes = reports.class_names(labels, target, num_classes)
+    settings = dict(
+        confidence=params.confidence,
+        n_resamples=params.n_resamples,
+        seed=params.seed,
+        method=params.method,
+    )
+    per_class = reports.per_class_table(tables, classes, **settings)
+    confusion = reports.confusion_table(tables, classes)
+    figure = reports.plot_confusion_matrices(reports.confusion_matrices(confusion))
+    markdown = reports.class_markdown(
+        per_class, confusion, title, params.confidence, params.n_resamples, params.method
+    )
+    return per_class, confusion, figure, markdown
+
+
 def plot_training_size_curve(
     evaluation_table: pd.DataFrame, *, train_sizes: dict[str, int], groups: dict[str, str]
 ) -> Figure:

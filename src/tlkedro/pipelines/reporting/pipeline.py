@@ -20,6 +20,7 @@ from tlkedro.pipelines.reporting.nodes import (
     plot_primary_metric,
     plot_test_predictions,
     plot_training_size_curve,
+    report_classes,
     report_evaluation,
 )
 from tlkedro.pipelines.reporting.tuning import report_studies
@@ -101,6 +102,29 @@ def _evaluation_nodes(
             name=f"evaluate_{pipeline_name}_variants",
         ),
     ]
+    if config.task == "classification":  # per-class metrics and confusion matrices
+        nodes.append(
+            Node(
+                bind(
+                    report_classes,
+                    names=compared,
+                    target=config.target,
+                    evaluation_params=evaluation,
+                    title=f"{pipeline_name}: {config.target} per class on {split}",
+                ),
+                [
+                    f"{config.train_on}_labels",
+                    *(f"{name}.predictions_{split}" for name in compared),
+                ],
+                [
+                    f"{out}class_metrics",
+                    f"{out}confusion",
+                    f"{out}confusion_plot",
+                    f"{out}classes_markdown",
+                ],
+                name=f"report_{pipeline_name}_classes",
+            )
+        )
     ablation = [name for name in compared if by_name[name].config.train_size is not None]
     if ablation:
         nodes.append(
@@ -177,6 +201,8 @@ def _report_nodes(
             *_evaluation_nodes(pipeline_name, variants, evaluated, primary_metric, evaluation),
         ]
         sections.append(f"{out}evaluation_markdown")
+        if config.task == "classification":
+            sections.append(f"{out}classes_markdown")
     if tuned := [v for v in variants if v.tuning is not None]:
         studies = {v.namespace: v.tuning.study for v in tuned}
         nodes.append(

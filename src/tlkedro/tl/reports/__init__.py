@@ -1,6 +1,14 @@
 """The reports' tables, markdown and figures over training variants (Kedro-agnostic: data in, data out)."""
 
+from tlkedro.tl.reports.classes import (
+    class_markdown,
+    class_names,
+    confusion_matrices,
+    confusion_table,
+    per_class_table,
+)
 from tlkedro.tl.reports.figures import (
+    plot_confusion_matrices,
     plot_learning_curves,
     plot_metric_by_training_size,
     plot_metric_by_variant,
@@ -27,7 +35,11 @@ __all__ = [
     "BASELINE_PREFIX",
     "COMPLEXITY_COLUMNS",
     "LEADING_COLUMNS",
+    "class_markdown",
+    "class_names",
     "comparison_table",
+    "confusion_matrices",
+    "confusion_table",
     "evaluation_markdown",
     "evaluation_table",
     "group_comparison",
@@ -35,6 +47,8 @@ __all__ = [
     "higher_is_better",
     "markdown_report",
     "markdown_table",
+    "per_class_table",
+    "plot_confusion_matrices",
     "plot_learning_curves",
     "plot_metric_by_training_size",
     "plot_metric_by_variant",

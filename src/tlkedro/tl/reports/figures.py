@@ -53,12 +53,24 @@ def plot_learning_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
 
 
 def plot_roc_curves(predictions: Mapping[str, pd.DataFrame], title: str) -> Figure:
-    """ROC curve of each variant's per-subject predictions."""
+    """ROC curve of each variant's per-subject predictions; with more than two classes, one curve per
+    class against the others (``probability_<k>``)."""
     fig, ax = _subplots(figsize=(4.5, 4.5))
     for name, frame in predictions.items():
-        fpr, tpr, _ = roc_curve(frame["target"], frame["probability"])
-        auc = roc_auc_score(frame["target"], frame["probability"])
-        ax.plot(fpr, tpr, label=f"{name.split('.')[-1]} (AUROC {auc:.3f})")
+        scores = (
+            {"": frame["probability"]}
+            if "probability" in frame
+            else {
+                f" class {c.split('_')[-1]}": frame[c]
+                for c in frame.columns
+                if c.startswith("probability_")
+            }
+        )
+        for suffix, score in scores.items():
+            positive = frame["target"] == (int(suffix.split()[-1]) if suffix else 1)
+            fpr, tpr, _ = roc_curve(positive, score)
+            auc = roc_auc_score(positive, score)
+            ax.plot(fpr, tpr, label=f"{name.split('.')[-1]}{suffix} (AUROC {auc:.3f})")
     ax.plot([0, 1], [0, 1], ":", color="grey")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
@@ -129,4 +141,33 @@ def plot_metric_by_training_size(
         f"{metric} against training-set size ({rows['confidence'].iloc[0]:.0%} bootstrap intervals)"
     )
     ax.legend(fontsize="small")
+    return fig
+
+
+def plot_confusion_matrices(matrices: Mapping[str, pd.DataFrame]) -> Figure:
+    """One confusion matrix per model (rows true, columns predicted; counts, shaded by row share).
+
+    Drawn with ``imshow`` rather than scikit-learn's ``ConfusionMatrixDisplay``, which imports pyplot.
+    """
+    fig, axes = _subplots(1, len(matrices), figsize=(3.6 * len(matrices) + 0.4, 3.8), squeeze=False)
+    for ax, (name, matrix) in zip(axes[0], matrices.items(), strict=True):
+        counts = matrix.to_numpy(dtype=float)
+        totals = counts.sum(axis=1, keepdims=True)
+        share = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        for (i, j), count in np.ndenumerate(counts):
+            ax.text(
+                j,
+                i,
+                f"{count:.0f}",
+                ha="center",
+                va="center",
+                color="white" if share[i, j] > 0.5 else "black",
+            )
+        ticks = range(len(matrix))
+        ax.set_xticks(ticks, matrix.columns, rotation=30, ha="right")
+        ax.set_yticks(ticks, matrix.index)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(name.split(".", 1)[-1] if not name.startswith("baseline.") else name)
     return fig
