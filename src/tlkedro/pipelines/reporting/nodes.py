@@ -393,16 +393,34 @@ def report_evaluation(
 
 
 def plot_training_size_curve(
-    evaluation_table: pd.DataFrame, *, train_sizes: dict[str, int], groups: dict[str, str]
+    evaluation_table: pd.DataFrame,
+    *records: dict[str, Any],
+    models: list[str],
+    lines: dict[str, str],
 ) -> Figure:
-    """The data-size ablation: metric against target training subjects per strategy, with intervals.
+    """The data-size ablation: metric against target training subjects per setting, with intervals.
 
     Args:
         evaluation_table: ``report_evaluation``'s table.
-        train_sizes: Target training subjects of each ablation model, by name.
-        groups: The line (strategy) of each model, by name.
+        records: The training runs' records (``<namespace>.metrics``; a cross-validated variant's one per
+            fold), each with ``n_train_subjects``.
+        models: The model (variant) of each record, in order; a model's size is the mean over its runs.
+        lines: The line (e.g. strategy) of each model, by name.
+
+    Raises:
+        ValueError: A record lacks ``n_train_subjects`` (it was written before the count was recorded:
+            re-run that variant).
     """
-    return reports.plot_metric_by_training_size(evaluation_table, train_sizes, groups)
+    if len(models) != len(records):
+        raise ValueError(f"{len(records)} run records for {len(models)} models")
+    stale = [model for model, record in zip(models, records) if "n_train_subjects" not in record]
+    if stale:
+        raise ValueError(
+            f"the records of {sorted(set(stale))} lack n_train_subjects: re-run those variants"
+        )
+    sizes = pd.Series([r["n_train_subjects"] for r in records], index=models, dtype=float)
+    train_sizes = sizes.groupby(level=0, sort=False).mean().to_dict()
+    return reports.plot_metric_by_training_size(evaluation_table, train_sizes, lines)
 
 
 def join_reports(*sections: str) -> str:
