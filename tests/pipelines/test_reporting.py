@@ -397,3 +397,37 @@ def test_the_reference_can_differ_per_training_pipeline() -> None:
     pipeline = create_pipeline(build_plan(PARAMETERS), reporting)
     [node] = [n for n in pipeline.nodes if n.name == "evaluate_finetune_variants"]
     assert node.func.keywords["evaluation_params"]["reference"] == "baseline.linear"
+
+
+def test_every_variant_evaluated_on_external_is_reported_per_held_out_site():
+    finetune = {**FINETUNE, "evaluate_on": ["test", "external"], "sweeps": {}}
+    finetune["variants"] = {"full": {}, "probe": {"evaluate_on": ["test"]}}
+    parameters = {**PARAMETERS, "finetune": finetune}
+    parameters["reporting"] = {**PARAMETERS["reporting"], "cutoff_search": None}
+    pipeline = create_reporting_pipeline(parameters)
+    [node] = [n for n in pipeline.nodes if n.name == "evaluate_finetune_external_sites"]
+    assert node.inputs == ["external_labels", "finetune.full.predictions_external"]
+    [report] = [n for n in pipeline.nodes if n.name == "write_finetune_report"]
+    assert "finetune_external_sites_markdown" in report.inputs
+    rng = np.random.default_rng(0)
+    ids = [f"s{i:02d}" for i in range(24)]
+    target = np.tile([0, 1], 12)
+    labels = pd.DataFrame({"subject_id": np.repeat(ids, 2), "site": np.repeat(["A", "B"], 24)})
+    predictions = pd.DataFrame(
+        {
+            "subject_id": ids,
+            "target": target,
+            "prediction": target,
+            "probability": rng.uniform(size=24),
+        }
+    )
+    outputs = node.run(
+        {"external_labels": labels, "finetune.full.predictions_external": predictions}
+    )
+    table = outputs["finetune_external_sites"]
+    assert list(zip(table["site"], table["n_subjects"])) == [("A", 12), ("B", 12)]
+    assert set(table["metric"]) == {"auroc"}
+    assert "## finetune: sex per held-out site" in outputs["finetune_external_sites_markdown"]
+    # A pipeline whose variants skip `external` has no such node.
+    pretrain_nodes = [n.name for n in pipeline.nodes if n.name.startswith("evaluate_pretrain")]
+    assert "evaluate_pretrain_external_sites" not in pretrain_nodes

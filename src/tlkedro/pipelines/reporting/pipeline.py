@@ -21,6 +21,7 @@ from tlkedro.pipelines.reporting.nodes import (
     plot_test_predictions,
     plot_training_size_curve,
     report_evaluation,
+    report_external_sites,
 )
 from tlkedro.pipelines.training.nodes import CV_SPLIT
 from tlkedro.pipelines.training.pipeline import FOLDS
@@ -144,6 +145,31 @@ def _evaluation_nodes(
     return nodes
 
 
+def _external_sites_node(
+    pipeline_name: str, variants: list[TrainingVariant], primary_metric: str, evaluation: dict
+) -> Node:
+    """Every variant evaluated on ``external``, per held-out site (a cross-validated one: its folds)."""
+    runs = {
+        v.namespace: [f"{v.namespace}.{fold.name}.predictions_external" for fold in v.folds]
+        or [f"{v.namespace}.predictions_external"]
+        for v in variants
+    }
+    config = variants[0].config
+    return Node(
+        bind(
+            report_external_sites,
+            models=[name for name, tables in runs.items() for _ in tables],
+            task=config.task,
+            evaluation_params=for_pipeline(evaluation, pipeline_name),
+            title=f"{pipeline_name}: {config.target} per held-out site",
+            metric=primary_metric,
+        ),
+        ["external_labels", *(t for tables in runs.values() for t in tables)],
+        [f"{pipeline_name}_external_sites", f"{pipeline_name}_external_sites_markdown"],
+        name=f"evaluate_{pipeline_name}_external_sites",
+    )
+
+
 def _report_nodes(
     pipeline_name: str,
     variants: list[TrainingVariant],
@@ -200,6 +226,9 @@ def _report_nodes(
             *_evaluation_nodes(pipeline_name, variants, evaluated, primary_metric, evaluation),
         ]
         sections.append(f"{out}evaluation_markdown")
+    if external := [v for v in variants if "external" in v.config.evaluate_on]:
+        nodes.append(_external_sites_node(pipeline_name, external, primary_metric, evaluation))
+        sections.append(f"{out}external_sites_markdown")
     sections += analysis_sections
     nodes.append(Node(join_reports, sections, f"{out}report", name=f"write_{pipeline_name}_report"))
     return nodes
