@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tlkedro.errors import ConfigurationError
 from tlkedro.imaging.splits import SPLITS, SplitConfig
 from tlkedro.tl.analysis.energy import PowerModel
 from tlkedro.tl.config import TrainConfig
@@ -34,7 +35,7 @@ DEFAULT_CHECKPOINT_DIR = "data/06_models/checkpoints"
 DEFAULT_TRAIN_SPLIT = {"pretrain": "pretrain", "finetune": "finetune"}
 
 
-class PlanError(ValueError):
+class PlanError(ConfigurationError, ValueError):
     """A parameter of the plan is invalid: the message names the key and what is allowed."""
 
 

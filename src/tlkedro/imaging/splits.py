@@ -32,6 +32,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, model_validator
 from sklearn.model_selection import train_test_split
 
+from tlkedro.errors import ConfigurationError
+
 logger = logging.getLogger(__name__)
 
 SPLITS: tuple[str, ...] = ("pretrain", "finetune", "test", "external")
@@ -42,11 +44,11 @@ _CARVE_ORDER = ("test", "finetune", "pretrain")
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
-class CohortTooSmallError(ValueError):
+class CohortTooSmallError(ConfigurationError, ValueError):
     """The cohort has fewer subjects than the requested split sizes."""
 
 
-class SplitLeakageError(ValueError):
+class SplitLeakageError(ConfigurationError, ValueError):
     """A subject appears in more than one split."""
 
 
