@@ -43,7 +43,8 @@ def test_the_run_command_prints_a_configuration_error_as_its_message_alone():
         "Run `kedro run --verbose ...` for the full traceback.",
     ]
     verbose = CliRunner().invoke(_command(error), ["--verbose"])
-    assert verbose.exit_code == 1 and verbose.exception is error  # raised as it is, traceback and all
+    # Raised as it is, traceback and all.
+    assert verbose.exit_code == 1 and verbose.exception is error
     bug = RuntimeError("a bug")
     assert CliRunner().invoke(_command(bug), []).exception is bug
 
@@ -108,6 +109,8 @@ def test_a_bad_parameter_stops_kedro_run_with_one_message_and_verbose_shows_the_
 def test_an_unknown_name_and_a_missing_data_folder_name_the_key_and_the_fix(project):
     stderr = _short_error(_run(project, "--params", "finetune.strategy.name=fulll"))
     assert "finetune.strategy" in stderr and "full" in stderr
-    stderr = _short_error(_run(project, "--pipelines", "ingestion", "--params", "ingestion.source=raw"))
+    stderr = _short_error(
+        _run(project, "--pipelines", "ingestion", "--params", "ingestion.source=raw")
+    )
     assert "raw_images" in stderr and "does not exist" in stderr
     assert "Fix: check that dataset's entry in conf/<env>/catalog*.yml" in stderr
