@@ -146,3 +146,43 @@ def test_an_optuna_sweep_cannot_train_on_the_cross_validated_split() -> None:
     parameters["cross_validation"] = {"split": "finetune"}
     with pytest.raises(PlanError, match=r"finetune\.sweeps\.tuned: an optuna sweep cannot train"):
         build_plan(parameters)
+
+
+def test_every_split_a_variant_names_must_exist() -> None:
+    parameters = _parameters(evaluate_on=["test", "external"], variants={"default": {}})
+    parameters["preprocessing"] = {"splits": {"external_sites": ["11028", "11027"]}}
+    assert build_plan(parameters).variants["finetune.default"].config.evaluate_on == [
+        "test",
+        "external",
+    ]
+    with pytest.raises(
+        PlanError,
+        match=r"finetune\.default: evaluate_on names split 'tset', which does not exist; splits: "
+        r"pretrain, finetune, test, external",
+    ):
+        build_plan({**parameters, "finetune": {**parameters["finetune"], "evaluate_on": ["tset"]}})
+    with pytest.raises(
+        PlanError, match=r"finetune\.default: unlabelled_from names split 'extrnal'"
+    ):
+        build_plan(
+            {**parameters, "finetune": {**parameters["finetune"], "unlabelled_from": "extrnal"}}
+        )
+    with pytest.raises(PlanError, match=r"pretrain\.default: train_on names split 'all'"):
+        build_plan({**parameters, "pretrain": {**parameters["pretrain"], "train_on": "all"}})
+
+
+def test_external_needs_a_held_out_site_and_the_split_keys_are_checked_early() -> None:
+    parameters = _parameters(evaluate_on=["external"], variants={"default": {}})
+    parameters["preprocessing"] = {"splits": {"external_sites": []}}
+    with pytest.raises(
+        PlanError,
+        match=r"finetune\.default: evaluate_on names split 'external', which is empty: "
+        r"preprocessing\.splits\.external_sites holds out no site",
+    ):
+        build_plan(parameters)
+    parameters["preprocessing"] = {"splits": {"external_sites": ["1", "1"]}}
+    with pytest.raises(PlanError, match=r"preprocessing\.splits: .*lists 1 more than once"):
+        build_plan(parameters)
+    # The old name still works (its warning is the preprocessing node's).
+    parameters["preprocessing"] = {"splits": {"external_site": "11028"}}
+    assert build_plan(parameters).variants["finetune.default"].config.evaluate_on == ["external"]

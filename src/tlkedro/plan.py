@@ -21,6 +21,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tlkedro.errors import ConfigurationError
+from tlkedro.imaging.splits import SPLITS, SplitConfig
 from tlkedro.tl.analysis.energy import PowerModel
 from tlkedro.tl.config import TrainConfig
 from tlkedro.tl.downstream import DownstreamConfig
@@ -40,7 +42,7 @@ DEFAULT_CHECKPOINT_DIR = "data/06_models/checkpoints"
 DEFAULT_TRAIN_SPLIT = {"pretrain": "pretrain", "finetune": "finetune"}
 
 
-class PlanError(ValueError):
+class PlanError(ConfigurationError, ValueError):
     """A parameter of the plan is invalid: the message names the key and what is allowed."""
 
 
@@ -494,6 +496,7 @@ def build_plan(parameters: Mapping[str, Any]) -> ExperimentPlan:
             ) from None
         primary = section.get("primary_metric", primary)
     _check_sources(variants)
+    _check_split_names(variants, dapt, available_splits(parameters))
     return ExperimentPlan(
         variants=variants,
         cross_validation=cross_validation,
@@ -505,6 +508,67 @@ def build_plan(parameters: Mapping[str, Any]) -> ExperimentPlan:
         dapt_primary_metric=primary,
         preprocessing=dict(parameters.get("preprocessing") or {}),
     )
+
+
+def available_splits(parameters: Mapping[str, Any]) -> tuple[str, ...]:
+    """The splits that have model input: ``pretrain``, ``finetune``, ``test``, and ``external`` where
+    ``preprocessing.splits.external_sites`` holds out a site (every split without a ``preprocessing``
+    section, as in a plan built for a notebook).
+
+    Raises:
+        PlanError: ``preprocessing.splits`` is invalid, naming the key.
+    """
+    if (preprocessing := parameters.get("preprocessing")) is None:
+        return SPLITS
+    try:
+        with warnings.catch_warnings():  # the old key's warning is the preprocessing node's to give
+            warnings.simplefilter("ignore", FutureWarning)
+            splits = SplitConfig.model_validate(preprocessing.get("splits") or {})
+    except ValidationError as error:
+        raise PlanError(
+            f"Invalid parameters:\n{format_validation_error(error, 'preprocessing.splits')}"
+        ) from None
+    return SPLITS if splits.external_sites else tuple(s for s in SPLITS if s != "external")
+
+
+def _check_split_names(
+    variants: dict[str, TrainingVariant], dapt: dict[str, DaptVariant], splits: tuple[str, ...]
+) -> None:
+    """Every split a variant trains on, is evaluated on or reads unlabelled images from exists."""
+    named = [
+        (variant.namespace, key, split)
+        for variant in variants.values()
+        for key, value in (
+            ("train_on", [variant.config.train_on]),
+            ("evaluate_on", variant.config.evaluate_on),
+            ("unlabelled_from", [variant.config.unlabelled_from]),
+        )
+        for split in value
+        if split is not None
+    ]
+    named += [
+        (variant.namespace, f"downstream.{key}", split)
+        for variant in dapt.values()
+        for key, value in (
+            ("train_on", [variant.downstream.train_on]),
+            ("evaluate_on", variant.downstream.evaluate_on),
+            ("dip", variant.downstream.dip or []),
+        )
+        for split in value
+    ]
+    for namespace, key, split in named:
+        if split in splits:
+            continue
+        if split == "external":
+            raise PlanError(
+                f"{namespace}: {key} names split 'external', which is empty: "
+                "preprocessing.splits.external_sites holds out no site. List a site there, or take "
+                f"'external' out of {key}"
+            )
+        raise PlanError(
+            f"{namespace}: {key} names split {split!r}, which does not exist; splits: "
+            f"{', '.join(splits)}"
+        )
 
 
 def warn_renamed(old: str, new: str) -> None:

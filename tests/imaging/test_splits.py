@@ -17,6 +17,7 @@ from tlkedro.imaging.splits import (
     select_split,
     split_counts,
     split_subjects,
+    subject_sites,
 )
 
 
@@ -42,7 +43,7 @@ def _manifest(
 def test_every_subject_gets_exactly_one_split_and_leftovers_are_unused():
     manifest = _manifest(90)
     table = split_subjects(
-        manifest, SplitConfig(pretrain=30, finetune=10, test=15, external_site="11028"), seed=1
+        manifest, SplitConfig(pretrain=30, finetune=10, test=15, external_sites=["11028"]), seed=1
     )
     assert sorted(table["subject_id"]) == sorted(manifest["subject_id"])
     counts = table["split"].value_counts().to_dict()
@@ -51,7 +52,7 @@ def test_every_subject_gets_exactly_one_split_and_leftovers_are_unused():
 
 def test_external_split_is_exactly_the_external_site():
     manifest = _manifest(60)
-    table = split_subjects(manifest, SplitConfig(external_site="11028"), seed=1).merge(manifest)
+    table = split_subjects(manifest, SplitConfig(external_sites=["11028"]), seed=1).merge(manifest)
     assert set(table.loc[table["split"] == "external", "site"]) == {"11028"}
     assert "11028" not in set(table.loc[table["split"] != "external", "site"])
 
@@ -62,7 +63,7 @@ def test_a_subject_scanned_at_the_external_site_is_external_in_all_its_sessions(
     manifest = pd.concat([manifest.assign(session="1"), revisit], ignore_index=True)
     subject = manifest.loc[0, "subject_id"]
     assert manifest.loc[0, "site"] == "A"
-    table = split_subjects(manifest, SplitConfig(external_site="B"), seed=0)
+    table = split_subjects(manifest, SplitConfig(external_sites=["B"]), seed=0)
     assert table.set_index("subject_id").loc[subject, "split"] == "external"
     assert len(table) == 30
 
@@ -85,7 +86,7 @@ def test_fractions_and_counts_mix():
 
 def test_same_seed_same_table_and_another_seed_another():
     manifest = _manifest(80)
-    config = SplitConfig(external_site="11028")
+    config = SplitConfig(external_sites=["11028"])
     first = split_subjects(manifest, config, seed=11)
     shuffled = manifest.sample(frac=1.0, random_state=5)
     pd.testing.assert_frame_equal(first, split_subjects(shuffled, config, seed=11))
@@ -117,20 +118,55 @@ def test_counts_larger_than_the_cohort_raise_a_clear_error():
     ):
         split_subjects(
             _manifest(60),
-            SplitConfig(pretrain=10000, finetune=500, test=1000, external_site="11028"),
+            SplitConfig(pretrain=10000, finetune=500, test=1000, external_sites=["11028"]),
             seed=0,
         )
 
 
 def test_unknown_external_site_lists_the_sites_present():
     with pytest.raises(
-        ValueError, match=r"external_site is '99999'.*sites present: 11025, 11026, 11028"
+        ValueError,
+        match=r"external_sites names '99999', but no scan has that site; "
+        r"sites present: 11025, 11026, 11028",
     ):
-        split_subjects(_manifest(30), SplitConfig(external_site="99999"), seed=0)
+        split_subjects(_manifest(30), SplitConfig(external_sites=["11028", "99999"]), seed=0)
 
 
-def test_external_site_given_as_a_number_is_read_as_a_string():
-    assert SplitConfig(external_site=11028).external_site == "11028"
+def test_external_sites_given_as_numbers_or_one_string_are_read_as_a_list_of_strings():
+    assert SplitConfig(external_sites=[11028, 11027]).external_sites == ("11028", "11027")
+    assert SplitConfig(external_sites="11028").external_sites == ("11028",)
+    assert SplitConfig(external_sites=None).external_sites == ()
+    with pytest.raises(ValidationError, match="external_sites lists 11028 more than once"):
+        SplitConfig(external_sites=["11028", 11028])
+
+
+def test_the_old_name_external_site_still_works_with_a_future_warning_and_wins():
+    with pytest.warns(FutureWarning, match="external_site is deprecated; use external_sites"):
+        config = SplitConfig.model_validate({"external_site": 11028})
+    assert config.external_sites == ("11028",)
+    # An environment written for the old name, over a base that has the new one.
+    with pytest.warns(FutureWarning):
+        config = SplitConfig.model_validate({"external_sites": ["11028"], "external_site": None})
+    assert config.external_sites == ()
+
+
+def test_several_external_sites_share_the_external_split_and_keep_their_site(caplog):
+    manifest = _manifest(90)
+    with caplog.at_level(logging.INFO, logger="tlkedro.imaging.splits"):
+        table = split_subjects(manifest, SplitConfig(external_sites=["11026", "11028"]), seed=1)
+    table = table.merge(manifest)
+    external = table[table["split"] == "external"]
+    assert external["site"].value_counts().to_dict() == {"11026": 30, "11028": 30}
+    assert set(table.loc[table["split"] != "external", "site"]) == {"11025"}
+    assert "external subjects per site: 11026=30, 11028=30" in caplog.text
+    assert subject_sites(external).to_dict() == dict(zip(external["subject_id"], external["site"]))
+
+
+def test_a_subject_scanned_at_two_sites_is_reported_under_both():
+    labels = pd.DataFrame(
+        {"subject_id": ["1", "1", "2", "3"], "site": ["B", "A", 11028, "B"], "age": 50.0}
+    )
+    assert subject_sites(labels).to_dict() == {"1": "A+B", "2": "11028", "3": "B"}
 
 
 def test_fractions_over_one_are_rejected_naming_them():

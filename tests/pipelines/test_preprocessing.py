@@ -59,7 +59,7 @@ def _params(**overrides: object) -> PreprocessingParams:
         "volume": {"shape": (16, 16, 16)},
         "slices": {"selection": "k_central", "k": 2, "size": (32, 32)},
         "workers": 1,
-        "splits": {"pretrain": 4, "finetune": 2, "test": 2, "external_site": "C"},
+        "splits": {"pretrain": 4, "finetune": 2, "test": 2, "external_sites": ["C"]},
     }
     return PreprocessingParams.model_validate(base | overrides)
 
@@ -138,7 +138,7 @@ def test_kedro_validates_the_params_into_the_typed_model():
 def test_base_parameters_are_valid():
     conf = yaml.safe_load((PROJECT / "conf" / "base" / "parameters_preprocessing.yml").read_text())
     params = PreprocessingParams.model_validate(conf["preprocessing"])
-    assert params.splits.external_site == "11028"
+    assert params.splits.external_sites == ("11028",)
     assert params.item_shape() == (1, 64, 64)
 
 
@@ -221,7 +221,7 @@ def test_normalised_scans_are_reused_and_recomputed_when_the_options_change(tmp_
         spatial_normalisation={"method": "affine", "fast": True},
         slices={"selection": "mni", "positions_mm": [0.0], "size": (32, 32)},
         volume={"shape": (80, 96, 80)},
-        splits={"pretrain": 0, "finetune": 0, "test": 1, "external_site": None},
+        splits={"pretrain": 0, "finetune": 0, "test": 1, "external_sites": []},
     )
     glob = "sub-*/anat/*_T1w.nii.gz"
     catalog = _run(manifest, params, tmp_path, images=IXI, glob=glob)

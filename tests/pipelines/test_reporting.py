@@ -264,28 +264,124 @@ def test_split_baselines_on_a_classification_task():
     assert "difference to" not in markdown  # no reference
 
 
-def test_training_size_curve_node_plots_the_evaluation_table():
-    images, labels, folds = _cohort()
-    baselines = compute_cross_validated_baselines(
-        images,
-        labels,
-        folds,
-        task="regression",
-        target="age",
-        evaluation_params={"baselines": ["trivial"]},
+def _size_ablation(cross_validation: dict | None = None) -> dict:
+    """The finetune variants of a data-size ablation: full and scratch at 6 and 12 subjects, and both
+    on every training subject (no train_size)."""
+    sizes = {"grid": {"train_size": [6, 12]}}
+    finetune = {
+        **FINETUNE,
+        "variants": {"full": {}, "scratch": {"init_from": None, "strategy": {"name": "scratch"}}},
+        "sweeps": {
+            "size_full": {"kind": "grid", "overrides": {"group": "size_full"}, **sizes},
+            "size_scratch": {
+                "kind": "grid",
+                "overrides": {"init_from": None, "strategy": {"name": "scratch"}},
+                **sizes,
+            },
+        },
+    }
+    parameters = {**PARAMETERS, "finetune": finetune}
+    if cross_validation:
+        parameters |= {"cross_validation": cross_validation}
+        parameters["pretrain"] = {**PARAMETERS["pretrain"], "train_on": "pretrain"}
+        finetune["train_on"] = cross_validation["split"]
+    parameters["reporting"] = {**PARAMETERS["reporting"], "cutoff_search": None}
+    return parameters
+
+
+def _training_size_node(parameters: dict):
+    plan = build_plan(parameters)
+    pipeline = create_pipeline(plan, {**parameters["reporting"], "cutoff_search": None})
+    [node] = [n for n in pipeline.nodes if n.name == "plot_finetune_training_size"]
+    return node
+
+
+def _evaluation_of(models: dict[str, float]) -> pd.DataFrame:
+    """An evaluation table with the given estimates, each with an interval of +-0.05."""
+    return pd.DataFrame(
+        {
+            "model": list(models),
+            "kind": "variant",
+            "metric": "auroc",
+            "estimate": list(models.values()),
+            "low": [v - 0.05 for v in models.values()],
+            "high": [v + 0.05 for v in models.values()],
+            "confidence": 0.95,
+        }
     )
-    table, _ = report_evaluation(
-        baselines,
-        names=[],
-        task="regression",
-        target="age",
-        evaluation_params={"n_resamples": 100},
-        title="Age",
-    )
+
+
+def test_training_size_plot_closes_each_strategy_line_with_its_full_size_variant():
+    node = _training_size_node(_size_ablation())
+    names = ["full", "scratch", "size_full_0", "size_full_1", "size_scratch_0", "size_scratch_1"]
+    # Every compared variant's record gives its real size, the full-size ones included.
+    assert node.inputs == ["finetune_evaluation", *(f"finetune.{n}.metrics" for n in names)]
+    lines = node.func.keywords["lines"]
+    assert {lines[f"finetune.{n}"] for n in names} == {"full", "scratch"}
+    assert lines["finetune.full"] == lines["finetune.size_full_1"] == "full"
+    assert lines["finetune.scratch"] == lines["finetune.size_scratch_0"] == "scratch"
+    sizes = {"full": 30, "scratch": 30, "size_full_0": 6, "size_full_1": 12}
+    sizes |= {"size_scratch_0": 6, "size_scratch_1": 12}
+    estimates = {"full": 0.8, "scratch": 0.7, "size_full_0": 0.6, "size_full_1": 0.7}
+    estimates |= {"size_scratch_0": 0.5, "size_scratch_1": 0.55}
+    inputs = {"finetune_evaluation": _evaluation_of({f"finetune.{n}": estimates[n] for n in names})}
+    inputs |= {f"finetune.{n}.metrics": {"n_train_subjects": sizes[n]} for n in names}
+    figure = node.run(inputs)["finetune_training_size_plot"]
+    ax = figure.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["full", "scratch"]
+    points = {
+        label: sorted(zip(c.lines[0].get_xdata(), c.lines[0].get_ydata()))
+        for label, c in zip(["full", "scratch"], ax.containers)
+    }
+    assert points == {
+        "full": [(6, 0.6), (12, 0.7), (30, 0.8)],
+        "scratch": [(6, 0.5), (12, 0.55), (30, 0.7)],
+    }
+    assert all(c.lines[0].get_marker() == "o" for c in ax.containers)
+
+
+def test_training_size_plot_puts_cross_validated_variants_at_their_mean_fold_size():
+    cv = {"split": "finetune", "folds": 3}
+    node = _training_size_node(_size_ablation(cv))
+    folds = [f"fold_{i}" for i in range(3)]
+    assert node.inputs[:4] == [
+        "finetune_evaluation",
+        *(f"finetune.full.{f}.metrics" for f in folds),
+    ]
+    names = ["full", "scratch", "size_full_0", "size_full_1", "size_scratch_0", "size_scratch_1"]
+    fold_sizes = {"full": [24, 24, 23], "scratch": [24, 24, 23]}
+    fold_sizes |= {n: [6, 6, 6] for n in names if n.endswith("_0")}
+    fold_sizes |= {n: [12, 12, 12] for n in names if n.endswith("_1")}
+    inputs = {"finetune_evaluation": _evaluation_of({f"finetune.{n}": 0.7 for n in names})}
+    inputs |= {
+        f"finetune.{n}.{fold}.metrics": {"n_train_subjects": size}
+        for n in names
+        for fold, size in zip(folds, fold_sizes[n])
+    }
+    ax = node.run(inputs)["finetune_training_size_plot"].axes[0]
+    assert sorted(ax.containers[0].lines[0].get_xdata()) == pytest.approx([6, 12, 71 / 3])
+
+
+def test_training_size_node_needs_the_training_subject_count():
+    table = _evaluation_of({"finetune.full": 0.7, "finetune.size_full_0": 0.6})
     figure = plot_training_size_curve(
-        table, train_sizes={"baseline.trivial": 24}, groups={"baseline.trivial": "mean"}
+        table,
+        {"n_train_subjects": 40},
+        {"n_train_subjects": 10},
+        models=["finetune.full", "finetune.size_full_0"],
+        lines={"finetune.full": "full", "finetune.size_full_0": "full"},
     )
-    assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == ["mean"]
+    [container] = figure.axes[0].containers
+    assert sorted(container.lines[0].get_xdata()) == [10, 40]
+    with pytest.raises(ValueError, match=r"\['finetune.full'\] lack n_train_subjects: re-run"):
+        plot_training_size_curve(
+            table, {"seed": 1}, models=["finetune.full"], lines={"finetune.full": "full"}
+        )
+
+
+def test_no_training_size_plot_without_a_train_size_variant():
+    pipeline = create_reporting_pipeline(PARAMETERS)
+    assert not [n for n in pipeline.nodes if n.name == "plot_finetune_training_size"]
 
 
 def test_the_reference_can_differ_per_training_pipeline() -> None:
@@ -301,3 +397,37 @@ def test_the_reference_can_differ_per_training_pipeline() -> None:
     pipeline = create_pipeline(build_plan(PARAMETERS), reporting)
     [node] = [n for n in pipeline.nodes if n.name == "evaluate_finetune_variants"]
     assert node.func.keywords["evaluation_params"]["reference"] == "baseline.linear"
+
+
+def test_every_variant_evaluated_on_external_is_reported_per_held_out_site():
+    finetune = {**FINETUNE, "evaluate_on": ["test", "external"], "sweeps": {}}
+    finetune["variants"] = {"full": {}, "probe": {"evaluate_on": ["test"]}}
+    parameters = {**PARAMETERS, "finetune": finetune}
+    parameters["reporting"] = {**PARAMETERS["reporting"], "cutoff_search": None}
+    pipeline = create_reporting_pipeline(parameters)
+    [node] = [n for n in pipeline.nodes if n.name == "evaluate_finetune_external_sites"]
+    assert node.inputs == ["external_labels", "finetune.full.predictions_external"]
+    [report] = [n for n in pipeline.nodes if n.name == "write_finetune_report"]
+    assert "finetune_external_sites_markdown" in report.inputs
+    rng = np.random.default_rng(0)
+    ids = [f"s{i:02d}" for i in range(24)]
+    target = np.tile([0, 1], 12)
+    labels = pd.DataFrame({"subject_id": np.repeat(ids, 2), "site": np.repeat(["A", "B"], 24)})
+    predictions = pd.DataFrame(
+        {
+            "subject_id": ids,
+            "target": target,
+            "prediction": target,
+            "probability": rng.uniform(size=24),
+        }
+    )
+    outputs = node.run(
+        {"external_labels": labels, "finetune.full.predictions_external": predictions}
+    )
+    table = outputs["finetune_external_sites"]
+    assert list(zip(table["site"], table["n_subjects"])) == [("A", 12), ("B", 12)]
+    assert set(table["metric"]) == {"auroc"}
+    assert "## finetune: sex per held-out site" in outputs["finetune_external_sites_markdown"]
+    # A pipeline whose variants skip `external` has no such node.
+    pretrain_nodes = [n.name for n in pipeline.nodes if n.name.startswith("evaluate_pretrain")]
+    assert "evaluate_pretrain_external_sites" not in pretrain_nodes

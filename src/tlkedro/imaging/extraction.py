@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, model_validator
 
+from tlkedro.errors import ConfigurationError
 from tlkedro.imaging.transforms import VolumeReadError, build_volume_transforms, normalisation
 from tlkedro.parallel import run_recipes
 
@@ -169,7 +170,7 @@ class ExtractionConfig(_Frozen):
         return (1, *self.slices.size)
 
 
-class ScanExtractionError(RuntimeError):
+class ScanExtractionError(ConfigurationError, RuntimeError):
     """Preprocessing one scan failed; the message names the file and the reason."""
 
 

@@ -29,6 +29,7 @@ import pandas as pd
 from nilearn.interfaces.bids import parse_bids_filename
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tlkedro.errors import ConfigurationError
 from tlkedro.imaging.nifti_checks import InvalidScanError, ScanInfo, check_nifti_result
 from tlkedro.parallel import imap_ordered, resolve_workers
 
@@ -167,7 +168,7 @@ class IngestionConfig(BaseModel):
         return DEFAULT_SEX_CODES[self.layout] if self.sex_codes is None else self.sex_codes
 
 
-class QuarantineError(RuntimeError):
+class QuarantineError(ConfigurationError, RuntimeError):
     """Raised in strict mode when anything was quarantined; ``quarantine`` holds the full table."""
 
     def __init__(self, quarantine: pd.DataFrame) -> None:
@@ -184,7 +185,7 @@ class QuarantineError(RuntimeError):
         self.quarantine = quarantine
 
 
-class MetadataError(ValueError):
+class MetadataError(ConfigurationError, ValueError):
     """The metadata table as a whole cannot be used (e.g. a required column is missing)."""
 
 

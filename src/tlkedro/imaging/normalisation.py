@@ -49,6 +49,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from tlkedro.errors import ConfigurationError
+
 if TYPE_CHECKING:
     import ants
     from matplotlib.figure import Figure
@@ -424,7 +426,7 @@ REGISTRATION_FAILED = "registration_failed"
 """Quarantine reason code of a scan whose registration fell below ``min_similarity``."""
 
 
-class StaleNormalisationError(RuntimeError):
+class StaleNormalisationError(ConfigurationError, RuntimeError):
     """A normalised scan was computed with other options or from another file than the current ones."""
 
 

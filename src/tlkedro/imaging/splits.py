@@ -1,8 +1,11 @@
-"""Subject-level splits: pretrain / finetune / test from the in-site subjects, plus an external site.
+"""Subject-level splits: pretrain / finetune / test from the in-site subjects, plus held-out sites.
 
 Every subject gets exactly one split, so no subject's scans reach two splits:
 
-- ``external``: every subject with a scan at ``external_site`` (a different domain, for evaluation);
+- ``external``: every subject with a scan at one of the ``external_sites`` (other domains, for
+  evaluation). The sites share one split (one array, one ``evaluate_external`` node per variant); the
+  labels' ``site`` column tells them apart, and the reports give each site its own metrics
+  (:func:`subject_sites`);
 - ``test``, ``finetune``, ``pretrain``: carved in that order from the other subjects with scikit-learn's
   ``train_test_split``, stratified by sex and age bin (``age_bins`` quantile bins), seeded; where the
   manifest has a ``label`` column (2D images, ``tlkedro.imaging.images``), by that class instead;
@@ -21,12 +24,16 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Annotated
+import warnings
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, model_validator
 from sklearn.model_selection import train_test_split
+
+from tlkedro.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
@@ -38,22 +45,25 @@ _CARVE_ORDER = ("test", "finetune", "pretrain")
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
-class CohortTooSmallError(ValueError):
+class CohortTooSmallError(ConfigurationError, ValueError):
     """The cohort has fewer subjects than the requested split sizes."""
 
 
-class SplitLeakageError(ValueError):
+class SplitLeakageError(ConfigurationError, ValueError):
     """A subject appears in more than one split."""
 
 
 class SplitConfig(BaseModel):
-    """Split sizes and the held-out site (the ``preprocessing.splits`` parameters).
+    """Split sizes and the held-out sites (the ``preprocessing.splits`` parameters).
 
     Args:
         pretrain: Fraction (float in [0, 1]) or count (int) of in-site subjects.
         finetune: As ``pretrain``.
         test: As ``pretrain``.
-        external_site: Site whose subjects form the ``external`` split; ``None`` for none.
+        external_sites: Sites whose subjects form the ``external`` split (a list; one site may be given
+            as a string); empty or ``None`` for none. ``external_site``, its old name, still works with
+            a ``FutureWarning`` and, where both are given (an environment written for the old name over
+            a base with the new one), takes precedence.
         age_bins: Number of age quantile bins to stratify by.
     """
 
@@ -62,8 +72,37 @@ class SplitConfig(BaseModel):
     pretrain: NonNegativeInt | Fraction = 0.6
     finetune: NonNegativeInt | Fraction = 0.2
     test: NonNegativeInt | Fraction = 0.2
-    external_site: str | None = None
+    external_sites: tuple[str, ...] = ()
     age_bins: PositiveInt = 5
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sites_as_a_list(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "external_site" in data:
+            # FutureWarning, not DeprecationWarning: Python shows it to the person editing the YAML.
+            warnings.warn(
+                "parameter preprocessing.splits.external_site is deprecated; use external_sites "
+                "(a list of sites)",
+                FutureWarning,
+                stacklevel=2,
+            )
+            data["external_sites"] = data.pop("external_site")
+        sites = data.get("external_sites")
+        if sites is None:
+            data["external_sites"] = ()
+        elif isinstance(sites, str | int):
+            data["external_sites"] = (sites,)
+        return data
+
+    @model_validator(mode="after")
+    def _sites_once(self) -> SplitConfig:
+        repeated = sorted({s for s in self.external_sites if self.external_sites.count(s) > 1})
+        if repeated:
+            raise ValueError(f"external_sites lists {', '.join(repeated)} more than once")
+        return self
 
     @model_validator(mode="after")
     def _fractions_fit(self) -> SplitConfig:
@@ -102,24 +141,26 @@ def split_counts(config: SplitConfig, n_subjects: int) -> dict[str, int]:
     return counts
 
 
-def subject_table(manifest: pd.DataFrame, external_site: str | None) -> pd.DataFrame:
+def subject_table(manifest: pd.DataFrame, external_sites: Sequence[str] = ()) -> pd.DataFrame:
     """One row per subject: ``subject_id``, ``age``, ``sex``, ``site`` of its first session, ``external``.
 
     Raises:
-        ValueError: ``external_site`` is set but no scan has that site.
+        ValueError: A site of ``external_sites`` has no scan.
     """
     sites = manifest["site"].astype(str)
-    if external_site is not None and not (sites == external_site).any():
+    absent = [site for site in external_sites if not (sites == site).any()]
+    if absent:
         raise ValueError(
-            f"preprocessing.splits.external_site is {external_site!r} but no scan has that site; "
-            f"sites present: {', '.join(sorted(sites.unique()))}. Use one of them, or null for none"
+            f"preprocessing.splits.external_sites names {', '.join(map(repr, absent))}, but no scan "
+            f"has that site; sites present: {', '.join(sorted(sites.unique()))}. List only those, "
+            "or [] for none"
         )
-    ordered = manifest.assign(site=sites, external=sites == external_site).sort_values(
+    ordered = manifest.assign(site=sites, external=sites.isin(list(external_sites))).sort_values(
         ["subject_id", "session"]
     )
     grouped = ordered.groupby("subject_id", sort=True)
     subjects = grouped[["age", "sex", "site", *(["label"] if "label" in manifest else [])]].first()
-    # A subject scanned at the external site anywhere is external everywhere, or it would leak.
+    # A subject scanned at an external site anywhere is external everywhere, or it would leak.
     subjects["external"] = grouped["external"].any()
     return subjects.reset_index()
 
@@ -160,7 +201,7 @@ def split_subjects(manifest: pd.DataFrame, config: SplitConfig, seed: int) -> pd
 
     Args:
         manifest: One row per scan (``subject_id``, ``session``, ``age``, ``sex``, ``site``).
-        config: Split sizes and external site.
+        config: Split sizes and external sites.
         seed: Random seed; the same manifest, config and seed give the same table.
 
     Returns:
@@ -168,9 +209,9 @@ def split_subjects(manifest: pd.DataFrame, config: SplitConfig, seed: int) -> pd
 
     Raises:
         CohortTooSmallError: The manifest has fewer in-site subjects than requested.
-        ValueError: ``external_site`` does not occur in the manifest.
+        ValueError: A site of ``external_sites`` does not occur in the manifest.
     """
-    subjects = subject_table(manifest, config.external_site)
+    subjects = subject_table(manifest, config.external_sites)
     external = subjects[subjects["external"]]
     pool = subjects[~subjects["external"]]
     counts = split_counts(config, len(pool))
@@ -187,7 +228,27 @@ def split_subjects(manifest: pd.DataFrame, config: SplitConfig, seed: int) -> pd
         "subjects per split: %s",
         ", ".join(f"{s}={sizes.get(s, 0)}" for s in (*SPLITS, UNUSED)),
     )
+    if len(config.external_sites) > 1:
+        per_site = subject_sites(manifest[manifest["subject_id"].isin(external["subject_id"])])
+        logger.info(
+            "external subjects per site: %s",
+            ", ".join(f"{site}={n}" for site, n in per_site.value_counts(sort=False).items()),
+        )
     return table
+
+
+def subject_sites(labels: pd.DataFrame) -> pd.Series:
+    """The site of each subject of a manifest or labels table (``subject_id``, ``site``), by subject.
+
+    A subject scanned at several sites gets their names joined with ``+`` (``11028+11029``), so that
+    its averaged prediction is reported apart rather than under one of them.
+    """
+    return (
+        labels.assign(site=labels["site"].astype(str), subject_id=labels["subject_id"].astype(str))
+        .groupby("subject_id")["site"]
+        .agg(lambda sites: "+".join(sorted(set(sites))))
+        .rename("site")
+    )
 
 
 def check_no_leakage(splits: pd.DataFrame) -> None:

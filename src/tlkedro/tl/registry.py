@@ -23,13 +23,15 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
+from tlkedro.errors import ConfigurationError
+
 T = TypeVar("T")
 
 # (class path, imported object) -> builder that checks what it builds
 ClassPathAdapter = Callable[[str, Any], Callable[..., Any]]
 
 
-class UnknownComponentError(KeyError):
+class UnknownComponentError(ConfigurationError, KeyError):
     """Raised for a name that is not registered, or a class path that does not import; its message lists
     the valid names or says why the import failed."""
 
@@ -37,7 +39,7 @@ class UnknownComponentError(KeyError):
         return str(self.args[0])
 
 
-class ContractError(TypeError):
+class ContractError(ConfigurationError, TypeError):
     """Raised when a component named by class path lacks what the rest of the code calls on it."""
 
 

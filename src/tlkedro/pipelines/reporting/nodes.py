@@ -10,6 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
+from tlkedro.imaging.splits import subject_sites
 from tlkedro.tl import evaluation, reports
 from tlkedro.tl.strategies import STRATEGIES, truncation_candidates
 from tlkedro.variants import deep_merge, expand_variants
@@ -434,16 +435,76 @@ def report_classes(
 
 
 def plot_training_size_curve(
-    evaluation_table: pd.DataFrame, *, train_sizes: dict[str, int], groups: dict[str, str]
+    evaluation_table: pd.DataFrame,
+    *records: dict[str, Any],
+    models: list[str],
+    lines: dict[str, str],
 ) -> Figure:
-    """The data-size ablation: metric against target training subjects per strategy, with intervals.
+    """The data-size ablation: metric against target training subjects per setting, with intervals.
 
     Args:
         evaluation_table: ``report_evaluation``'s table.
-        train_sizes: Target training subjects of each ablation model, by name.
-        groups: The line (strategy) of each model, by name.
+        records: The training runs' records (``<namespace>.metrics``; a cross-validated variant's one per
+            fold), each with ``n_train_subjects``.
+        models: The model (variant) of each record, in order; a model's size is the mean over its runs.
+        lines: The line (e.g. strategy) of each model, by name.
+
+    Raises:
+        ValueError: A record lacks ``n_train_subjects`` (it was written before the count was recorded:
+            re-run that variant).
     """
-    return reports.plot_metric_by_training_size(evaluation_table, train_sizes, groups)
+    if len(models) != len(records):
+        raise ValueError(f"{len(records)} run records for {len(models)} models")
+    stale = [model for model, record in zip(models, records) if "n_train_subjects" not in record]
+    if stale:
+        raise ValueError(
+            f"the records of {sorted(set(stale))} lack n_train_subjects: re-run those variants"
+        )
+    sizes = pd.Series([r["n_train_subjects"] for r in records], index=models, dtype=float)
+    train_sizes = sizes.groupby(level=0, sort=False).mean().to_dict()
+    return reports.plot_metric_by_training_size(evaluation_table, train_sizes, lines)
+
+
+def report_external_sites(
+    labels: pd.DataFrame,
+    *predictions: pd.DataFrame,
+    models: list[str],
+    task: str,
+    evaluation_params: dict[str, Any],
+    title: str,
+    metric: str | None = None,
+) -> tuple[pd.DataFrame, str]:
+    """Each held-out site on its own: the metric per model and site (CSV) and its markdown section.
+
+    Args:
+        labels: ``external_labels``: the site of every external subject.
+        predictions: The models' predictions on ``external``, in ``models`` order; a cross-validated
+            variant has one table per fold model, stacked.
+        models: The model of each predictions table.
+        task: ``regression`` or ``classification``.
+        evaluation_params: ``reporting.evaluation`` (``EvaluationParams``).
+        title: The markdown section's title.
+        metric: The metric, with or without a split prefix; ``None`` or one the task lacks: ``mae`` or
+            ``auroc``.
+    """
+    params = EvaluationParams.model_validate(evaluation_params)
+    if len(models) != len(predictions):
+        raise ValueError(f"{len(predictions)} predictions tables for {len(models)} models")
+    name = metric.split("/")[-1] if metric else None
+    stacked: dict[str, list[pd.DataFrame]] = {}
+    for model, frame in zip(models, predictions):
+        stacked.setdefault(model, []).append(frame)
+    table = reports.site_table(
+        {model: pd.concat(frames, ignore_index=True) for model, frames in stacked.items()},
+        subject_sites(labels),
+        task,
+        name if name in evaluation.METRICS[task] else None,
+        confidence=params.confidence,
+        n_resamples=params.n_resamples,
+        seed=params.seed,
+        method=params.method,
+    )
+    return table, reports.site_markdown(table, title, params.n_resamples, params.method)
 
 
 def join_reports(*sections: str) -> str:

@@ -22,6 +22,7 @@ from tlkedro.pipelines.reporting.nodes import (
     plot_training_size_curve,
     report_classes,
     report_evaluation,
+    report_external_sites,
 )
 from tlkedro.pipelines.reporting.tuning import report_studies
 from tlkedro.pipelines.training.nodes import CV_SPLIT
@@ -63,6 +64,45 @@ def _baselines_node(
         [*train, f"{split}_images", f"{split}_labels"],
         f"{pipeline_name}_baselines",
         name=f"fit_{pipeline_name}_baselines",
+    )
+
+
+def _ablation_lines(variants: list[TrainingVariant]) -> dict[str, str]:
+    """The line of each variant in the training-size plot: variants whose configurations differ only in
+    ``train_size``, ``seed`` and ``group`` share one, named by their strategy (and their first
+    variant, where two lines would share a strategy)."""
+    varying = {"train_size", "seed", "group"}
+    keys = {v.namespace: repr(v.config.model_dump(exclude=varying)) for v in variants}
+    first = {}
+    for variant in variants:
+        first.setdefault(keys[variant.namespace], variant)
+    strategies = [v.config.strategy.name for v in first.values()]
+    names = {
+        key: v.config.strategy.name
+        if strategies.count(v.config.strategy.name) == 1
+        else f"{v.config.strategy.name} ({v.name})"
+        for key, v in first.items()
+    }
+    return {namespace: names[key] for namespace, key in keys.items()}
+
+
+def _training_size_node(pipeline_name: str, variants: list[TrainingVariant]) -> Node:
+    """The metric against the real training-set size of every compared variant, full-size ones too:
+    each run's record counts its training subjects (one record per fold when cross-validated)."""
+    runs = {
+        v.namespace: [f"{v.namespace}.{fold.name}.metrics" for fold in v.folds]
+        or [f"{v.namespace}.metrics"]
+        for v in variants
+    }
+    return Node(
+        bind(
+            plot_training_size_curve,
+            models=[name for name, records in runs.items() for _ in records],
+            lines=_ablation_lines(variants),
+        ),
+        [f"{pipeline_name}_evaluation", *(r for records in runs.values() for r in records)],
+        f"{pipeline_name}_training_size_plot",
+        name=f"plot_{pipeline_name}_training_size",
     )
 
 
@@ -125,24 +165,34 @@ def _evaluation_nodes(
                 name=f"report_{pipeline_name}_classes",
             )
         )
-    ablation = [name for name in compared if by_name[name].config.train_size is not None]
-    if ablation:
-        nodes.append(
-            Node(
-                bind(
-                    plot_training_size_curve,
-                    train_sizes={n: by_name[n].config.train_size for n in ablation},
-                    groups={
-                        n: by_name[n].config.group or by_name[n].config.strategy.name
-                        for n in ablation
-                    },
-                ),
-                f"{out}evaluation",
-                f"{out}training_size_plot",
-                name=f"plot_{pipeline_name}_training_size",
-            )
-        )
+    if any(by_name[name].config.train_size is not None for name in compared):
+        nodes.append(_training_size_node(pipeline_name, [by_name[name] for name in compared]))
     return nodes
+
+
+def _external_sites_node(
+    pipeline_name: str, variants: list[TrainingVariant], primary_metric: str, evaluation: dict
+) -> Node:
+    """Every variant evaluated on ``external``, per held-out site (a cross-validated one: its folds)."""
+    runs = {
+        v.namespace: [f"{v.namespace}.{fold.name}.predictions_external" for fold in v.folds]
+        or [f"{v.namespace}.predictions_external"]
+        for v in variants
+    }
+    config = variants[0].config
+    return Node(
+        bind(
+            report_external_sites,
+            models=[name for name, tables in runs.items() for _ in tables],
+            task=config.task,
+            evaluation_params=for_pipeline(evaluation, pipeline_name),
+            title=f"{pipeline_name}: {config.target} per held-out site",
+            metric=primary_metric,
+        ),
+        ["external_labels", *(t for tables in runs.values() for t in tables)],
+        [f"{pipeline_name}_external_sites", f"{pipeline_name}_external_sites_markdown"],
+        name=f"evaluate_{pipeline_name}_external_sites",
+    )
 
 
 def _report_nodes(
@@ -219,6 +269,9 @@ def _report_nodes(
             )
         )
         sections.append(f"{out}tuning_markdown")
+    if external := [v for v in variants if "external" in v.config.evaluate_on]:
+        nodes.append(_external_sites_node(pipeline_name, external, primary_metric, evaluation))
+        sections.append(f"{out}external_sites_markdown")
     sections += analysis_sections
     nodes.append(Node(join_reports, sections, f"{out}report", name=f"write_{pipeline_name}_report"))
     return nodes

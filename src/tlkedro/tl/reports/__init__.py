@@ -15,6 +15,7 @@ from tlkedro.tl.reports.figures import (
     plot_predicted_vs_true,
     plot_roc_curves,
 )
+from tlkedro.tl.reports.sites import site_markdown, site_table
 from tlkedro.tl.reports.tables import (
     BASELINE_PREFIX,
     COMPLEXITY_COLUMNS,
@@ -56,4 +57,6 @@ __all__ = [
     "plot_roc_curves",
     "rank_cutoffs",
     "resolve_reference",
+    "site_markdown",
+    "site_table",
 ]

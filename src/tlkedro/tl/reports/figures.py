@@ -95,21 +95,26 @@ def plot_predicted_vs_true(predictions: Mapping[str, pd.DataFrame], quantity: st
 
 
 def plot_metric_by_training_size(
-    table: pd.DataFrame, train_sizes: Mapping[str, int], groups: Mapping[str, str]
+    table: pd.DataFrame, train_sizes: Mapping[str, float], lines: Mapping[str, str]
 ) -> Figure:
-    """The metric against the number of target training subjects, one line per group (strategy).
+    """The metric against the number of target training subjects, one line per setting (e.g. strategy).
+
+    Each model is a point with its interval (``low`` to ``high``) at its real training-set size, so the
+    variants trained on every training subject close each line. Several models of one line at one size
+    (seeds) are separate points; the line joins their means.
 
     Args:
         table: An evaluation table (``evaluation_table``).
-        train_sizes: Target training subjects per model; models not named here are not plotted.
-        groups: The line each model belongs to (e.g. its strategy), by model; default: the model's name.
+        train_sizes: Target training subjects per model (the mean over folds for a cross-validated one);
+            models not named here are not plotted.
+        lines: The line each model belongs to (e.g. its strategy), by model; default: the model's name.
 
     Raises:
         ValueError: No model of the table has a training size.
     """
     rows = table[table["model"].isin(list(train_sizes))].assign(
-        train_size=lambda t: t["model"].map(train_sizes),
-        group=lambda t: t["model"].map(lambda m: groups.get(m, m)),
+        train_size=lambda t: t["model"].map(train_sizes).astype(float),
+        line=lambda t: t["model"].map(lambda m: lines.get(m, m)),
     )
     if rows.empty:
         raise ValueError(
@@ -117,25 +122,28 @@ def plot_metric_by_training_size(
         )
     metric = rows["metric"].iloc[0]
     fig, ax = _subplots(figsize=(6, 4))
-    for (group, part), color in zip(
-        rows.groupby("group", sort=False), matplotlib.colormaps["tab10"].colors * 10
+    for (line, part), color in zip(
+        rows.groupby("line", sort=False), matplotlib.colormaps["tab10"].colors * 10
     ):
-        part = part.sort_values("train_size")
+        part = part.sort_values("train_size", kind="stable")
         values = part["estimate"].to_numpy(float)
         errors = np.vstack([values - part["low"], part["high"] - values]).clip(min=0)
-        style = "--" if (part["kind"] == "baseline").all() else "-"
+        # Markers without a line for the points, so that a one-point line shows too.
         ax.errorbar(
             part["train_size"],
             values,
             yerr=np.nan_to_num(errors),
-            fmt="o" + style,
+            fmt="o",
             color=color,
             capsize=3,
-            label=group,
+            label=line,
         )
+        means = part.groupby("train_size")["estimate"].mean()
+        if len(means) > 1:
+            ax.plot(means.index, means.to_numpy(), "-", color=color)
     if rows["train_size"].max() >= 10 * rows["train_size"].min():
         ax.set_xscale("log")
-    ax.set_xlabel("target training subjects")
+    ax.set_xlabel("target training subjects (mean over folds when cross-validated)")
     ax.set_ylabel(metric)
     ax.set_title(
         f"{metric} against training-set size ({rows['confidence'].iloc[0]:.0%} bootstrap intervals)"

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim import Optimizer
 
+from tlkedro.errors import ConfigurationError
 from tlkedro.tl.registry import Registry
 
 if TYPE_CHECKING:
@@ -44,11 +45,11 @@ S = TypeVar("S", bound="type[Strategy]")
 _MAX_LISTED_KEYS = 10
 
 
-class MissingSourceError(ValueError):
+class MissingSourceError(ConfigurationError, ValueError):
     """Raised when a strategy that transfers weights is given no source model."""
 
 
-class SourceMismatchError(ValueError):
+class SourceMismatchError(ConfigurationError, ValueError):
     """Raised when the source state dict does not fit the target architecture's encoder."""
 
 

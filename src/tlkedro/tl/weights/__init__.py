@@ -29,6 +29,7 @@ from typing import Any
 import timm.models
 from torch import Tensor
 
+from tlkedro.errors import ConfigurationError, MissingFileError
 from tlkedro.tl.architectures import TLModel
 from tlkedro.tl.weights.files import WeightsFileError, read_state_dict, sha256_of
 from tlkedro.tl.weights.formats import (
@@ -54,7 +55,7 @@ DEFAULT_MIN_MATCH = 0.9
 _LISTED = 10
 
 
-class WeightsMismatchError(ValueError):
+class WeightsMismatchError(ConfigurationError, ValueError):
     """Raised when a file fills too little of the encoder; ``report`` says what matched and what did not."""
 
     def __init__(self, message: str, report: LoadReport) -> None:
@@ -136,7 +137,7 @@ def load_source_weights(
     Raises:
         UnknownComponentError: If ``format`` is not a format; the message lists them.
         ValueError: If the format does not fit the architecture, or ``min_match`` is out of range.
-        FileNotFoundError: If ``path`` does not exist.
+        MissingFileError: If ``path`` does not exist (a ``FileNotFoundError``).
         WeightsFileError: If the file is not a readable state dict in that format.
         WeightsMismatchError: If less than ``min_match`` of the encoder was filled; it carries the report.
     """
@@ -152,7 +153,10 @@ def load_source_weights(
         )
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
+        raise MissingFileError(
+            f"weights file {str(path)!r} does not exist (a relative path is read from the folder the "
+            f"command runs in, {Path.cwd()}): correct `init_from.file`"
+        )
     sha256 = sha256_of(path)
     if source_format.by_timm:
         state, lists = _through_timm(model, path, source_format)

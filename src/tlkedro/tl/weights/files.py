@@ -12,12 +12,13 @@ import safetensors.torch
 import torch
 from torch import Tensor
 
+from tlkedro.errors import ConfigurationError
 from tlkedro.tl.weights.formats import SourceFormat
 
 _LISTED = 10
 
 
-class WeightsFileError(ValueError):
+class WeightsFileError(ConfigurationError, ValueError):
     """Raised when a weights file cannot be read as a state dict; the message names the file and why."""
 
 
