@@ -21,6 +21,7 @@ from tlkedro.pipelines.reporting.nodes import (
     plot_test_predictions,
     plot_training_size_curve,
     report_evaluation,
+    report_head_size,
 )
 from tlkedro.pipelines.training.nodes import CV_SPLIT
 from tlkedro.pipelines.training.pipeline import FOLDS
@@ -99,6 +100,16 @@ def _evaluation_nodes(
             [f"{out}evaluation", f"{out}evaluation_markdown"],
             name=f"evaluate_{pipeline_name}_variants",
         ),
+        Node(
+            bind(
+                report_head_size,
+                covariates={name: list(by_name[name].config.covariates) for name in compared},
+                evaluation_params=evaluation,
+            ),
+            [f"{config.train_on}_labels", f"{out}evaluation"],
+            f"{out}head_size_markdown",
+            name=f"report_{pipeline_name}_head_size",
+        ),
     ]
     ablation = [name for name in compared if by_name[name].config.train_size is not None]
     if ablation:
@@ -175,7 +186,7 @@ def _report_nodes(
             ),
             *_evaluation_nodes(pipeline_name, variants, evaluated, primary_metric, evaluation),
         ]
-        sections.append(f"{out}evaluation_markdown")
+        sections += [f"{out}evaluation_markdown", f"{out}head_size_markdown"]
     sections += analysis_sections
     nodes.append(Node(join_reports, sections, f"{out}report", name=f"write_{pipeline_name}_report"))
     return nodes
