@@ -431,3 +431,29 @@ def test_every_variant_evaluated_on_external_is_reported_per_held_out_site():
     # A pipeline whose variants skip `external` has no such node.
     pretrain_nodes = [n.name for n in pipeline.nodes if n.name.startswith("evaluate_pretrain")]
     assert "evaluate_pretrain_external_sites" not in pretrain_nodes
+
+
+def test_the_head_size_section_knows_each_variants_covariates() -> None:
+    finetune = {**FINETUNE, "variants": {"full_head_scale": {"covariates": ["head_scale"]}}}
+    pipeline = create_reporting_pipeline({**PARAMETERS, "finetune": finetune})
+    [node] = [n for n in pipeline.nodes if n.name == "report_finetune_head_size"]
+    assert node.inputs == ["finetune_labels", "finetune_evaluation"]
+    [report] = [n for n in pipeline.nodes if n.name == "write_finetune_report"]
+    assert "finetune_head_size_markdown" in report.inputs
+    labels = pd.DataFrame({"subject_id": ["a", "b"], "head_scale": [0.6, 0.7]})
+    table = pd.DataFrame(
+        {
+            "model": ["finetune.full_0", "finetune.full_head_scale", "baseline.covariate"],
+            "metric": "auroc",
+            "estimate": [0.6, 0.8, 0.77],
+            "low": 0.5,
+            "high": 0.9,
+            "confidence": 0.95,
+        }
+    )
+    markdown = node.run({"finetune_labels": labels, "finetune_evaluation": table})[
+        "finetune_head_size_markdown"
+    ]
+    assert "| finetune.full_0 | **controlled** |" in markdown
+    assert "| finetune.full_head_scale | **not controlled** |" in markdown
+    assert "| baseline.covariate | the only input |" in markdown

@@ -304,6 +304,7 @@ def test_the_reports_join_the_sections_of_the_analyses_that_are_on():
     assert reports["write_finetune_report"].inputs == [
         "finetune_comparison_markdown",
         "finetune_evaluation_markdown",
+        "finetune_head_size_markdown",
         "finetune_classes_markdown",  # classification: per-class metrics, confusion matrices
         "finetune_energy_markdown",
         "finetune_svcca_markdown",

@@ -210,6 +210,9 @@ class TrainerConfig(_Strict):
             training rows before every validation (``tlkedro.tl.batchnorm``): ``True``, ``False``, or
             ``"auto"``: for volumes (3D), whose few, small batches leave the running statistics far from
             the data after a short run, not for slices, where it would change results that were right.
+        keep_epoch: Which epoch's weights ``fit`` returns: ``best`` (the lowest validation loss) or
+            ``last`` (the end of the schedule). ``last`` is for validation sets too small to choose an
+            epoch by: with a dozen subjects the lowest loss is mostly noise, and the pick is optimistic.
     """
 
     max_epochs: int = Field(10, ge=1)
@@ -225,6 +228,7 @@ class TrainerConfig(_Strict):
     enable_progress_bar: bool = True
     limit_train_batches: int | float | None = None
     recalibrate_batchnorm: bool | Literal["auto"] = "auto"
+    keep_epoch: Literal["best", "last"] = "best"
 
     @model_validator(mode="before")
     @classmethod
@@ -282,6 +286,10 @@ class TrainConfig(_Strict):
         scheduler: The learning-rate schedule.
         trainer: Lightning and loop settings.
         data: Validation split and augmentation.
+        covariates: Label columns (e.g. ``head_scale``, the affine scale, a head-size proxy) the network's
+            head takes beside the pooled image features, standardised with the training rows' mean and
+            standard deviation (``TLModel.add_covariates``). A report then says the variant is given head
+            size: it is no longer controlled.
     """
 
     seed: int = 42
@@ -294,6 +302,7 @@ class TrainConfig(_Strict):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     data: DataConfig = Field(default_factory=DataConfig)
+    covariates: list[str] = []
 
     @model_validator(mode="after")
     def _objective_fits_task(self) -> TrainConfig:

@@ -30,6 +30,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tlkedro.tl.objectives import UNLABELLED, Task
 
+COVARIATES = "covariates"
+"""The batch extra holding a row's ``(num_covariates,)`` covariate values, which the model's head reads."""
+
 if TYPE_CHECKING:
     from tlkedro.tl.config import ComponentConfig
 
@@ -87,7 +90,8 @@ class ArrayDataset(Dataset[tuple[Tensor, ...]]):
     Items are ``(image, target)``, or ``(image, target, extras)`` when ``extras`` or ``unlabelled`` are
     given: a dict of the row's other label values (float32, NaN where missing) and, under
     ``"unlabelled"``, one image of ``unlabelled`` drawn for the row from ``(seed, epoch, row)`` and
-    augmented like the labelled one (what the objectives' auxiliary terms need).
+    augmented like the labelled one (what the objectives' auxiliary terms need), and under
+    ``"covariates"`` the row's covariate values when ``covariates`` are given (the model's head input).
 
     Args:
         images: ``(N, 1, ...)`` array, memory-mapped or in memory, float16 or float32.
@@ -98,6 +102,7 @@ class ArrayDataset(Dataset[tuple[Tensor, ...]]):
         seed: Base seed of the per-item augmentation and of the unlabelled images' draw.
         extras: ``{column: (N,) values}`` of further labels, aligned with ``images``.
         unlabelled: ``(M, 1, ...)`` images without labels (another split or site), same image shape.
+        covariates: ``(N, K)`` float32 per-row scalars for the model's head (``covariate_values``).
     """
 
     def __init__(
@@ -109,9 +114,12 @@ class ArrayDataset(Dataset[tuple[Tensor, ...]]):
         seed: int = 0,
         extras: Mapping[str, np.ndarray] | None = None,
         unlabelled: np.ndarray | None = None,
+        covariates: np.ndarray | None = None,
     ) -> None:
         if len(images) != len(targets):
             raise ValueError(f"images has {len(images)} rows but targets has {len(targets)}")
+        if covariates is not None and len(covariates) != len(images):
+            raise ValueError(f"images has {len(images)} rows but covariates has {len(covariates)}")
         if unlabelled is not None and (
             not len(unlabelled) or unlabelled.shape[1:] != images.shape[1:]
         ):
@@ -129,6 +137,7 @@ class ArrayDataset(Dataset[tuple[Tensor, ...]]):
         self.epoch = 0
         self.extras = dict(extras or {})
         self.unlabelled = unlabelled
+        self.covariates = covariates
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose augmentation the items get."""
@@ -149,12 +158,14 @@ class ArrayDataset(Dataset[tuple[Tensor, ...]]):
         row = int(self.indices[index])
         image = self._image(self.images, row, _item_seed(self.seed, self.epoch, row))
         target = torch.as_tensor(self.targets[row])
-        if not self.extras and self.unlabelled is None:
+        if not self.extras and self.unlabelled is None and self.covariates is None:
             return image, target
         extras = {
             name: torch.tensor(values[row], dtype=torch.float32)
             for name, values in self.extras.items()
         }
+        if self.covariates is not None:
+            extras[COVARIATES] = torch.from_numpy(self.covariates[row])
         if self.unlabelled is not None:
             # A stream of its own (the trailing 1), so the draw does not repeat the augmentation's numbers.
             draw = np.random.default_rng([self.seed, self.epoch, row, 1])
@@ -241,6 +252,27 @@ def optional_values(labels: pd.DataFrame, column: str) -> np.ndarray:
     return values.to_numpy(dtype=np.float32)
 
 
+def covariate_values(labels: pd.DataFrame, columns: Sequence[str]) -> np.ndarray | None:
+    """The covariate columns as a ``(N, K)`` float32 array, or ``None`` for no columns.
+
+    Raises:
+        ValueError: If a column is missing, not numeric, or has missing values (e.g. ``head_scale`` of
+            scans that were not spatially normalised), naming the column and some subjects.
+    """
+    if not columns:
+        return None
+    values = np.stack([optional_values(labels, column) for column in columns], axis=1)
+    for k, column in enumerate(columns):
+        missing = np.isnan(values[:, k])
+        if missing.any():
+            subjects = labels.loc[missing, "subject_id"].head(5).tolist()
+            raise ValueError(
+                f"covariate {column!r} is missing in {missing.sum()} rows (subjects {subjects}, ...); "
+                "a covariate must be known for every subject (head_scale needs spatial normalisation)"
+            )
+    return values
+
+
 def subject_labels(subjects: pd.Series, targets: np.ndarray) -> pd.Series:
     """One class label per subject (index: subject id, sorted).
 
@@ -312,6 +344,7 @@ class MRIDataModule(L.LightningDataModule):
         extra_columns: Further label columns the training batches carry (NaN where missing), for the
             objective's auxiliary terms.
         unlabelled: Images without labels paired with the training images (``ArrayDataset``).
+        covariate_columns: Label columns fed to the model's head (``covariate_values``).
     """
 
     def __init__(
@@ -327,12 +360,14 @@ class MRIDataModule(L.LightningDataModule):
         num_workers: int = 0,
         extra_columns: Sequence[str] = (),
         unlabelled: np.ndarray | None = None,
+        covariate_columns: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if len(images) != len(labels):
             raise ValueError(f"images has {len(images)} rows but labels has {len(labels)}")
         self.targets = target_values(labels, target, task)
         self.extras = {column: optional_values(labels, column) for column in extra_columns}
+        self.covariates = covariate_values(labels, covariate_columns)
         self.train_indices, self.val_indices = subject_split(
             labels["subject_id"],
             val_fraction,
@@ -343,9 +378,18 @@ class MRIDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         transform = compose_augmentation(augmentation) if augmentation else None
         self.train_dataset = ArrayDataset(
-            images, self.targets, self.train_indices, transform, seed, self.extras, unlabelled
+            images,
+            self.targets,
+            self.train_indices,
+            transform,
+            seed,
+            self.extras,
+            unlabelled,
+            self.covariates,
         )
-        self.val_dataset = ArrayDataset(images, self.targets, self.val_indices)
+        self.val_dataset = ArrayDataset(
+            images, self.targets, self.val_indices, covariates=self.covariates
+        )
         self.train_sampler = EpochShuffleSampler(self.train_dataset, seed)
         self.seed = seed
 

@@ -5,8 +5,9 @@ objective, the strategy and the optimizer and scheduler settings, and knows noth
 or transfer learning beyond what the strategy tells it (parameter groups, penalty, callbacks).
 
 Batches are ``(images, targets)``, or ``(images, targets, extras)`` where the objective's auxiliary
-terms need more than the labelled images (other labels, unlabelled images; see ``tlkedro.tl.objectives``);
-the module adds the fraction of training done as the ``progress`` extra. The auxiliary terms with layers
+terms need more than the labelled images (other labels, unlabelled images; see ``tlkedro.tl.objectives``)
+or the network's head takes covariates (the ``covariates`` extra, ``TLModel.add_covariates``); the
+module adds the fraction of training done as the ``progress`` extra. The auxiliary terms with layers
 of their own are submodules (``auxiliary``), so they are optimised (group ``auxiliary``, base learning
 rate) and saved in Lightning's checkpoints with the network.
 
@@ -22,15 +23,22 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
 from tlkedro.tl.architectures import create_architecture
 from tlkedro.tl.config import OptimizerConfig, SchedulerConfig, TrainConfig
+from tlkedro.tl.data import COVARIATES
 from tlkedro.tl.metrics import metric_collection
 from tlkedro.tl.objectives import PROGRESS, Objective, TaskInfo
 from tlkedro.tl.optim import create_optimizer, create_schedule
 from tlkedro.tl.strategies import Strategy, create_strategy
+
+
+def network_outputs(model: nn.Module, images: Tensor, covariates: Tensor | None) -> Tensor:
+    """``model(images)``, or ``model(images, covariates)`` for a head that takes covariates."""
+    return model(images) if covariates is None else model(images, covariates)
 
 
 class TransferModule(L.LightningModule):
@@ -66,9 +74,9 @@ class TransferModule(L.LightningModule):
         self.train_metrics = metric_collection(info, "train")
         self.val_metrics = metric_collection(info, "val")
 
-    def forward(self, images: Tensor) -> Tensor:
+    def forward(self, images: Tensor, covariates: Tensor | None = None) -> Tensor:
         """The network's outputs."""
-        return self.model(images)
+        return network_outputs(self.model, images, covariates)
 
     def _update_metrics(self, metrics: MetricCollection, outputs: Tensor, targets: Tensor) -> None:
         prediction = self.objective.predict(outputs.detach(), self.info)
@@ -81,7 +89,7 @@ class TransferModule(L.LightningModule):
         """Objective terms plus the strategy's penalty."""
         images, targets, *rest = batch
         extras = {**(rest[0] if rest else {}), PROGRESS: self._progress(batch_idx)}
-        outputs = self.model(images)
+        outputs = self(images, extras.get(COVARIATES))
         terms = self.objective.terms(self.model, images, outputs, targets, self.info, extras)
         penalty = self.strategy.penalty(self.model)
         if penalty is not None:
@@ -114,10 +122,10 @@ class TransferModule(L.LightningModule):
         batches = max(1, int(trainer.num_training_batches))
         return (trainer.current_epoch + batch_idx / batches) / max(1, trainer.max_epochs)
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         """The objective's primary loss and the validation metrics."""
-        images, targets = batch
-        outputs = self.model(images)
+        images, targets, *rest = batch
+        outputs = self(images, rest[0].get(COVARIATES) if rest else None)
         loss = self.objective.loss(outputs, targets, self.info)
         self.log(
             "val/loss",
@@ -167,6 +175,8 @@ def build_module(
     image_shape: tuple[int, ...],
     source: dict | None,
     extra_labels: dict[str, np.ndarray],
+    covariates: np.ndarray | None = None,
+    targets: np.ndarray | None = None,
 ) -> TransferModule:
     """The configured network, prepared by the strategy from the source, in a ``TransferModule``.
 
@@ -176,6 +186,11 @@ def build_module(
         image_shape: ``(N, C, ...)`` shape of the images (channels and spatial size size the network).
         source: The source model's checkpoint, or ``None``.
         extra_labels: The training rows' values of the label columns the auxiliary terms need.
+        covariates: The training rows' ``(N, K)`` values of ``config.covariates``: the head takes them,
+            standardised with these rows' mean and standard deviation only (no held-out row's value
+            reaches the model's statistics).
+        targets: The training rows' targets, to warm-start the head's covariate weights
+            (``warm_start_covariates``).
     """
     objective = config.objective.build()
     architecture_kwargs = {
@@ -184,11 +199,58 @@ def build_module(
         **config.architecture.kwargs,
         "num_outputs": objective.num_outputs(info),
     }
+    if config.covariates:
+        architecture_kwargs["num_covariates"] = len(config.covariates)
     model = create_architecture(config.architecture.name, **architecture_kwargs)
     strategy = create_strategy(config.strategy.name, **config.strategy.kwargs)
     model = strategy.prepare(model, source["state_dict"] if source is not None else None)
+    if config.covariates:
+        if covariates is None or covariates.shape[1:] != (len(config.covariates),):
+            raise ValueError(f"build_module needs the training rows' values of {config.covariates}")
+        mean, std = covariates.mean(axis=0), covariates.std(axis=0)
+        if not (std > 0).all():
+            constant = [c for c, s in zip(config.covariates, std, strict=True) if not s > 0]
+            raise ValueError(f"covariates {constant} are constant over the training rows")
+        model.set_covariate_statistics(torch.from_numpy(mean), torch.from_numpy(std))
+        if targets is not None:
+            warm_start_covariates(model, (covariates - mean) / std, targets, info)
     objective.attach(model, extra_labels)
     return TransferModule(model, objective, strategy, config.optimizer, config.scheduler, info)
+
+
+def warm_start_covariates(
+    model: nn.Module, standardised: np.ndarray, targets: np.ndarray, info: TaskInfo
+) -> None:
+    """Start the head's covariate weights and bias at the training rows' linear model of the covariates.
+
+    With Adam, a weight moves by about the learning rate per step, so a few hundred steps at 3e-4
+    cannot grow a randomly initialised covariate weight to the size its effect needs (about 1.5 logits
+    per SD for head size and sex): the covariate would be given but not used. Starting from the linear
+    model of the covariates alone (scikit-learn's logistic regression, or least squares in the
+    standardised target units a one-output regression head predicts), fitted on the training rows only,
+    the network starts at the covariate baseline and learns what the images add. Other heads (e.g.
+    soft-label bins) keep their random initialisation.
+    """
+    count = model.num_covariates
+    head = model.head
+    with torch.no_grad():
+        if info.task == "classification":
+            fitted = LogisticRegression().fit(standardised, targets)
+            coef, intercept = fitted.coef_, fitted.intercept_
+            if len(fitted.classes_) == 2:  # one logit difference: split it between the two logits
+                coef, intercept = (
+                    np.vstack([-coef / 2, coef / 2]),
+                    np.array([-1, 1]) * intercept / 2,
+                )
+            if coef.shape[0] != head.out_features:
+                return  # a class absent from the training rows: keep the random initialisation
+            head.weight[:, -count:] = torch.as_tensor(coef, dtype=head.weight.dtype)
+            head.bias[:] = torch.as_tensor(intercept, dtype=head.bias.dtype)
+        elif head.out_features == 1:
+            values = (targets - info.target_mean) / info.target_std
+            fitted = LinearRegression().fit(standardised, values)
+            head.weight[0, -count:] = torch.as_tensor(fitted.coef_, dtype=head.weight.dtype)
+            head.bias[0] = float(fitted.intercept_)
 
 
 class PredictionModule(L.LightningModule):
@@ -211,7 +273,9 @@ class PredictionModule(L.LightningModule):
 
     def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         """Predictions of the batch's images."""
-        prediction = self.objective.predict(self.model(batch[0]), self.info)
+        covariates = batch[2].get(COVARIATES) if len(batch) > 2 else None
+        outputs = network_outputs(self.model, batch[0], covariates)
+        prediction = self.objective.predict(outputs, self.info)
         if prediction.probabilities is not None:
             return prediction.probabilities.float()
         return prediction.values.float().reshape(-1, 1)

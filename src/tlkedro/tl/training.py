@@ -31,7 +31,13 @@ from torch.utils.data import DataLoader
 from tlkedro.tl.batchnorm import RecalibrateBatchNorm, trained_batchnorms
 from tlkedro.tl.checkpoint import build_model, make_checkpoint
 from tlkedro.tl.config import TrainConfig, TrainerConfig
-from tlkedro.tl.data import ArrayDataset, MRIDataModule, subject_labels, target_values
+from tlkedro.tl.data import (
+    ArrayDataset,
+    MRIDataModule,
+    covariate_values,
+    subject_labels,
+    target_values,
+)
 from tlkedro.tl.history import History, Throughput
 from tlkedro.tl.inference import predict_heads, validation_predictions
 from tlkedro.tl.launch import (
@@ -55,11 +61,13 @@ class FitResult:
     """What ``fit`` returns.
 
     Attributes:
-        checkpoint: ``make_checkpoint`` of the model at its lowest validation loss, with its multitask
-            heads; ``meta`` holds the task statistics (``TaskInfo`` fields: task, num_classes,
-            target_mean, target_std, ...), ``target``, ``objective`` (name and kwargs), ``seed``,
-            ``epochs_run``, ``best_epoch`` and ``validation_predictions`` (every head's, per validation
-            subject: ``tlkedro.tl.inference.validation_predictions``).
+        checkpoint: ``make_checkpoint`` of the model at its lowest validation loss (or at its last epoch,
+            ``trainer.keep_epoch: last``), with its multitask heads; ``meta`` holds the task statistics
+            (``TaskInfo`` fields: task, num_classes, target_mean, target_std, ...), ``target``,
+            ``objective`` (name and kwargs), ``covariates`` (the label columns the head takes), ``seed``,
+            ``epochs_run``, ``best_epoch`` (the epoch whose weights it holds) and
+            ``validation_predictions`` (every head's, per validation subject:
+            ``tlkedro.tl.inference.validation_predictions``).
         history: One row per epoch (``tlkedro.tl.history.History``): ``epoch`` (from 0),
             ``train/loss``, ``val/loss``, the train and validation metrics, the learning rate of each
             parameter group (``lr/<group>``) and ``trainable_params``.
@@ -115,7 +123,11 @@ def fit(
     extra_labels = {
         name: values[datamodule.train_indices] for name, values in datamodule.extras.items()
     }
-    module = build_module(config, info, images.shape, source, extra_labels)
+    covariates = datamodule.covariates
+    train_covariates = None if covariates is None else covariates[datamodule.train_indices]
+    module = build_module(
+        config, info, images.shape, source, extra_labels, train_covariates, train_targets
+    )
     trainable_params = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
     run_fingerprint = fingerprint(config, images, labels, source, unlabelled)
     history, throughput = History(), Throughput()
@@ -133,16 +145,24 @@ def fit(
         fit_seconds = time.perf_counter() - start
         if ran_in_launched_processes(trainer):
             adopt_launched_state(run.last, [history, throughput, run.best])
-        module.load_state_dict(run.best_weights())
-        best_val_loss = float(run.best.best_model_score)
+        rows = history.frame()
+        if config.trainer.keep_epoch == "best":
+            module.load_state_dict(run.best_weights())
+            best = rows.loc[rows["val/loss"].idxmin()]
+        else:
+            if ran_in_launched_processes(trainer):  # this process's module was not trained
+                module.load_state_dict(
+                    torch.load(run.last, map_location="cpu", weights_only=True)["state_dict"]
+                )
+            best = rows.iloc[-1]
+        best_val_loss = float(best["val/loss"])
 
-    rows = history.frame()
-    best = rows.loc[rows["val/loss"].idxmin()]
     best_epoch = int(best["epoch"])
     meta = {
         **info.as_dict(),
         "target": config.target,
         "objective": config.objective.model_dump(mode="json"),
+        "covariates": list(config.covariates),
         "seed": config.seed,
         "epochs_run": len(rows),
         "best_epoch": best_epoch,
@@ -218,6 +238,7 @@ def _datamodule(
         seed=config.seed,
         augmentation=config.data.augmentation,
         num_workers=config.trainer.num_workers,
+        covariate_columns=config.covariates,
         extra_columns=sorted(config.objective.build().needs() - {UNLABELLED, PROGRESS}),
         unlabelled=unlabelled,
     )
@@ -264,7 +285,8 @@ def evaluate(
         raise ValueError(f"{split}: class {targets.max()} of {target!r} is unknown to the model")
     settings = trainer if trainer is not None else TrainerConfig(enable_progress_bar=False)
     module = PredictionModule(build_model(checkpoint), objective, info)
-    loader = DataLoader(ArrayDataset(images, targets), batch_size=batch_size)
+    covariates = covariate_values(labels, meta.get("covariates", []))
+    loader = DataLoader(ArrayDataset(images, targets, covariates=covariates), batch_size=batch_size)
     outputs = build_predictor(settings).predict(module, loader)
     rows = pd.DataFrame(torch.cat(outputs).cpu().numpy().reshape(len(targets), -1))
     subjects = labels["subject_id"].astype(str).reset_index(drop=True)

@@ -434,6 +434,31 @@ def report_classes(
     return per_class, confusion, figure, markdown
 
 
+def report_head_size(
+    labels: pd.DataFrame,
+    evaluation_table: pd.DataFrame,
+    *,
+    covariates: dict[str, list[str]],
+    evaluation_params: dict[str, Any],
+) -> str:
+    """The report's head-size section: per variant whether head size is controlled, beside the baseline.
+
+    Args:
+        labels: The variants' training labels (``head_scale`` tells how the scans were registered).
+        evaluation_table: ``report_evaluation``'s table.
+        covariates: Each variant's ``covariates``, by name.
+        evaluation_params: ``reporting.evaluation`` (its ``covariate`` column).
+    """
+    column = EvaluationParams.model_validate(evaluation_params).covariate
+    head_scale = labels[column] if column in labels else np.full(len(labels), np.nan)
+    status = evaluation.head_size_status(head_scale, covariates, column)
+    for name, (state, reason) in status.items():
+        logger.info("%s: head size %s: %s", name, state, reason)
+    return evaluation.head_size_markdown(
+        status, evaluation_table, f"{reports.BASELINE_PREFIX}covariate", column
+    )
+
+
 def plot_training_size_curve(
     evaluation_table: pd.DataFrame,
     *records: dict[str, Any],

@@ -23,6 +23,7 @@ from tlkedro.pipelines.reporting.nodes import (
     report_classes,
     report_evaluation,
     report_external_sites,
+    report_head_size,
 )
 from tlkedro.pipelines.reporting.tuning import report_studies
 from tlkedro.pipelines.training.nodes import CV_SPLIT
@@ -141,6 +142,16 @@ def _evaluation_nodes(
             [f"{out}evaluation", f"{out}evaluation_markdown"],
             name=f"evaluate_{pipeline_name}_variants",
         ),
+        Node(
+            bind(
+                report_head_size,
+                covariates={name: list(by_name[name].config.covariates) for name in compared},
+                evaluation_params=evaluation,
+            ),
+            [f"{config.train_on}_labels", f"{out}evaluation"],
+            f"{out}head_size_markdown",
+            name=f"report_{pipeline_name}_head_size",
+        ),
     ]
     if config.task == "classification":  # per-class metrics and confusion matrices
         nodes.append(
@@ -250,7 +261,7 @@ def _report_nodes(
             ),
             *_evaluation_nodes(pipeline_name, variants, evaluated, primary_metric, evaluation),
         ]
-        sections.append(f"{out}evaluation_markdown")
+        sections += [f"{out}evaluation_markdown", f"{out}head_size_markdown"]
         if config.task == "classification":
             sections.append(f"{out}classes_markdown")
     if tuned := [v for v in variants if v.tuning is not None]:

@@ -42,7 +42,8 @@ class TLModel(nn.Module):
 
     ``forward(x) = head(head_drop(forward_features(x)))``; ``head_drop`` is the builder's ``dropout``
     (identity in eval mode). Parameter names are stable: ``encoder.layer3.1.conv1.weight``,
-    ``head.weight``.
+    ``head.weight``. A model with covariates (``add_covariates``) concatenates per-subject scalars,
+    standardised with statistics it stores, to the pooled features before the head.
 
     Args:
         encoder: The feature extractor; its output goes through ``pool``.
@@ -90,6 +91,7 @@ class TLModel(nn.Module):
         self.num_features = self.infer_num_features()
         self.num_outputs = num_outputs
         self.head_drop = nn.Dropout(dropout)
+        self.num_covariates = 0
         self.head = nn.Linear(self.num_features, num_outputs)
 
     def example_input(self, batch_size: int = 1) -> Tensor:
@@ -116,15 +118,62 @@ class TLModel(nn.Module):
         """Pooled features before the head, ``(B, num_features)``."""
         return self.pool(self.encoder(x))
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Head outputs, ``(B, num_outputs)``."""
-        return self.head(self.head_drop(self.forward_features(x)))
+    def forward(self, x: Tensor, covariates: Tensor | None = None) -> Tensor:
+        """Head outputs, ``(B, num_outputs)``.
+
+        Args:
+            x: The images.
+            covariates: ``(B, num_covariates)`` raw covariate values (a model with covariates only).
+                ``None`` stands for the training mean of each, i.e. a subject of average head size: what
+                the analysis tools (complexity, saliency) that feed images alone get.
+        """
+        features = self.head_drop(self.forward_features(x))
+        if self.num_covariates:
+            if covariates is None:
+                covariates = self.covariate_mean.expand(len(features), -1)
+            standardised = (covariates.to(features) - self.covariate_mean) / self.covariate_std
+            features = torch.cat([features, standardised], dim=1)
+        elif covariates is not None:
+            raise ValueError(
+                f"this model takes no covariates; got {tuple(covariates.shape)} (add_covariates first)"
+            )
+        return self.head(features)
+
+    def add_covariates(self, count: int) -> None:
+        """Widen the head by ``count`` covariate inputs, with a fresh head and identity standardisation.
+
+        ``set_covariate_statistics`` then sets the training rows' mean and standard deviation; they are
+        buffers, so checkpoints carry them and the model standardises raw values by itself.
+        """
+        if count < 1 or self.num_covariates:
+            raise ValueError(f"add_covariates needs a count >= 1, once; got {count}")
+        self.num_covariates = count
+        self.register_buffer("covariate_mean", torch.zeros(count))
+        self.register_buffer("covariate_std", torch.ones(count))
+        self.reset_head(self.num_outputs)
+        if self.config:
+            self.config["num_covariates"] = count
+
+    def set_covariate_statistics(self, mean: Tensor, std: Tensor) -> None:
+        """The mean and standard deviation the covariates are standardised with (the training rows')."""
+        if mean.shape != (self.num_covariates,) or std.shape != (self.num_covariates,):
+            raise ValueError(
+                f"covariate statistics must have shape ({self.num_covariates},); got "
+                f"{tuple(mean.shape)} and {tuple(std.shape)}"
+            )
+        if not (torch.isfinite(std).all() and (std > 0).all()):
+            raise ValueError(f"covariate standard deviations must be positive; got {std.tolist()}")
+        self.covariate_mean.copy_(mean)
+        self.covariate_std.copy_(std)
 
     def reset_head(self, num_outputs: int) -> None:
         """Replace the head by a freshly initialised one with ``num_outputs`` outputs."""
         weight = self.head.weight
         self.head = nn.Linear(
-            self.num_features, num_outputs, device=weight.device, dtype=weight.dtype
+            self.num_features + self.num_covariates,
+            num_outputs,
+            device=weight.device,
+            dtype=weight.dtype,
         )
         self.num_outputs = num_outputs
         if self.config:
@@ -158,8 +207,8 @@ def register_architecture(name: str) -> Callable[[Callable[..., TLModel]], Calla
     """Decorator registering a ``TLModel`` builder as ``name``.
 
     The registered callable validates the keyword arguments against the builder's signature, records the
-    resolved arguments (defaults included) as ``model.config`` and accepts one more keyword argument,
-    ``cut_at`` (see ``surgery.truncate``).
+    resolved arguments (defaults included) as ``model.config`` and accepts two more keyword arguments,
+    ``cut_at`` (see ``surgery.truncate``) and ``num_covariates`` (``TLModel.add_covariates``).
 
     Args:
         name: The registry key (``create_architecture(name, ...)``).
@@ -182,7 +231,7 @@ def _configured(
     accepted = tuple(signature.parameters)
     takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
 
-    def build(*, cut_at: str | None = None, **kwargs: Any) -> TLModel:
+    def build(*, cut_at: str | None = None, num_covariates: int = 0, **kwargs: Any) -> TLModel:
         unknown = [] if takes_any else sorted(set(kwargs) - set(accepted))
         if "width_factors" in unknown:
             raise ValueError(
@@ -207,6 +256,8 @@ def _configured(
         model.config = {"name": name, **copy.deepcopy(arguments)}
         if cut_at is not None:
             truncate_in_place(model, cut_at)
+        if num_covariates:
+            model.add_covariates(num_covariates)
         return model
 
     # A family registers functools.partials of one builder; the documentation is the builder's.

@@ -20,7 +20,8 @@ metric or an interval is computed on the pooled table (``pool_repeats``), so eac
 
 Modules: ``predictions`` (the contract, pooling, pairing), ``scores`` (metrics, ``metric_interval``,
 ``paired_difference``), ``folds`` (per-fold metrics and summaries), ``baselines`` (trivial, linear and covariate baselines),
-``flags`` (``quality_flags``). docs/evaluation.md says how to read the results.
+``flags`` (``quality_flags``), ``head_size`` (whether each model could use head size).
+docs/evaluation.md says how to read the results.
 """
 
 from tlkedro.tl.evaluation.baselines import (
@@ -41,6 +42,7 @@ from tlkedro.tl.evaluation.folds import (
     fold_summary,
     summarise_folds,
 )
+from tlkedro.tl.evaluation.head_size import head_size_markdown, head_size_status
 from tlkedro.tl.evaluation.predictions import (
     check_predictions,
     paired_tables,
@@ -78,6 +80,8 @@ __all__ = [
     "fold_differences",
     "fold_metrics",
     "fold_summary",
+    "head_size_markdown",
+    "head_size_status",
     "image_features",
     "metric_interval",
     "metric_values",
