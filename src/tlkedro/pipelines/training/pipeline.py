@@ -13,6 +13,7 @@ from kedro.pipeline import Node, Pipeline
 from tlkedro.pipelines import bind
 from tlkedro.pipelines.training.nodes import (
     CV_SPLIT,
+    choose_cut_at,
     evaluate_model,
     measure_complexity,
     record_run,
@@ -20,7 +21,7 @@ from tlkedro.pipelines.training.nodes import (
     summarise_variant,
     train_model,
 )
-from tlkedro.plan import ExperimentPlan, Fold, TrainingVariant
+from tlkedro.plan import ExperimentPlan, Fold, TrainingVariant, auto_cut_probe, cuts_automatically
 
 FOLDS = "folds"
 
@@ -43,10 +44,34 @@ def _run_pipeline(variant: TrainingVariant, plan: ExperimentPlan, fold: Fold | N
     if fold is not None:
         train_inputs["folds"] = FOLDS
     evaluated = [*([CV_SPLIT] if fold is not None else []), *config.evaluate_on]
-    nodes = [
+    nodes, probe = [], None
+    if cuts_automatically(config):
+        probe = auto_cut_probe(plan.variants, variant).namespace
+        if fold is not None and plan.variants[probe].cross_validated:
+            probe = f"{probe}.{fold.name}"
+        nodes.append(
+            Node(
+                bind(
+                    choose_cut_at, namespace=namespace, config=config, probe_name=probe, fold=fold
+                ),
+                {
+                    "source": "source_model",
+                    "probe": "probe_model",
+                    **{
+                        k: train_inputs[k]
+                        for k in ("images", "labels", "folds")
+                        if k in train_inputs
+                    },
+                },
+                "auto_cut",
+                name="choose_cut_at",
+            )
+        )
+        train_inputs["auto_cut"] = "auto_cut"
+    nodes += [
         Node(
             bind(record_run, namespace=namespace, config=config, workdir=plan.workdir(namespace)),
-            None,
+            ["auto_cut"] if probe else None,
             "config",
             name="record_run",
         ),
@@ -104,6 +129,7 @@ def _run_pipeline(variant: TrainingVariant, plan: ExperimentPlan, fold: Fold | N
         inputs={
             **{name: name for name in shared},
             **({"source_model": f"{source}.model"} if source else {}),
+            **({"probe_model": f"{probe}.model"} if probe else {}),
         },
         tags={variant.pipeline, variant.namespace},
     )
