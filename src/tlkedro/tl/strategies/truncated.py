@@ -102,6 +102,11 @@ class Truncated(Strategy):
         """Whether the cut point is chosen from a probe's SVCCA profile (``cut_at: auto``)."""
         return self.cut_at == AUTO
 
+    def summary(self, model: TLModel) -> dict[str, Any]:
+        """As ``Strategy.summary``; the ``auto``-only settings only for ``cut_at: auto``."""
+        summary = super().summary(model)
+        return {k: v for k, v in summary.items() if self.auto or k not in AUTO_DEFAULTS}
+
     def prepare(self, model: TLModel, source_state: dict[str, Tensor] | None) -> TLModel:
         """Load the source encoder into ``model`` and return it truncated after ``cut_at``.
 
