@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
+import torch
 from monai.networks.nets.swin_unetr import SwinTransformer
 from torch import Tensor, nn
 from torch.nn import functional
@@ -99,16 +100,21 @@ def swin_3d(
             f"swin_3d has four stages: depths {list(depths)} and num_heads {list(num_heads)} "
             "need four entries each"
         )
-    swin = SwinTransformer(
-        in_chans=in_channels,
-        embed_dim=feature_size,
-        window_size=(window_size,) * 3,
-        patch_size=(patch_size,) * 3,
-        depths=list(depths),
-        num_heads=list(num_heads),
-        drop_path_rate=drop_path_rate,
-        spatial_dims=3,
-    )
+    device = torch.get_default_device()
+    # MONAI reads its stochastic-depth rates with ``.item()``, which a tensor on the ``meta`` device (a
+    # shape-only build) cannot give: build on the CPU, then move.
+    with torch.device("cpu"):
+        swin = SwinTransformer(
+            in_chans=in_channels,
+            embed_dim=feature_size,
+            window_size=(window_size,) * 3,
+            patch_size=(patch_size,) * 3,
+            depths=list(depths),
+            num_heads=list(num_heads),
+            drop_path_rate=drop_path_rate,
+            spatial_dims=3,
+        )
+    swin.to(device)
     encoder = nn.Sequential(
         OrderedDict(
             patch_embed=swin.patch_embed,
