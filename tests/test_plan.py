@@ -186,3 +186,44 @@ def test_external_needs_a_held_out_site_and_the_split_keys_are_checked_early() -
     # The old name still works (its warning is the preprocessing node's).
     parameters["preprocessing"] = {"splits": {"external_site": "11028"}}
     assert build_plan(parameters).variants["finetune.default"].config.evaluate_on == ["external"]
+
+
+AUTO = {"strategy": {"name": "truncated", "kwargs": {"cut_at": "auto"}}}
+
+
+def test_an_auto_cut_takes_the_probe_variant_or_the_group_member_of_its_seed() -> None:
+    from tlkedro.plan import auto_cut_probe
+
+    plan = build_plan(_parameters(variants={"full": {}, "ttl": AUTO}))
+    assert auto_cut_probe(plan.variants, plan.variants["finetune.ttl"]).namespace == "finetune.full"
+    sweeps = {
+        name: {"kind": "grid", "overrides": {**overrides, "group": name}, "grid": {"seed": [1, 2]}}
+        for name, overrides in (("full", {}), ("ttl", AUTO))
+    }
+    plan = build_plan(_parameters(sweeps=sweeps))
+    assert auto_cut_probe(plan.variants, plan.variants["finetune.ttl_1"]).namespace == (
+        "finetune.full_1"
+    )
+
+
+@pytest.mark.parametrize(
+    ("variants", "message"),
+    [
+        (
+            {"ttl": AUTO},
+            r"finetune.ttl: strategy.kwargs.probe is 'full' \(no such variant or group\)",
+        ),
+        (
+            {"full": {"architecture": {"name": "cbr_small"}}, "ttl": AUTO},
+            "finetune.full cannot be the probe: it differs in architecture",
+        ),
+        (
+            {"full": {"train_on": "test"}, "ttl": AUTO},
+            "finetune.full cannot be the probe: it differs in train_on",
+        ),
+        ({"ttl": {**AUTO, "init_from": None}}, "finetune.ttl: strategy.kwargs.cut_at: auto needs"),
+    ],
+)
+def test_an_auto_cut_without_a_fitting_probe_is_named_with_its_key(variants, message) -> None:
+    with pytest.raises(PlanError, match=message):
+        build_plan(_parameters(variants=variants))

@@ -400,6 +400,74 @@ def _check_sources(variants: dict[str, TrainingVariant]) -> None:
             )
 
 
+def cuts_automatically(config: VariantConfig) -> bool:
+    """Whether a variant is ``truncated`` with ``cut_at: auto`` (its cut point is chosen by a probe)."""
+    return config.strategy.name == "truncated" and config.strategy.kwargs.get("cut_at") == "auto"
+
+
+def auto_cut_probe(
+    variants: Mapping[str, TrainingVariant], variant: TrainingVariant
+) -> TrainingVariant:
+    """The probe whose SVCCA profile chooses the cut point of a ``truncated`` variant with ``cut_at: auto``.
+
+    ``strategy.kwargs.probe`` names a finetune variant (``full`` or ``finetune.full``) or a group, of which
+    the variant with the same seed is taken (so a sweep over seeds pairs each auto variant with its own
+    seed's probe). The probe must start from the same source, with the same architecture, trained on the
+    same split, and must not itself be an ``auto`` variant.
+
+    Raises:
+        PlanError: Naming ``strategy.kwargs.probe`` and what is wrong.
+    """
+    if variant.pipeline not in TRAINING_PIPELINES or variant.source is None:
+        raise PlanError(
+            f"{variant.namespace}: strategy.kwargs.cut_at: auto needs a pretrain or finetune variant "
+            "with init_from naming its source variant"
+        )
+    probe = variant.config.strategy.kwargs.get("probe", "full")
+    key = f"{variant.namespace}: strategy.kwargs.probe"
+    name = probe if "." in probe else f"{variant.pipeline}.{probe}"
+    if name in variants:
+        chosen = variants[name]
+    else:
+        grouped = [
+            v
+            for v in variants.values()
+            if v.pipeline == variant.pipeline and v.config.group == probe and v is not variant
+        ]
+        paired = [v for v in grouped if v.config.seed == variant.config.seed]
+        if len(paired) != 1:
+            known = sorted(
+                {v.name for v in variants.values() if v.pipeline == variant.pipeline}
+                | {v.config.group for v in variants.values() if v.config.group}
+            )
+            reason = (
+                f"its group has {len(paired)} variants with seed {variant.config.seed}"
+                if grouped
+                else "no such variant or group"
+            )
+            raise PlanError(
+                f"{key} is {probe!r} ({reason}); cut_at: auto takes its cut point from a probe "
+                f"fine-tune, e.g. the `full` variant: add it, or name one of {', '.join(known)}"
+            )
+        chosen = paired[0]
+    mismatched = [
+        field
+        for field in ("init_from", "architecture", "train_on")
+        if getattr(chosen.config, field) != getattr(variant.config, field)
+    ]
+    if chosen is variant or cuts_automatically(chosen.config) or mismatched:
+        why = (
+            f"it differs in {', '.join(mismatched)}"
+            if mismatched
+            else "it chooses its own cut point too"
+        )
+        raise PlanError(
+            f"{key}: {chosen.namespace} cannot be the probe: {why}; the probe is a fine-tune of the "
+            "same source, architecture and training split (e.g. strategy `full`)"
+        )
+    return chosen
+
+
 def _dapt_variants(section: Mapping[str, Any]) -> list[DaptVariant]:
     """Both training stages of every DAPT variant, and its downstream configuration."""
     section = dict(section)
@@ -497,6 +565,9 @@ def build_plan(parameters: Mapping[str, Any]) -> ExperimentPlan:
         primary = section.get("primary_metric", primary)
     _check_sources(variants)
     _check_split_names(variants, dapt, available_splits(parameters))
+    for variant in variants.values():
+        if cuts_automatically(variant.config):
+            auto_cut_probe(variants, variant)
     return ExperimentPlan(
         variants=variants,
         cross_validation=cross_validation,

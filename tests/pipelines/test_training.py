@@ -16,6 +16,8 @@ from tlkedro.pipelines.cross_validation import create_pipeline as create_folds_p
 from tlkedro.pipelines.finetune import create_pipeline as create_finetune_pipeline
 from tlkedro.pipelines.pretrain import create_pipeline as create_pretrain_pipeline
 from tlkedro.plan import build_plan
+from tlkedro.tl.analysis.svcca import auto_cut_at, suggest_cutoff
+from tlkedro.tl.checkpoint import build_model
 
 BASE = {
     "seed": 3,
@@ -119,6 +121,51 @@ def test_pretrain_then_finetune_variants_run_on_an_in_memory_catalog(tmp_path):
     predictions = catalog.load("finetune.full.predictions_test")
     assert len(predictions) == 16 and set(predictions["split"]) == {"test"}
     assert catalog.load("pretrain.default.config")["config"]["target"] == "age"
+
+
+def test_an_auto_cut_variant_trains_truncated_where_its_probe_moves_away(tmp_path):
+    finetune = {
+        **BASE,
+        "init_from": "pretrain.default",
+        "variants": {
+            "full": {},
+            "ttl": {"strategy": {"name": "truncated", "kwargs": {"cut_at": "auto"}}},
+        },
+    }
+    runtime = {"checkpoint_dir": str(tmp_path / "checkpoints")}
+    plan = build_plan({"pretrain": PRETRAIN, "finetune": finetune, "runtime": runtime})
+    pipeline = create_pretrain_pipeline(plan) + create_finetune_pipeline(plan)
+    choose = next(n for n in pipeline.nodes if n.name == "finetune.ttl.choose_cut_at")
+    assert {"pretrain.default.model", "finetune.full.model", "finetune_images"} <= set(
+        choose.inputs
+    )
+    assert "test_images" not in choose.inputs  # the cut is chosen without the test split
+    catalog = _catalog()
+    for name in ("pretrain.default.model", "finetune.full.model", "finetune.ttl.model"):
+        catalog[name] = TorchCheckpointDataset(filepath=str(tmp_path / f"{name}.pt"))
+    for name in ("finetune.ttl.config", "finetune.ttl.auto_cut", "finetune.ttl.metrics"):
+        catalog[name] = JSONDataset(filepath=str(tmp_path / f"{name}.json"))
+
+    SequentialRunner().run(pipeline, catalog)
+
+    record, chosen = catalog.load("finetune.ttl.config"), catalog.load("finetune.ttl.auto_cut")
+    assert record["auto_cut"] == chosen and chosen["probe"] == "finetune.full"
+    # The cut point follows the rule on the recorded profile, which is the probe's against the source.
+    profile = pd.DataFrame(chosen["profile"])
+    assert chosen["cut_at"] == suggest_cutoff(profile, "largest_drop")
+    source, full = (
+        build_model(catalog.load(f"{name}.model")) for name in ("pretrain.default", "finetune.full")
+    )
+    images, _ = _split(24, 1)
+    expected, table = auto_cut_at(source, full, images)
+    assert chosen["cut_at"] == expected
+    assert profile["similarity"].to_numpy() == pytest.approx(table["similarity"].to_numpy())
+    # ... and the variant trained truncated there.
+    model = catalog.load("finetune.ttl.model")
+    assert model["config"]["cut_at"] == chosen["cut_at"] and record["config"]["strategy"]["kwargs"]
+    kept = build_model(model).stage_names
+    assert kept[-1] == chosen["cut_at"] and len(kept) <= len(full.stage_names)
+    assert catalog.load("finetune.ttl.metrics")["cut_at"] == chosen["cut_at"]
 
 
 def test_cross_validated_variants_train_once_per_fold_and_pool_the_held_out_predictions(tmp_path):

@@ -46,11 +46,14 @@ TEST_IMG_SIZE = {
     "resnet50_3d": 16,
     "sfcn": 32,
     "swin_tiny": 32,
+    "swin_3d": 32,
     "vit_small": 32,
     "vit_small_3d": 32,
     "vit_tiny": 32,
     "vit_tiny_3d": 32,
 }
+# Builder arguments that keep a test model small (the others are built at their defaults).
+TEST_KWARGS = {"swin_3d": {"feature_size": 12}}
 # Parameters a timm ViT keeps on the encoder itself, outside every stage.
 ENCODER_LEVEL_PARAMETERS = {
     "vit_tiny": {"cls_token", "pos_embed"},
@@ -64,7 +67,12 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 @pytest.fixture(scope="module", params=list_architectures())
 def model(request: pytest.FixtureRequest) -> TLModel:
     torch.manual_seed(0)
-    return create_architecture(request.param, img_size=TEST_IMG_SIZE[request.param], num_outputs=2)
+    return create_architecture(
+        request.param,
+        img_size=TEST_IMG_SIZE[request.param],
+        num_outputs=2,
+        **TEST_KWARGS.get(request.param, {}),
+    )
 
 
 def _batch(model: TLModel) -> torch.Tensor:

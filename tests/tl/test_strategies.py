@@ -310,6 +310,27 @@ def test_truncated_model_has_no_parameters_above_the_cut_point(
     assert kept and all(torch.equal(model.state_dict()[key], source_state[key]) for key in kept)
 
 
+def test_truncated_auto_holds_the_rule_and_refuses_to_train_unresolved(
+    source_state: dict[str, Tensor],
+) -> None:
+    auto = create_strategy("truncated", cut_at="auto")
+    assert auto.auto and (auto.probe, auto.rule, auto.max_images) == ("full", "largest_drop", 256)
+    with pytest.raises(ValueError, match="cut_at: auto must be resolved"):
+        auto.prepare(build(), source_state)
+    assert "probe" not in create_strategy("truncated", cut_at="layer3").summary(build())
+    for kwargs, message in [
+        ({"cut_at": "layer3", "probe": "full"}, "probe is for cut_at: auto only"),
+        ({"cut_at": "auto", "rule": "steepest"}, "unknown rule 'steepest'"),
+        ({"cut_at": "auto", "rule": "threshold"}, "rule threshold needs threshold"),
+        ({"cut_at": "auto", "max_images": 0}, "max_images must be positive"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            create_strategy("truncated", **kwargs)
+    # The validated configuration words it under the strategy's key.
+    with pytest.raises(ValueError, match="unknown rule"):
+        StrategyConfig(name="truncated", kwargs={"cut_at": "auto", "rule": "steepest"})
+
+
 def test_truncation_candidates_search_blocks_then_around_the_best() -> None:
     assert truncation_candidates("resnet18", img_size=IMG) == [
         "conv1",

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 from tlkedro.tl.analysis.svcca import (
     SVCCA_COLUMNS,
+    auto_cut_at,
     plot_svcca_by_stage,
     suggest_cutoff,
     svcca,
@@ -99,6 +100,31 @@ def test_reinitialised_top_stages_are_less_similar_and_the_cutoff_is_before_them
     assert similarity["layer2"] == pytest.approx(1.0, abs=1e-6)
     assert similarity["layer3"] < 0.9
     assert suggest_cutoff(table) == "layer2"
+
+
+@pytest.mark.parametrize(
+    ("moved", "cut_at"), [(("layer2", "layer3", "layer4"), "layer1"), (("layer4",), "layer3")]
+)
+def test_auto_cut_point_is_the_stage_before_the_probe_moves_away(moved, cut_at) -> None:
+    torch.manual_seed(0)
+    source = create_architecture("cbr_small", **SMALL_CBR)
+    probe = create_architecture("cbr_small", **SMALL_CBR)
+    probe.load_state_dict(source.state_dict())
+    for stage in moved:  # the stages the "fine-tuning" moved far from the source
+        for parameter in probe.encoder.get_submodule(stage).parameters():
+            torch.nn.init.normal_(parameter)
+    chosen, table = auto_cut_at(
+        source, probe, _images(96, (32, 32)), max_images=64, max_samples=1024, seed=1
+    )
+    assert chosen == cut_at == suggest_cutoff(table)
+    similarity = table.set_index("stage")["similarity"]
+    assert similarity[cut_at] == pytest.approx(1.0, abs=1e-6)
+    assert similarity[moved[0]] < 0.9
+    assert table.set_index("stage").loc["layer4", "samples"] == 64 * 4  # 64 images of 2x2 positions
+    threshold, _ = auto_cut_at(
+        source, probe, _images(64, (32, 32)), rule="threshold", threshold=0.999, seed=1
+    )
+    assert threshold == cut_at
 
 
 def test_a_truncated_model_is_compared_on_its_own_stages() -> None:

@@ -28,7 +28,7 @@ from tlkedro.pipelines.reporting.nodes import (
 from tlkedro.pipelines.reporting.tuning import report_studies
 from tlkedro.pipelines.training.nodes import CV_SPLIT
 from tlkedro.pipelines.training.pipeline import FOLDS
-from tlkedro.plan import TRAINING_PIPELINES, ExperimentPlan, TrainingVariant
+from tlkedro.plan import TRAINING_PIPELINES, ExperimentPlan, TrainingVariant, cuts_automatically
 
 
 def _reported_split(variant: TrainingVariant) -> str | None:
@@ -289,7 +289,12 @@ def _report_nodes(
 
 
 def _cutoff_search_node(plan: ExperimentPlan, search: CutoffSearchParams) -> Node:
-    truncated = [v for v in plan.of("finetune") if v.config.strategy.name == "truncated"]
+    # A `cut_at: auto` variant's cut point is chosen at run time, by its probe rather than the search.
+    truncated = [
+        v
+        for v in plan.of("finetune")
+        if v.config.strategy.name == "truncated" and not cuts_automatically(v.config)
+    ]
     architectures = {repr(v.config.architecture.model_dump()) for v in truncated}
     if len(architectures) != 1:
         raise ValueError(

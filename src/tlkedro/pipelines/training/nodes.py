@@ -17,8 +17,11 @@ from tlkedro.pipelines.preprocessing.nodes import PreprocessingParams
 from tlkedro.plan import Fold, VariantConfig, WeightsFile
 from tlkedro.provenance import run_record
 from tlkedro.tl.analysis.complexity import complexity_report
+from tlkedro.tl.analysis.svcca import auto_cut_at
 from tlkedro.tl.architectures import create_architecture
 from tlkedro.tl.checkpoint import build_model
+from tlkedro.tl.config import StrategyConfig
+from tlkedro.tl.strategies import create_strategy
 from tlkedro.tl.training import evaluate, fit
 from tlkedro.tl.tuning import best_point, run_study, study_name, trials_table
 from tlkedro.tl.weights import load_source_weights
@@ -29,6 +32,7 @@ CV_SPLIT = "cv"
 
 
 def record_run(
+    auto_cut: dict[str, Any] | None = None,
     *,
     namespace: str,
     config: VariantConfig,
@@ -39,9 +43,10 @@ def record_run(
 
     Every result can so be traced to its configuration, seed, package versions and git revision. The
     preprocessing parameters, with their defaults filled in, are those the ``predict`` pipeline
-    preprocesses new scans with for this model.
+    preprocesses new scans with for this model. A ``cut_at: auto`` variant's record also holds the
+    chosen cut point and the profile it came from (``auto_cut``, from :func:`choose_cut_at`).
     """
-    return {
+    record = {
         "namespace": namespace,
         "config": config.model_dump(mode="json"),
         "preprocessing": PreprocessingParams.model_validate(preprocessing or {}).model_dump(
@@ -49,6 +54,61 @@ def record_run(
         ),
         "provenance": run_record(),
         "workdir": workdir,
+    }
+    if auto_cut is not None:
+        record["auto_cut"] = auto_cut
+    return record
+
+
+def choose_cut_at(
+    source: dict,
+    probe: dict,
+    images: np.ndarray,
+    labels: pd.DataFrame,
+    folds: pd.DataFrame | None = None,
+    *,
+    namespace: str,
+    config: VariantConfig,
+    probe_name: str,
+    fold: Fold | None = None,
+) -> dict[str, Any]:
+    """The cut point of a ``truncated`` variant with ``cut_at: auto``, from its probe's SVCCA profile.
+
+    The probe (a fine-tune of the same source, :func:`tlkedro.plan.auto_cut_probe`) is compared with the
+    source on the variant's own training images (no labels, and never the test split), and the
+    strategy's rule picks the stage where similarity to the source drops.
+
+    Returns:
+        ``cut_at`` (the stage), ``probe``, ``rule``, ``threshold``, ``images`` (how many were used) and
+        ``profile`` (the ``svcca_by_stage`` rows).
+
+    Raises:
+        ValueError: Naming the variant and the probe, if no cut point can be chosen (e.g. too few images
+            for a stage's kept directions).
+    """
+    strategy = create_strategy(config.strategy.name, **config.strategy.kwargs)
+    rows = training_rows(labels, folds, fold, config)
+    try:
+        cut_at, table = auto_cut_at(
+            build_model(source),
+            build_model(probe),
+            images[rows],
+            rule=strategy.rule,
+            threshold=strategy.threshold,
+            max_images=strategy.max_images,
+            max_samples=strategy.max_samples,
+        )
+    except ValueError as error:
+        raise ValueError(
+            f"{namespace}: cut_at: auto could not choose a cut point from probe {probe_name}: {error}"
+        ) from None
+    return {
+        "cut_at": cut_at,
+        "probe": probe_name,
+        "rule": strategy.rule,
+        "threshold": strategy.threshold,
+        "images": min(len(rows), strategy.max_images),
+        "profile": table.to_dict("records"),
     }
 
 
@@ -125,6 +185,7 @@ def train_model(
     source: dict | None = None,
     unlabelled: np.ndarray | None = None,
     folds: pd.DataFrame | None = None,
+    auto_cut: dict[str, Any] | None = None,
     *,
     config: VariantConfig,
     workdir: str,
@@ -134,14 +195,20 @@ def train_model(
     variant's last checkpoint.
 
     The checkpoint records the training subjects, which the leakage guard of later variants reads, and,
-    for a weights file as the source, its load report.
+    for a weights file as the source, its load report. A ``cut_at: auto`` variant trains ``truncated``
+    at the cut point ``auto_cut`` chose, which its checkpoint and training summary (``cut_at``) record.
     """
+    if auto_cut is not None:
+        strategy = StrategyConfig(name="truncated", kwargs={"cut_at": auto_cut["cut_at"]})
+        config = config.model_copy(update={"strategy": strategy})
     images, labels, source = training_data(images, labels, source, folds, fold, config)
     result = fit(config, images, labels, source=source, workdir=workdir, unlabelled=unlabelled)
     result.checkpoint["meta"]["train_subjects"] = sorted(labels["subject_id"].astype(str).unique())
     if source is not None and "source_weights" in source["meta"]:
         result.checkpoint["meta"]["source_weights"] = source["meta"]["source_weights"]
     summary = {**result.summary, "n_train_subjects": int(labels["subject_id"].nunique())}
+    if auto_cut is not None:
+        summary["cut_at"] = auto_cut["cut_at"]
     if "source_weights" in result.checkpoint["meta"]:
         summary["source_weights_matched"] = result.checkpoint["meta"]["source_weights"][
             "matched_fraction"

@@ -13,6 +13,7 @@ from kedro.pipeline import Node, Pipeline
 from tlkedro.pipelines import bind
 from tlkedro.pipelines.training.nodes import (
     CV_SPLIT,
+    choose_cut_at,
     evaluate_model,
     measure_complexity,
     record_run,
@@ -21,7 +22,7 @@ from tlkedro.pipelines.training.nodes import (
     train_model,
     tune_model,
 )
-from tlkedro.plan import ExperimentPlan, Fold, TrainingVariant
+from tlkedro.plan import ExperimentPlan, Fold, TrainingVariant, auto_cut_probe, cuts_automatically
 
 FOLDS = "folds"
 
@@ -45,6 +46,30 @@ def _run_pipeline(variant: TrainingVariant, plan: ExperimentPlan, fold: Fold | N
         train_inputs["folds"] = FOLDS
     evaluated = [*([CV_SPLIT] if fold is not None else []), *config.evaluate_on]
     workdir = plan.workdir(namespace)
+    nodes, probe = [], None
+    if cuts_automatically(config):
+        probe = auto_cut_probe(plan.variants, variant).namespace
+        if fold is not None and plan.variants[probe].cross_validated:
+            probe = f"{probe}.{fold.name}"
+        nodes.append(
+            Node(
+                bind(
+                    choose_cut_at, namespace=namespace, config=config, probe_name=probe, fold=fold
+                ),
+                {
+                    "source": "source_model",
+                    "probe": "probe_model",
+                    **{
+                        k: train_inputs[k]
+                        for k in ("images", "labels", "folds")
+                        if k in train_inputs
+                    },
+                },
+                "auto_cut",
+                name="choose_cut_at",
+            )
+        )
+        train_inputs["auto_cut"] = "auto_cut"
     if variant.tuning is not None:  # an optuna sweep: the study, then its best trial's model
         tune = bind(
             tune_model,
@@ -56,9 +81,9 @@ def _run_pipeline(variant: TrainingVariant, plan: ExperimentPlan, fold: Fold | N
             preprocessing=plan.preprocessing,
         )
         outputs = ["config", "model", "history", "training_summary", "study"]
-        nodes = [Node(tune, train_inputs, outputs, name="tune")]
+        nodes.append(Node(tune, train_inputs, outputs, name="tune"))
     else:
-        nodes = [
+        nodes += [
             Node(
                 bind(
                     record_run,
@@ -67,7 +92,7 @@ def _run_pipeline(variant: TrainingVariant, plan: ExperimentPlan, fold: Fold | N
                     workdir=workdir,
                     preprocessing=plan.preprocessing,
                 ),
-                None,
+                ["auto_cut"] if probe else None,
                 "config",
                 name="record_run",
             ),
@@ -127,6 +152,7 @@ def _run_pipeline(variant: TrainingVariant, plan: ExperimentPlan, fold: Fold | N
         inputs={
             **{name: name for name in shared},
             **({"source_model": f"{source}.model"} if source else {}),
+            **({"probe_model": f"{probe}.model"} if probe else {}),
         },
         tags={variant.pipeline, variant.namespace},
     )

@@ -286,6 +286,46 @@ def suggest_cutoff(
     return stages[int(np.argmax(drops))]
 
 
+def auto_cut_at(
+    source_model: TLModel,
+    probe_model: TLModel,
+    images: Tensor | np.ndarray,
+    *,
+    rule: str = "largest_drop",
+    threshold: float | None = None,
+    max_images: int = 256,
+    max_samples: int = 4096,
+    seed: int = 0,
+) -> tuple[str, pd.DataFrame]:
+    """TruncatedTL's cut point from a probe fine-tune: ``suggest_cutoff`` of its SVCCA profile.
+
+    The probe is a model fine-tuned from ``source_model`` (full fine-tuning shows where the target task
+    moves the representation away from the source); the returned stage is the cut point for a
+    ``truncated`` model of the same architecture and source.
+
+    Args:
+        source_model: The source model.
+        probe_model: The probe fine-tuned from it.
+        images: ``(N, C, *spatial)`` images, e.g. the target's training images (labels are not used).
+        rule: ``suggest_cutoff``'s rule.
+        threshold: Its threshold, for ``rule="threshold"``.
+        max_images: At most this many of ``images`` are used, evenly spaced over them.
+        max_samples: See ``svcca_by_stage``.
+        seed: Seed of the position draws.
+
+    Returns:
+        The stage, and the ``svcca_by_stage`` table it was chosen from.
+
+    Raises:
+        ValueError: As ``svcca_by_stage`` and ``suggest_cutoff`` (e.g. a stage with too few samples for
+            its kept directions: use more images).
+    """
+    if len(images) > max_images:
+        images = images[np.unique(np.linspace(0, len(images) - 1, max_images).round().astype(int))]
+    table = svcca_by_stage(source_model, probe_model, images, max_samples=max_samples, seed=seed)
+    return suggest_cutoff(table, rule, threshold), table
+
+
 def plot_svcca_by_stage(table: pd.DataFrame, cutoffs: dict[str, str] | None = None) -> Figure:
     """Similarity per stage, one line per fine-tuned variant.
 
