@@ -95,7 +95,9 @@ def fit(
             directory, no resume.
         unlabelled: ``(M, 1, ...)`` images without labels (another split or site), for objectives whose
             auxiliary terms need them (``reconstruction``, ``consistency``, ``domain_adversarial``);
-            each training image is paired with one of them per epoch.
+            each training image is paired with one of them per epoch. A self-supervised objective
+            (``simclr``, ``masked_autoencoder``) trains on them too, besides the training rows of
+            ``images``, and reads no label column of ``labels`` (only ``subject_id``, for the split).
 
     Returns:
         The best model's checkpoint, the per-epoch history and a summary.
@@ -104,7 +106,12 @@ def fit(
     unlabelled = _needed_unlabelled(config, unlabelled)
     datamodule = _datamodule(config, images, labels, unlabelled)
     train_targets = datamodule.targets[datamodule.train_indices]
-    info = TaskInfo.from_targets(config.task, train_targets, datamodule.targets)
+    labelled = config.objective.build().needs_labels
+    info = (
+        TaskInfo.from_targets(config.task, train_targets, datamodule.targets)
+        if labelled
+        else TaskInfo(task=config.task)  # nothing is predicted: the statistics stay unset
+    )
     extra_labels = {
         name: values[datamodule.train_indices] for name, values in datamodule.extras.items()
     }
@@ -134,7 +141,7 @@ def fit(
     best_epoch = int(best["epoch"])
     meta = {
         **info.as_dict(),
-        "target": config.target,
+        "target": config.target if labelled else None,
         "objective": config.objective.model_dump(mode="json"),
         "seed": config.seed,
         "epochs_run": len(rows),
@@ -151,20 +158,27 @@ def fit(
         "train_images_per_second": throughput.images_per_second(),
         "resumed": run.resume_from is not None,
         **{f"train_seconds/{name}": 0.0 for name, _ in phases},
-        **trivial_check(info, train_targets, datamodule.targets[datamodule.val_indices], best),
     }
+    if labelled:  # a self-supervised loss has no trivial predictor to compare with
+        summary.update(
+            trivial_check(info, train_targets, datamodule.targets[datamodule.val_indices], best)
+        )
     for epoch, seconds in throughput.epoch_seconds.items():
         summary[f"train_seconds/{phase_at(phases, epoch)}"] += seconds
     return FitResult(make_checkpoint(module.model, meta), rows, summary)
 
 
 def _needed_unlabelled(config: TrainConfig, unlabelled: np.ndarray | None) -> np.ndarray | None:
-    """``unlabelled`` if the objective's auxiliary terms read them, else ``None``.
+    """``unlabelled`` if the objective's auxiliary terms or its self-supervised term read them, else
+    ``None``.
 
     Raises:
         ValueError: If the terms need them and none were given.
     """
-    if UNLABELLED not in config.objective.build().needs():
+    objective = config.objective.build()
+    if not objective.needs_labels:
+        return unlabelled  # further training images, if any
+    if UNLABELLED not in objective.needs():
         return None  # nothing would read them, and they would change the fingerprint
     if unlabelled is None:
         raise ValueError(
@@ -188,6 +202,8 @@ def _datamodule(
     labels: pd.DataFrame,
     unlabelled: np.ndarray | None,
 ) -> MRIDataModule:
+    objective = config.objective.build()
+    views = () if objective.needs_labels else objective.primary.view_transforms(images.shape[2:])
     return MRIDataModule(
         images,
         labels,
@@ -198,8 +214,9 @@ def _datamodule(
         seed=config.seed,
         augmentation=config.data.augmentation,
         num_workers=config.trainer.num_workers,
-        extra_columns=sorted(config.objective.build().needs() - {UNLABELLED, PROGRESS}),
+        extra_columns=sorted(objective.needs() - {UNLABELLED, PROGRESS}),
         unlabelled=unlabelled,
+        views=views,
     )
 
 
