@@ -77,14 +77,8 @@ def compose_augmentation(specs: Sequence[ComponentConfig]) -> Compose:
     )
 
 
-def _item_seed(seed: int, epoch: int, row: int, *stream: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch, row, *stream]).generate_state(1)[0])
-
-
-def _transformed(transform: Callable[[Tensor], Tensor], image: Tensor, seed: int) -> Tensor:
-    if isinstance(transform, Randomizable):
-        transform.set_random_state(seed=seed)
-    return transform(image)
+def _item_seed(seed: int, epoch: int, row: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, row]).generate_state(1)[0])
 
 
 class ArrayDataset(Dataset[tuple[Tensor, ...]]):
@@ -95,11 +89,6 @@ class ArrayDataset(Dataset[tuple[Tensor, ...]]):
     ``"unlabelled"``, one image of ``unlabelled`` drawn for the row from ``(seed, epoch, row)`` and
     augmented like the labelled one (what the objectives' auxiliary terms need).
 
-    With ``views`` (a self-supervised objective's), each item is ``(views, target)`` instead: the
-    ``(V, 1, ...)`` stack of one transform per view, each seeded from ``(seed, epoch, row, view)``, and
-    ``unlabelled``, if given, are further items after the ``indices`` rows (training images of their own,
-    with a target of 0, which nothing reads).
-
     Args:
         images: ``(N, 1, ...)`` array, memory-mapped or in memory, float16 or float32.
         targets: ``(N,)`` targets (int64 class indices or float32 values), aligned with ``images``.
@@ -109,8 +98,6 @@ class ArrayDataset(Dataset[tuple[Tensor, ...]]):
         seed: Base seed of the per-item augmentation and of the unlabelled images' draw.
         extras: ``{column: (N,) values}`` of further labels, aligned with ``images``.
         unlabelled: ``(M, 1, ...)`` images without labels (another split or site), same image shape.
-        views: One random transform per view (``SelfSupervisedTerm.view_transforms``); not with
-            ``transform``.
     """
 
     def __init__(
@@ -122,10 +109,7 @@ class ArrayDataset(Dataset[tuple[Tensor, ...]]):
         seed: int = 0,
         extras: Mapping[str, np.ndarray] | None = None,
         unlabelled: np.ndarray | None = None,
-        views: Sequence[Callable[[Tensor], Tensor]] = (),
     ) -> None:
-        if transform is not None and views:
-            raise ValueError("give either transform or views: each view has its transform")
         if len(images) != len(targets):
             raise ValueError(f"images has {len(images)} rows but targets has {len(targets)}")
         if unlabelled is not None and (
@@ -145,38 +129,23 @@ class ArrayDataset(Dataset[tuple[Tensor, ...]]):
         self.epoch = 0
         self.extras = dict(extras or {})
         self.unlabelled = unlabelled
-        self.views = list(views)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose augmentation the items get."""
         self.epoch = epoch
 
     def __len__(self) -> int:
-        if self.views and self.unlabelled is not None:
-            return len(self.indices) + len(self.unlabelled)
         return len(self.indices)
 
     def _image(self, array: np.ndarray, row: int, seed: int) -> Tensor:
         image = torch.from_numpy(np.array(array[row], dtype=np.float32))
-        return image if self.transform is None else _transformed(self.transform, image, seed)
-
-    def _views(self, index: int) -> tuple[Tensor, Tensor]:
-        if index < len(self.indices):
-            array, row = self.images, int(self.indices[index])
-            key, target = row, torch.as_tensor(self.targets[row])
-        else:  # an unlabelled image; its key follows the labelled rows', so their seeds differ
-            array, row = self.unlabelled, index - len(self.indices)
-            key, target = len(self.images) + row, torch.tensor(0.0)
-        image = torch.from_numpy(np.array(array[row], dtype=np.float32))
-        views = [
-            _transformed(transform, image, _item_seed(self.seed, self.epoch, key, 2, view))
-            for view, transform in enumerate(self.views)
-        ]
-        return torch.stack(views), target
+        if self.transform is not None:
+            if isinstance(self.transform, Randomizable):
+                self.transform.set_random_state(seed=seed)
+            image = self.transform(image)
+        return image
 
     def __getitem__(self, index: int) -> tuple[Tensor, ...]:
-        if self.views:
-            return self._views(index)
         row = int(self.indices[index])
         image = self._image(self.images, row, _item_seed(self.seed, self.epoch, row))
         target = torch.as_tensor(self.targets[row])
@@ -342,11 +311,7 @@ class MRIDataModule(L.LightningDataModule):
         num_workers: Data-loading worker processes (0: load in the main process).
         extra_columns: Further label columns the training batches carry (NaN where missing), for the
             objective's auxiliary terms.
-        unlabelled: Images without labels paired with the training images (``ArrayDataset``); with
-            ``views``, further training images.
-        views: A self-supervised objective's view transforms: every image, training and validation, is
-            given as its views (the validation views are those of epoch 0, the same every epoch), and no
-            label column is read (``target`` and ``task`` are ignored; subjects are split at random).
+        unlabelled: Images without labels paired with the training images (``ArrayDataset``).
     """
 
     def __init__(
@@ -362,33 +327,25 @@ class MRIDataModule(L.LightningDataModule):
         num_workers: int = 0,
         extra_columns: Sequence[str] = (),
         unlabelled: np.ndarray | None = None,
-        views: Sequence[Callable[[Tensor], Tensor]] = (),
     ) -> None:
         super().__init__()
         if len(images) != len(labels):
             raise ValueError(f"images has {len(images)} rows but labels has {len(labels)}")
-        # Self-supervised: no label is read; the targets are a placeholder that nothing reads.
-        self.targets = (
-            np.zeros(len(labels), dtype=np.float32)
-            if views
-            else target_values(labels, target, task)
-        )
+        self.targets = target_values(labels, target, task)
         self.extras = {column: optional_values(labels, column) for column in extra_columns}
         self.train_indices, self.val_indices = subject_split(
             labels["subject_id"],
             val_fraction,
             seed,
-            targets=self.targets if task == "classification" and not views else None,
+            targets=self.targets if task == "classification" else None,
         )
         self.batch_size = batch_size
         self.num_workers = num_workers
         transform = compose_augmentation(augmentation) if augmentation else None
         self.train_dataset = ArrayDataset(
-            images, self.targets, self.train_indices, transform, seed, self.extras, unlabelled, views
+            images, self.targets, self.train_indices, transform, seed, self.extras, unlabelled
         )
-        self.val_dataset = ArrayDataset(
-            images, self.targets, self.val_indices, seed=seed, views=views
-        )
+        self.val_dataset = ArrayDataset(images, self.targets, self.val_indices)
         self.train_sampler = EpochShuffleSampler(self.train_dataset, seed)
         self.seed = seed
 
@@ -423,7 +380,7 @@ class MRIDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        """Validation batches in row order, without augmentation (a self-supervised objective's views)."""
+        """Validation batches in row order, without augmentation."""
         return DataLoader(
             self.val_dataset, batch_size=self.batch_size, num_workers=self.num_workers
         )

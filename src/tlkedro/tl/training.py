@@ -43,6 +43,7 @@ from tlkedro.tl.module import PredictionModule, build_module
 from tlkedro.tl.objectives import PROGRESS, UNLABELLED, TaskInfo, create_objective
 from tlkedro.tl.resume import fingerprint, run_directory
 from tlkedro.tl.strategies import phase_at
+from tlkedro.tl.views import ViewsDataModule
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,17 @@ def _datamodule(
     unlabelled: np.ndarray | None,
 ) -> MRIDataModule:
     objective = config.objective.build()
-    views = () if objective.needs_labels else objective.primary.view_transforms(images.shape[2:])
+    if not objective.needs_labels:
+        return ViewsDataModule(
+            images,
+            labels,
+            views=objective.primary.view_transforms(images.shape[2:]),
+            val_fraction=config.data.val_fraction,
+            batch_size=config.trainer.batch_size,
+            seed=config.seed,
+            num_workers=config.trainer.num_workers,
+            unlabelled=unlabelled,
+        )
     return MRIDataModule(
         images,
         labels,
@@ -216,7 +227,6 @@ def _datamodule(
         num_workers=config.trainer.num_workers,
         extra_columns=sorted(objective.needs() - {UNLABELLED, PROGRESS}),
         unlabelled=unlabelled,
-        views=views,
     )
 
 

@@ -65,7 +65,8 @@ class SimCLR(SelfSupervisedTerm):
             "noise_std": noise_std,
             "flip_axis": flip_axis,
         }
-        contrastive_view((8, 8, 8), **self.view_kwargs)  # a value out of range fails here, at validation
+        # A value out of range fails here, when the configuration is validated.
+        contrastive_view((8, 8, 8), **self.view_kwargs)
         self.projection_dim = int(projection_dim)
         self.hidden_dim = int(hidden_dim)
         # gather_distributed: with several processes (DDP) every view of every process is a negative.

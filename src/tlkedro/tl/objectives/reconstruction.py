@@ -54,7 +54,8 @@ class MaskedAutoencoder(SelfSupervisedTerm):
         check_positive("size", size)
         check_positive("hidden", hidden)
         self.view_kwargs = {"holes": holes, "patch": patch, "noise_std": noise_std}
-        masked_view((8, 8), **self.view_kwargs)  # a value out of range fails here, at validation
+        # A value out of range fails here, when the configuration is validated.
+        masked_view((8, 8), **self.view_kwargs)
         self.size = int(size)
         self.hidden = int(hidden)
         self.shape: tuple[int, ...] = ()
