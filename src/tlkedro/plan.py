@@ -19,7 +19,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from tlkedro.errors import ConfigurationError
 from tlkedro.imaging.splits import SPLITS, SplitConfig
@@ -86,6 +94,20 @@ class VariantConfig(TrainConfig):
     evaluate_on: list[str] = []
     unlabelled_from: str | None = None
     group: str | None = None
+
+    @field_validator("evaluate_on")
+    @classmethod
+    def _self_supervised_has_nothing_to_evaluate(
+        cls, evaluate_on: list[str], info: ValidationInfo
+    ) -> list[str]:
+        objective = info.data.get("objective")
+        if evaluate_on and objective is not None and not objective.build().needs_labels:
+            raise ValueError(
+                f"the self-supervised objective {objective.name!r} learns no target, so there is nothing "
+                f"to evaluate on {evaluate_on}: set evaluate_on: [] (its encoder is evaluated by the "
+                "finetune variants that start from it)"
+            )
+        return evaluate_on
 
     @model_validator(mode="after")
     def _size_is_a_count_or_fraction(self) -> VariantConfig:
@@ -365,6 +387,12 @@ def _training_variants(
             default_train_on=DEFAULT_TRAIN_SPLIT[pipeline],
         )
         cv = cross_validation is not None and config.train_on == cross_validation.split
+        if cv and not config.objective.build().needs_labels:
+            raise PlanError(
+                f"{pipeline}.{name}: the self-supervised objective {config.objective.name!r} has no "
+                f"held-out fold to be evaluated on; set its train_on (now {config.train_on!r}, the "
+                "cross_validation.split) to another split"
+            )
         folds = folds_of(cross_validation) if cv else ()
         if (sweep := tuned.get(name)) is not None:
             _check_tuning(pipeline, name, sweep, base, config, cv)

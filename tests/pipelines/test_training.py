@@ -328,3 +328,25 @@ def test_an_optuna_sweep_tunes_a_variant_that_is_evaluated_and_reported(tmp_path
     assert "finetune.tuned" in catalog.load("finetune_tuning_markdown")
     # The study stays in its storage beside the checkpoints, for a rerun or another worker to load.
     assert (tmp_path / "c" / "optuna" / "finetune.tuned.journal").exists()
+
+
+def test_a_self_supervised_source_trains_without_labels_and_fine_tunes_like_any_other(tmp_path):
+    """pretrain.simclr reads no label of its split (they are all missing here) and trains on the test
+    split's images too (`unlabelled_from`); finetune.full starts from its encoder."""
+    simclr = {"objective": {"name": "simclr"}, "evaluate_on": [], "unlabelled_from": "test"}
+    pretrain = {**PRETRAIN, "variants": {"simclr": simclr}}
+    finetune = {**BASE, "init_from": "pretrain.simclr", "variants": {"full": {}}}
+    runtime = {"checkpoint_dir": str(tmp_path / "checkpoints")}
+    plan = build_plan({"pretrain": pretrain, "finetune": finetune, "runtime": runtime})
+    catalog = _catalog()
+    catalog["pretrain_labels"] = catalog.load("pretrain_labels").assign(age=np.nan, sex=np.nan)
+    catalog["pretrain.simclr.model"] = TorchCheckpointDataset(filepath=str(tmp_path / "ssl.pt"))
+
+    SequentialRunner().run(create_pretrain_pipeline(plan) + create_finetune_pipeline(plan), catalog)
+
+    source = catalog.load("pretrain.simclr.model")
+    assert source["meta"]["target"] is None and source["meta"]["objective"]["name"] == "simclr"
+    record = catalog.load("pretrain.simclr.metrics")
+    assert record["val/loss"] == pytest.approx(record["best_val_loss"])
+    assert not any(key.startswith("test/") for key in record)
+    assert 0.0 <= catalog.load("finetune.full.metrics")["test/auroc"] <= 1.0

@@ -19,7 +19,14 @@ SEX = TaskInfo(task="classification", num_classes=2)
 
 
 def test_registry_lists_the_objectives_and_explains_unknown_names() -> None:
-    assert list_objectives() == ["cross_entropy", "l1", "mse", "soft_label_kl"]
+    assert list_objectives() == [
+        "cross_entropy",
+        "l1",
+        "masked_autoencoder",
+        "mse",
+        "simclr",
+        "soft_label_kl",
+    ]
     with pytest.raises(UnknownComponentError, match="Did you mean 'soft_label_kl'"):
         create_objective("soft_label")
     with pytest.raises(TypeError, match="It takes: bin_range, bin_width, sigma"):

@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from tlkedro.tl.architectures.base import ARCHITECTURES
 from tlkedro.tl.data import augmentation_transform
@@ -304,9 +304,22 @@ class TrainConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     covariates: list[str] = []
 
+    @field_validator("data")
+    @classmethod
+    def _views_come_from_the_objective(cls, data: DataConfig, info: ValidationInfo) -> DataConfig:
+        objective = info.data.get("objective")
+        if objective is not None and data.augmentation and not objective.build().needs_labels:
+            raise ValueError(
+                f"augmentation must be [] with the self-supervised objective {objective.name!r}: it makes "
+                "its own views of every image (set them with objective.kwargs, docs/ssl.md)"
+            )
+        return data
+
     @model_validator(mode="after")
     def _objective_fits_task(self) -> TrainConfig:
         objective_task = create_objective(self.objective.name, **self.objective.kwargs).task
+        if objective_task is None:  # self-supervised: no target is read, whatever the task
+            return self
         if objective_task != self.task:
             fitting = [
                 name for name in OBJECTIVES.names() if create_objective(name).task == self.task

@@ -11,6 +11,10 @@ module adds the fraction of training done as the ``progress`` extra. The auxilia
 of their own are submodules (``auxiliary``), so they are optimised (group ``auxiliary``, base learning
 rate) and saved in Lightning's checkpoints with the network.
 
+A self-supervised objective (``objective.needs_labels`` false) gets batches of ``(views, targets)``,
+``views`` being ``(B, V, C, ...)``; its loss over the views is ``train/loss`` (plus the strategy's
+penalty) and ``val/loss``, and no metric is computed, since there is no target.
+
 Logged per epoch: ``train/loss`` (the whole training loss: objective terms plus the strategy's penalty),
 ``train/loss_<term>`` for each part when there is more than one, ``val/loss`` (the objective's primary
 loss, which early stopping and checkpointing follow), and the metric collections ``train/<metric>`` and
@@ -85,8 +89,26 @@ class TransferModule(L.LightningModule):
         else:
             metrics.update(prediction.values, targets)
 
+    def _self_supervised_step(self, views: Tensor, stage: str) -> Tensor:
+        """The self-supervised loss of a batch of ``(B, V, C, ...)`` views, logged as ``<stage>/loss``."""
+        loss = self.objective.primary(self.model, views.unbind(dim=1))
+        if stage == "train" and (penalty := self.strategy.penalty(self.model)) is not None:
+            loss = loss + penalty
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(views),
+            sync_dist=True,
+        )
+        return loss
+
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         """Objective terms plus the strategy's penalty."""
+        if not self.objective.needs_labels:
+            return self._self_supervised_step(batch[0], "train")
         images, targets, *rest = batch
         extras = {**(rest[0] if rest else {}), PROGRESS: self._progress(batch_idx)}
         outputs = self(images, extras.get(COVARIATES))
@@ -124,6 +146,9 @@ class TransferModule(L.LightningModule):
 
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         """The objective's primary loss and the validation metrics."""
+        if not self.objective.needs_labels:
+            self._self_supervised_step(batch[0], "val")
+            return
         images, targets, *rest = batch
         outputs = self(images, rest[0].get(COVARIATES) if rest else None)
         loss = self.objective.loss(outputs, targets, self.info)

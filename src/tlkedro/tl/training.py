@@ -52,6 +52,7 @@ from tlkedro.tl.objectives import PROGRESS, UNLABELLED, TaskInfo, create_objecti
 from tlkedro.tl.objectives.multitask import saved_heads
 from tlkedro.tl.resume import fingerprint, run_directory
 from tlkedro.tl.strategies import phase_at
+from tlkedro.tl.views import ViewsDataModule
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,9 @@ def fit(
             directory, no resume.
         unlabelled: ``(M, 1, ...)`` images without labels (another split or site), for objectives whose
             auxiliary terms need them (``reconstruction``, ``consistency``, ``domain_adversarial``);
-            each training image is paired with one of them per epoch.
+            each training image is paired with one of them per epoch. A self-supervised objective
+            (``simclr``, ``masked_autoencoder``) trains on them too, besides the training rows of
+            ``images``, and reads no label column of ``labels`` (only ``subject_id``, for the split).
         callbacks: Further Lightning callbacks, e.g. Optuna's pruning callback (``tlkedro.tl.tuning``).
 
     Returns:
@@ -119,7 +122,12 @@ def fit(
     unlabelled = _needed_unlabelled(config, unlabelled)
     datamodule = _datamodule(config, images, labels, unlabelled)
     train_targets = datamodule.targets[datamodule.train_indices]
-    info = TaskInfo.from_targets(config.task, train_targets, datamodule.targets)
+    labelled = config.objective.build().needs_labels
+    info = (
+        TaskInfo.from_targets(config.task, train_targets, datamodule.targets)
+        if labelled
+        else TaskInfo(task=config.task)  # nothing is predicted: the statistics stay unset
+    )
     extra_labels = {
         name: values[datamodule.train_indices] for name, values in datamodule.extras.items()
     }
@@ -160,7 +168,7 @@ def fit(
     best_epoch = int(best["epoch"])
     meta = {
         **info.as_dict(),
-        "target": config.target,
+        "target": config.target if labelled else None,
         "objective": config.objective.model_dump(mode="json"),
         "covariates": list(config.covariates),
         "seed": config.seed,
@@ -178,33 +186,40 @@ def fit(
         "train_images_per_second": throughput.images_per_second(),
         "resumed": run.resume_from is not None,
         **{f"train_seconds/{name}": 0.0 for name, _ in phases},
-        **trivial_check(info, train_targets, datamodule.targets[datamodule.val_indices], best),
     }
+    if labelled:  # a self-supervised loss has no trivial predictor to compare with
+        summary.update(
+            trivial_check(info, train_targets, datamodule.targets[datamodule.val_indices], best)
+        )
     for epoch, seconds in throughput.epoch_seconds.items():
         summary[f"train_seconds/{phase_at(phases, epoch)}"] += seconds
     checkpoint = make_checkpoint(module.model, meta, heads=saved_heads(module.objective))
-    # Every head's predictions of the validation subjects: what predict fits its bias correction on.
-    val_rows = datamodule.val_indices
-    val_predictions = predict_heads(
-        checkpoint,
-        images[val_rows],
-        labels["subject_id"].iloc[val_rows],
-        batch_size=config.trainer.batch_size,
-        trainer=config.trainer,
-    )
-    checkpoint["meta"]["validation_predictions"] = validation_predictions(
-        val_predictions, labels.iloc[val_rows]
-    )
+    if labelled:  # every head's predictions of the validation subjects: predict's bias correction
+        val_rows = datamodule.val_indices
+        val_predictions = predict_heads(
+            checkpoint,
+            images[val_rows],
+            labels["subject_id"].iloc[val_rows],
+            batch_size=config.trainer.batch_size,
+            trainer=config.trainer,
+        )
+        checkpoint["meta"]["validation_predictions"] = validation_predictions(
+            val_predictions, labels.iloc[val_rows]
+        )
     return FitResult(checkpoint, rows, summary)
 
 
 def _needed_unlabelled(config: TrainConfig, unlabelled: np.ndarray | None) -> np.ndarray | None:
-    """``unlabelled`` if the objective's auxiliary terms read them, else ``None``.
+    """``unlabelled`` if the objective's auxiliary terms or its self-supervised term read them, else
+    ``None``.
 
     Raises:
         ValueError: If the terms need them and none were given.
     """
-    if UNLABELLED not in config.objective.build().needs():
+    objective = config.objective.build()
+    if not objective.needs_labels:
+        return unlabelled  # further training images, if any
+    if UNLABELLED not in objective.needs():
         return None  # nothing would read them, and they would change the fingerprint
     if unlabelled is None:
         raise ValueError(
@@ -228,6 +243,18 @@ def _datamodule(
     labels: pd.DataFrame,
     unlabelled: np.ndarray | None,
 ) -> MRIDataModule:
+    objective = config.objective.build()
+    if not objective.needs_labels:
+        return ViewsDataModule(
+            images,
+            labels,
+            views=objective.primary.view_transforms(images.shape[2:]),
+            val_fraction=config.data.val_fraction,
+            batch_size=config.trainer.batch_size,
+            seed=config.seed,
+            num_workers=config.trainer.num_workers,
+            unlabelled=unlabelled,
+        )
     return MRIDataModule(
         images,
         labels,
@@ -239,7 +266,7 @@ def _datamodule(
         augmentation=config.data.augmentation,
         num_workers=config.trainer.num_workers,
         covariate_columns=config.covariates,
-        extra_columns=sorted(config.objective.build().needs() - {UNLABELLED, PROGRESS}),
+        extra_columns=sorted(objective.needs() - {UNLABELLED, PROGRESS}),
         unlabelled=unlabelled,
     )
 

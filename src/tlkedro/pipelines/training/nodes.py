@@ -128,7 +128,7 @@ def training_rows(
         # Nested within the fold: one seeded ordering of the fold's subjects serves every size, so
         # variants that differ only in train_size train on nested sets. Classes keep their proportions.
         strata = None
-        if config.task == "classification":
+        if config.task == "classification" and config.objective.build().needs_labels:
             strata = labels.assign(subject_id=subjects).groupby("subject_id")[config.target].first()
         subsets = nested_subsets(
             sorted(train), [config.train_size], seed=config.seed, strata=strata

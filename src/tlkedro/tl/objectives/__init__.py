@@ -1,7 +1,9 @@
 """Training objectives, found by name: ``create_objective("mse")``, ``list_objectives()``.
 
 An objective is a primary term for the task plus optional weighted auxiliary terms (see ``base``).
-Classification: ``cross_entropy``. Regression: ``mse``, ``l1``, ``soft_label_kl``. Auxiliary terms,
+Classification: ``cross_entropy``. Regression: ``mse``, ``l1``, ``soft_label_kl``. Self-supervised, needing
+no label (``SelfSupervisedTerm``): ``simclr`` (contrastive), ``masked_autoencoder`` (reconstruction).
+Auxiliary terms,
 found by name with ``create_auxiliary_term`` and combined with a primary one by ``build_objective``:
 ``task`` (multitask: a head for another label), ``reconstruction`` and ``consistency`` (self- and
 semi-supervised), ``domain_adversarial`` (DANN).
@@ -20,8 +22,10 @@ from typing import Any, get_args
 
 from tlkedro.tl.objectives import (  # noqa: F401  (imported for their registrations)
     classification,
+    contrastive,
     domain_adversarial,
     multitask,
+    reconstruction,
     regression,
     semi_supervised,
     soft_label,
@@ -35,6 +39,7 @@ from tlkedro.tl.objectives.base import (
     Objective,
     Prediction,
     PrimaryTerm,
+    SelfSupervisedTerm,
     Task,
     TaskInfo,
 )
@@ -52,6 +57,7 @@ __all__ = [
     "Objective",
     "Prediction",
     "PrimaryTerm",
+    "SelfSupervisedTerm",
     "Task",
     "TaskInfo",
     "build_objective",

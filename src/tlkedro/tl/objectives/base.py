@@ -11,14 +11,19 @@ keyword arguments, per batch: other label columns (``"age"``, with NaN where a l
 ``"progress"`` (the fraction of training done, in [0, 1]). A term with layers of its own (a second head,
 a decoder, a domain classifier) is an ``nn.Module``; it sizes them in ``attach`` once the model is built,
 and is trained and checkpointed with the model.
+
+A ``SelfSupervisedTerm`` is a primary term that needs no label at all (``Objective.needs_labels`` is
+``False``): the data give each image as several random views, and the term's loss compares them
+(``contrastive``, ``reconstruction``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Literal, NamedTuple, Protocol
 
 import numpy as np
@@ -117,6 +122,48 @@ class PrimaryTerm(ABC):
         """Turn a batch of outputs into predictions in the target's units."""
 
 
+class SelfSupervisedTerm(nn.Module, ABC):
+    """A label-free primary term (SimCLR, a masked autoencoder): its loss compares views of each image.
+
+    The data give every image as ``len(view_transforms(...))`` views, training and validation alike (the
+    validation views are drawn once, so ``val/loss`` is comparable between epochs); no label column is
+    read. The term's own layers (a projection head, a decoder) are sized in ``attach`` and trained with
+    the model; the model's ``head`` stays untrained, since fine-tuning replaces it (strategies transfer
+    ``encoder.*`` only).
+    """
+
+    needs_labels: ClassVar[bool] = False
+    task: ClassVar[None] = None
+    name: str
+
+    def num_outputs(self, info: TaskInfo) -> int:
+        """One output: the head of a self-supervised model is never trained or used."""
+        return 1
+
+    @abstractmethod
+    def view_transforms(self, spatial_shape: Sequence[int]) -> list[Callable[[Tensor], Tensor]]:
+        """One random transform per view of a ``(C, *spatial_shape)`` image."""
+
+    @abstractmethod
+    def attach(self, model: nn.Module, labels: Mapping[str, np.ndarray]) -> None:
+        """Build the term's layers for ``model`` (``labels`` is empty: the term reads none)."""
+
+    @abstractmethod
+    def forward(self, model: nn.Module, views: Sequence[Tensor]) -> Tensor:
+        """The mean loss of a batch given as its ``(B, C, ...)`` views."""
+
+
+def self_supervised_objective(term: type[SelfSupervisedTerm]) -> Callable[..., Objective]:
+    """A builder of ``Objective(term(**kwargs))`` with ``term``'s signature and documentation, to register."""
+
+    def build(**kwargs: Any) -> Objective:
+        return Objective(term(**kwargs))
+
+    build.__signature__ = inspect.signature(term)  # type: ignore[attr-defined]
+    build.__doc__ = term.__doc__
+    return build
+
+
 class AuxiliaryTerm(Protocol):
     """An extra loss added to the primary one with a weight (multitask, self-supervised, adversarial).
 
@@ -153,18 +200,29 @@ class Objective:
     """
 
     def __init__(
-        self, primary: PrimaryTerm, auxiliary: Sequence[tuple[float, AuxiliaryTerm]] = ()
+        self,
+        primary: PrimaryTerm | SelfSupervisedTerm,
+        auxiliary: Sequence[tuple[float, AuxiliaryTerm]] = (),
     ) -> None:
         names = [term.name for _, term in auxiliary]
         if "primary" in names or len(set(names)) != len(names):
             raise ValueError(f"auxiliary term names must be unique and not 'primary'; got {names}")
+        if auxiliary and isinstance(primary, SelfSupervisedTerm):
+            raise ValueError(
+                f"the self-supervised objective {primary.name!r} takes no auxiliary terms; got {names}"
+            )
         self.primary = primary
         self.auxiliary = list(auxiliary)
 
     @property
-    def task(self) -> Task:
-        """The kind of task the primary term serves."""
+    def task(self) -> Task | None:
+        """The kind of task the primary term serves; ``None`` for a self-supervised one."""
         return self.primary.task
+
+    @property
+    def needs_labels(self) -> bool:
+        """``False`` for a self-supervised primary term, which learns from views of unlabelled images."""
+        return not isinstance(self.primary, SelfSupervisedTerm)
 
     def num_outputs(self, info: TaskInfo) -> int:
         """Width of the model's head."""
@@ -183,8 +241,10 @@ class Objective:
         return {extra for _, term in self.auxiliary for extra in needs(term)}
 
     def term_modules(self) -> list[nn.Module]:
-        """The auxiliary terms with layers of their own, trained and checkpointed with the model."""
-        return [term for _, term in self.auxiliary if isinstance(term, nn.Module)]
+        """The terms with layers of their own (a self-supervised primary term, auxiliary terms), trained
+        and checkpointed with the model."""
+        terms = [self.primary] + [term for _, term in self.auxiliary]
+        return [term for term in terms if isinstance(term, nn.Module)]
 
     def attach(self, model: nn.Module, labels: Mapping[str, np.ndarray]) -> None:
         """Size the layers of the ``term_modules`` for ``model``.

@@ -32,6 +32,28 @@ def _with_unlabelled(inputs: Tensor, extras: Mapping[str, Tensor]) -> Tensor:
     return inputs if unlabelled is None else torch.cat([inputs, unlabelled.to(inputs)])
 
 
+def coarse_shape(model: nn.Module, size: int) -> tuple[int, ...]:
+    """``(channels, size, ...)``: the model's input channels at ``size`` per spatial side."""
+    return (model.in_channels, *(size,) * model.spatial_dims)
+
+
+def coarse_decoder(model: nn.Module, shape: tuple[int, ...], hidden: int) -> nn.Sequential:
+    """A light decoder (two linear layers) from the model's pooled features to a ``shape`` image."""
+    return nn.Sequential(
+        nn.Linear(model.num_features, hidden), nn.ReLU(), nn.Linear(hidden, int(np.prod(shape)))
+    )
+
+
+def coarse_reconstruction_loss(
+    decoder: nn.Module, shape: tuple[int, ...], features: Tensor, images: Tensor
+) -> Tensor:
+    """Mean squared error between the decoded ``features`` (``shape`` each) and ``images``
+    average-pooled to that shape."""
+    decoded = decoder(features).view(len(images), *shape)
+    pool = F.adaptive_avg_pool2d if images.ndim == 4 else F.adaptive_avg_pool3d
+    return F.mse_loss(decoded, pool(images, shape[1:]))
+
+
 @AUXILIARY_TERMS.register("reconstruction")
 class Reconstruction(nn.Module):
     """Reconstruct a coarse copy of each image from its features through a light decoder.
@@ -55,21 +77,17 @@ class Reconstruction(nn.Module):
 
     def attach(self, model: nn.Module, labels: Mapping[str, np.ndarray]) -> None:
         """Build the decoder from the model's feature size to its input channels at ``size`` per side."""
-        self.shape = (model.in_channels, *(self.size,) * model.spatial_dims)
-        self.decoder = nn.Sequential(
-            nn.Linear(model.num_features, self.hidden),
-            nn.ReLU(),
-            nn.Linear(self.hidden, int(np.prod(self.shape))),
-        )
+        self.shape = coarse_shape(model, self.size)
+        self.decoder = coarse_decoder(model, self.shape, self.hidden)
 
     def forward(
         self, model: nn.Module, inputs: Tensor, outputs: Tensor, targets: Tensor, **extras: Tensor
     ) -> Tensor:
         """Mean squared error between the decoded features and the average-pooled images."""
         images = _with_unlabelled(inputs, extras)
-        decoded = self.decoder(model.forward_features(images)).view(len(images), *self.shape)
-        pool = F.adaptive_avg_pool2d if images.ndim == 4 else F.adaptive_avg_pool3d
-        return F.mse_loss(decoded, pool(images, self.size))
+        return coarse_reconstruction_loss(
+            self.decoder, self.shape, model.forward_features(images), images
+        )
 
 
 @AUXILIARY_TERMS.register("consistency")
