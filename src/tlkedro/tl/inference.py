@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from tlkedro.tl.checkpoint import build_model
 from tlkedro.tl.config import TrainerConfig
-from tlkedro.tl.data import ArrayDataset
+from tlkedro.tl.data import COVARIATES, ArrayDataset, covariate_values
 from tlkedro.tl.evaluation.predictions import class_probabilities
 from tlkedro.tl.launch import build_predictor
 from tlkedro.tl.objectives import PrimaryTerm, TaskInfo, create_objective
@@ -77,7 +77,7 @@ def model_heads(checkpoint: Mapping[str, Any]) -> tuple[nn.Module, list[Head]]:
             meta["target"],
             objective.primary,
             TaskInfo.from_dict(meta),
-            nn.Sequential(model.head_drop, model.head),
+            _PrimaryHead(model),
         )
     ]
     for saved in checkpoint.get("heads", {}).values():
@@ -86,6 +86,17 @@ def model_heads(checkpoint: Mapping[str, Any]) -> tuple[nn.Module, list[Head]]:
     if len(set(names)) != len(names):
         raise ValueError(f"the checkpoint has two heads for one label column: {names}")
     return model, heads
+
+
+class _PrimaryHead(nn.Module):
+    """The model's own head on pooled features, taking the covariates the model was trained with."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: Tensor, covariates: Tensor | None = None) -> Tensor:
+        return self.model.head_outputs(features, covariates)
 
 
 class _HeadsModule(L.LightningModule):
@@ -99,9 +110,12 @@ class _HeadsModule(L.LightningModule):
 
     def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         features = self.model.forward_features(batch[0])
+        covariates = batch[2].get(COVARIATES) if len(batch) > 2 else None
         columns = []
-        for head, layer in zip(self.heads, self.layers, strict=True):
-            prediction = head.term.predict(layer(features), head.info)
+        for index, (head, layer) in enumerate(zip(self.heads, self.layers, strict=True)):
+            # Only the primary head (the model's own) takes covariates; the auxiliary heads do not.
+            outputs = layer(features, covariates) if index == 0 else layer(features)
+            prediction = head.term.predict(outputs, head.info)
             if prediction.probabilities is not None:
                 columns.append(prediction.probabilities.float())
             else:
@@ -122,6 +136,7 @@ def predict_heads(
     *,
     batch_size: int = 64,
     trainer: TrainerConfig | None = None,
+    covariates: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Every head's predictions, per subject.
 
@@ -132,6 +147,8 @@ def predict_heads(
         batch_size: Images per forward pass.
         trainer: Where to run (``accelerator``, ``precision``, ``enable_progress_bar``); ``None``: the
             defaults without a progress bar.
+        covariates: ``(N, K)`` values of the checkpoint's ``covariates`` per image row
+            (``tlkedro.tl.data.covariate_values``); required by a model trained with covariates.
 
     Returns:
         One row per subject and head (subjects sorted): ``subject_id``, ``head``, ``task``,
@@ -139,9 +156,13 @@ def predict_heads(
         probabilities (``probability`` of class 1 of two, or ``probability_<k>`` of each class). Classes: the most probable after averaging the rows.
 
     Raises:
-        ValueError: No images, or not one subject per image row.
+        ValueError: No images, not one subject per image row, or a model trained with covariates
+            given none.
     """
     subjects = pd.Series(subject_ids).astype(str).to_numpy()
+    needed = checkpoint["meta"].get("covariates") or []
+    if needed and covariates is None:
+        raise ValueError(f"this model's head takes the covariates {needed}: give their values")
     if not len(images) or len(subjects) != len(images):
         raise ValueError(
             f"need one subject per image row; got {len(images)} images, {len(subjects)} ids"
@@ -150,7 +171,8 @@ def predict_heads(
     settings = trainer if trainer is not None else TrainerConfig(enable_progress_bar=False)
     # Predicting reads only the images; the zero targets fill the slot ArrayDataset keeps for them.
     loader = DataLoader(
-        ArrayDataset(images, np.zeros(len(images), np.float32)), batch_size=batch_size
+        ArrayDataset(images, np.zeros(len(images), np.float32), covariates=covariates),
+        batch_size=batch_size,
     )
     outputs = torch.cat(build_predictor(settings).predict(_HeadsModule(model, heads), loader))
     outputs = outputs.cpu().numpy()
@@ -316,7 +338,8 @@ def score(
             predictions are averaged (class probabilities, then the most probable class; values, raw
             and corrected, each corrected by its own model's fit).
         images: ``(N, 1, ...)`` images preprocessed as the model's training images were.
-        labels: One row per image row: ``subject_id`` and any known labels (NaN where unknown).
+        labels: One row per image row: ``subject_id``, any known labels (NaN where unknown) and the
+            covariates a model was trained with (``head_scale``).
         batch_size: Images per forward pass.
         trainer: Where to run, as for ``predict_heads``.
 
@@ -330,7 +353,14 @@ def score(
     if not checkpoints:
         raise ValueError("no checkpoint to score with")
     runs = [
-        predict_heads(c, images, labels["subject_id"], batch_size=batch_size, trainer=trainer)
+        predict_heads(
+            c,
+            images,
+            labels["subject_id"],
+            batch_size=batch_size,
+            trainer=trainer,
+            covariates=covariate_values(labels, c["meta"].get("covariates") or []),
+        )
         for c in checkpoints
     ]
     _corrected(runs, checkpoints)

@@ -202,6 +202,7 @@ def fit(
             labels["subject_id"].iloc[val_rows],
             batch_size=config.trainer.batch_size,
             trainer=config.trainer,
+            covariates=None if covariates is None else covariates[val_rows],
         )
         checkpoint["meta"]["validation_predictions"] = validation_predictions(
             val_predictions, labels.iloc[val_rows]

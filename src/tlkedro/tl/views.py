@@ -97,6 +97,7 @@ class ViewsDataModule(MRIDataModule):
             raise ValueError(f"images has {len(images)} rows but labels has {len(labels)}")
         self.targets = np.zeros(len(labels), dtype=np.float32)  # a placeholder nothing reads
         self.extras: dict[str, np.ndarray] = {}
+        self.covariates = None  # a self-supervised loss has no head to take them
         self.train_indices, self.val_indices = subject_split(
             labels["subject_id"], val_fraction, seed
         )

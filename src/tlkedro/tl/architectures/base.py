@@ -127,7 +127,11 @@ class TLModel(nn.Module):
                 ``None`` stands for the training mean of each, i.e. a subject of average head size: what
                 the analysis tools (complexity, saliency) that feed images alone get.
         """
-        features = self.head_drop(self.forward_features(x))
+        return self.head_outputs(self.forward_features(x), covariates)
+
+    def head_outputs(self, features: Tensor, covariates: Tensor | None = None) -> Tensor:
+        """The head's outputs from pooled ``features``, with the covariates as ``forward`` takes them."""
+        features = self.head_drop(features)
         if self.num_covariates:
             if covariates is None:
                 covariates = self.covariate_mean.expand(len(features), -1)
