@@ -55,7 +55,8 @@ def hand_loop(project: Path, result_path: Path) -> None:
     import torch
 
     from tlkedro.tl.architectures import create_architecture
-    from tlkedro.tl.data import subject_split, target_values
+    from tlkedro.tl.data import subject_split
+    from tlkedro.tl.labels import target_values
 
     config = json.loads(
         (project / "data/07_model_output/finetune" / VARIANT / "config.json").read_text()

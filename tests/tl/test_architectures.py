@@ -22,7 +22,8 @@ from tlkedro.tl.architectures import (
     list_architectures,
     register_architecture,
 )
-from tlkedro.tl.architectures.base import DEFAULT_IMG_SIZE, check_architecture
+from tlkedro.tl.architectures.base import check_architecture
+from tlkedro.tl.architectures.shapes import DEFAULT_IMG_SIZE
 from tlkedro.tl.registry import UnknownComponentError
 
 # Spatial size of the test input per architecture: 32x32 slices (five stride-2 reductions; ViT patch 8

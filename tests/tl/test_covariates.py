@@ -15,7 +15,8 @@ import torch
 from tlkedro.tl.architectures import create_architecture
 from tlkedro.tl.checkpoint import build_model
 from tlkedro.tl.config import TrainConfig
-from tlkedro.tl.data import COVARIATES, MRIDataModule, covariate_values, subject_split
+from tlkedro.tl.data import COVARIATES, MRIDataModule, subject_split
+from tlkedro.tl.labels import covariate_values
 from tlkedro.tl.module import build_module
 from tlkedro.tl.objectives import TaskInfo
 from tlkedro.tl.training import evaluate, fit

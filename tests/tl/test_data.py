@@ -17,8 +17,8 @@ from tlkedro.tl.data import (
     augmentation_transform,
     compose_augmentation,
     subject_split,
-    target_values,
 )
+from tlkedro.tl.labels import target_values
 
 SLICES = 3  # rows per subject
 

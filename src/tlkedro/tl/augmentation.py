@@ -24,6 +24,7 @@ import torch
 from monai.transforms import (
     Compose,
     EnsureType,
+    Lambda,
     RandAdjustContrast,
     RandAffine,
     RandCoarseDropout,
@@ -125,7 +126,9 @@ def masked_view(
         raise ValueError(f"noise_std must be a number >= 0; got {noise_std!r}")
     side = tuple(max(1, round(patch * size)) for size in spatial_shape)
     transforms: list[Transform] = [
-        RandCoarseDropout(holes=holes, spatial_size=side, fill_value=0.0, prob=1.0)
+        # RandCoarseDropout writes into its input: a copy keeps the caller's image (the clean view) intact.
+        Lambda(func=torch.clone),
+        RandCoarseDropout(holes=holes, spatial_size=side, fill_value=0.0, prob=1.0),
     ]
     if noise_std > 0:
         transforms.append(RandGaussianNoise(prob=1.0, std=noise_std, sample_std=False))

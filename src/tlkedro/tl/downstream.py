@@ -27,7 +27,8 @@ from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader
 
 from tlkedro.tl.checkpoint import build_model
-from tlkedro.tl.data import ArrayDataset, subject_labels, target_values
+from tlkedro.tl.data import ArrayDataset, subject_labels
+from tlkedro.tl.labels import target_values
 from tlkedro.tl.metrics import metric_collection
 from tlkedro.tl.objectives import TaskInfo
 

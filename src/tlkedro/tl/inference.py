@@ -30,8 +30,9 @@ from torch.utils.data import DataLoader
 
 from tlkedro.tl.checkpoint import build_model
 from tlkedro.tl.config import TrainerConfig
-from tlkedro.tl.data import COVARIATES, ArrayDataset, covariate_values
+from tlkedro.tl.data import COVARIATES, ArrayDataset
 from tlkedro.tl.evaluation.predictions import class_probabilities
+from tlkedro.tl.labels import covariate_values
 from tlkedro.tl.launch import build_predictor
 from tlkedro.tl.objectives import PrimaryTerm, TaskInfo, create_objective
 from tlkedro.tl.objectives.multitask import load_head
@@ -148,7 +149,7 @@ def predict_heads(
         trainer: Where to run (``accelerator``, ``precision``, ``enable_progress_bar``); ``None``: the
             defaults without a progress bar.
         covariates: ``(N, K)`` values of the checkpoint's ``covariates`` per image row
-            (``tlkedro.tl.data.covariate_values``); required by a model trained with covariates.
+            (``tlkedro.tl.labels.covariate_values``); required by a model trained with covariates.
 
     Returns:
         One row per subject and head (subjects sorted): ``subject_id``, ``head``, ``task``,

@@ -75,8 +75,10 @@ class TransferModule(L.LightningModule):
         self.scheduler_config = scheduler
         self.info = info
         self.auxiliary = nn.ModuleList(objective.term_modules())
-        self.train_metrics = metric_collection(info, "train")
-        self.val_metrics = metric_collection(info, "val")
+        # A self-supervised loss predicts no target, so there is nothing for the metrics to score.
+        labelled = objective.needs_labels
+        self.train_metrics = metric_collection(info, "train") if labelled else MetricCollection({})
+        self.val_metrics = metric_collection(info, "val") if labelled else MetricCollection({})
 
     def forward(self, images: Tensor, covariates: Tensor | None = None) -> Tensor:
         """The network's outputs."""

@@ -31,15 +31,10 @@ from torch.utils.data import DataLoader
 from tlkedro.tl.batchnorm import RecalibrateBatchNorm, trained_batchnorms
 from tlkedro.tl.checkpoint import build_model, make_checkpoint
 from tlkedro.tl.config import TrainConfig, TrainerConfig
-from tlkedro.tl.data import (
-    ArrayDataset,
-    MRIDataModule,
-    covariate_values,
-    subject_labels,
-    target_values,
-)
+from tlkedro.tl.data import ArrayDataset, MRIDataModule, subject_labels
 from tlkedro.tl.history import History, Throughput
 from tlkedro.tl.inference import predict_heads, validation_predictions
+from tlkedro.tl.labels import covariate_values, target_values
 from tlkedro.tl.launch import (
     adopt_launched_state,
     build_predictor,

@@ -52,7 +52,7 @@ from tlkedro.tl.analysis.svcca import (
     svcca_by_stage,
 )
 from tlkedro.tl.checkpoint import build_model
-from tlkedro.tl.data import target_values
+from tlkedro.tl.labels import target_values
 
 # The analysis sections of a report, in the order they are joined after the comparison and evaluation.
 REPORT_SECTIONS = ("energy", "svcca", "saliency")

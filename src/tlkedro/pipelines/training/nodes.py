@@ -283,9 +283,7 @@ def tune_model(
         }
     )
     return (
-        record_run(
-            namespace=namespace, config=best, workdir=workdir, preprocessing=preprocessing
-        ),
+        record_run(namespace=namespace, config=best, workdir=workdir, preprocessing=preprocessing),
         checkpoint,
         history,
         summary,

@@ -30,13 +30,8 @@ from functools import partial
 from monai.networks.layers.factories import Conv, Norm, Pool
 from torch import nn
 
-from tlkedro.tl.architectures.base import (
-    GlobalAvgPool,
-    TLModel,
-    register_architecture,
-    scale_widths,
-    spatial_size,
-)
+from tlkedro.tl.architectures.base import GlobalAvgPool, TLModel, register_architecture
+from tlkedro.tl.architectures.shapes import scale_widths, spatial_size
 
 # name -> (channels per layer, kernel size), from the paper's appendix
 _CBRS = {

@@ -23,13 +23,8 @@ from collections.abc import Mapping, Sequence
 from monai.networks.layers.factories import Conv, Norm, Pool
 from torch import nn
 
-from tlkedro.tl.architectures.base import (
-    GlobalAvgPool,
-    TLModel,
-    register_architecture,
-    scale_widths,
-    spatial_size,
-)
+from tlkedro.tl.architectures.base import GlobalAvgPool, TLModel, register_architecture
+from tlkedro.tl.architectures.shapes import scale_widths, spatial_size
 
 _WIDTHS = {"conv_0": 32, "conv_1": 64, "conv_2": 128, "conv_3": 256, "conv_4": 256, "conv_5": 64}
 

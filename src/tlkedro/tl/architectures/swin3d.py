@@ -29,12 +29,8 @@ from monai.networks.nets.swin_unetr import SwinTransformer
 from torch import Tensor, nn
 from torch.nn import functional
 
-from tlkedro.tl.architectures.base import (
-    GlobalAvgPool,
-    TLModel,
-    register_architecture,
-    spatial_size,
-)
+from tlkedro.tl.architectures.base import GlobalAvgPool, TLModel, register_architecture
+from tlkedro.tl.architectures.shapes import spatial_size
 
 STAGES = ("patch_embed", "layers1", "layers2", "layers3", "layers4")
 

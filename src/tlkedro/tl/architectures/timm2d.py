@@ -25,13 +25,8 @@ from typing import Any
 
 import timm
 
-from tlkedro.tl.architectures.base import (
-    TLModel,
-    register_architecture,
-    scale_widths,
-    spatial_size,
-    stage_paths,
-)
+from tlkedro.tl.architectures.base import TLModel, register_architecture
+from tlkedro.tl.architectures.shapes import scale_widths, spatial_size, stage_paths
 
 _RESNET_SPEC = ("conv1", "bn1", "act1", "maxpool", "layer1", "layer2", "layer3", "layer4")
 _RESNET_WIDTHS = {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}

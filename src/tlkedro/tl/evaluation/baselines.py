@@ -31,7 +31,8 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from tlkedro.imaging.folds import check_fold_leakage, fold_subjects
-from tlkedro.tl.data import subject_labels, target_values
+from tlkedro.tl.data import subject_labels
+from tlkedro.tl.labels import target_values
 
 logger = logging.getLogger(__name__)
 
