@@ -343,5 +343,5 @@ def _rename_kwargs(component: ComponentConfig, registry: Registry[Any]) -> None:
     # everything reading the validated config sees one name.
     try:
         component.kwargs = registry.canonical_kwargs(component.name, component.kwargs)
-    except TypeError as error:
+    except (UnknownComponentError, TypeError) as error:  # a ValueError, so the key is named
         raise ValueError(str(error)) from None
