@@ -52,7 +52,9 @@ def _small_ixi(conf: Path, bids: Path) -> None:
         parameters[pipeline]["data"] = {"val_fraction": 0.4}  # 2 of 5 subjects
         parameters[pipeline]["train_on"] = pipeline
     parameters["finetune"]["sweeps"] = {}
-    parameters["finetune"]["variants"] = {  # full only: null removes a base variant in an environment
+    parameters["finetune"][
+        "variants"
+    ] = {  # full only: null removes a base variant in an environment
         "scratch": None,
         "linear_probe": None,
         "freeze_layer3_1": None,
@@ -94,7 +96,13 @@ def test_predict_scores_new_scans_with_every_head_of_a_trained_variant(tmp_path:
     qc = pd.read_parquet(data / "02_intermediate/predict/registration_qc.parquet")
     assert len(qc) == N_NEW and (qc["similarity"] > 0.4).all()  # registered to MNI like training
     images = np.load(data / "05_model_input/predict/images.npy", mmap_mode="r")
-    assert images.dtype == np.float16 and images.shape == (N_NEW * 5, 1, 64, 64)  # 5 MNI slices
+    slices = len(
+        yaml.safe_load((PROJECT / "conf" / "ixi" / "parameters.yml").read_text())["preprocessing"][
+            "slices"
+        ]["positions_mm"]
+    )
+    # The model's preprocessing: conf/ixi's MNI slices per scan.
+    assert images.dtype == np.float16 and images.shape == (N_NEW * slices, 1, 64, 64)
 
     table = pd.read_parquet(data / "07_model_output/predict/predictions.parquet")
     assert sorted(table["subject_id"].unique()) == sorted(new["participant_id"])

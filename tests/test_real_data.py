@@ -74,7 +74,10 @@ def test_raw_scans_are_normalised_cross_validated_and_reported(tmp_path: Path) -
     assert len(qc) == N_SCANS and (qc["similarity"] > 0.4).all()
     labels = pd.read_parquet(data / "05_model_input" / "finetune" / "labels.parquet")
     assert labels["head_scale"].notna().all()
-    assert sorted(labels["slice"].unique()) == [-10.0, -5.0, 0.0, 5.0, 10.0]  # MNI z in mm
+    positions = yaml.safe_load((PROJECT / "conf" / "ixi" / "parameters.yml").read_text())[
+        "preprocessing"
+    ]["slices"]["positions_mm"]
+    assert sorted(labels["slice"].unique()) == sorted(positions)  # MNI z in mm, as conf/ixi asks
     folds = pd.read_parquet(data / "03_primary" / "folds.parquet")
     assert sorted(folds["fold"].value_counts()) == [8, 8]
     # Every subject is predicted once, out of fold, for age and for sex.
