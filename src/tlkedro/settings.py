@@ -6,6 +6,7 @@ from tlkedro.configuration import CONFIG_LOADER_ARGS  # noqa: F401 - Kedro reads
 from tlkedro.deploy.tracking import TrackingHook
 from tlkedro.hooks import (
     AtomicOutputsHook,
+    FreshnessHook,
     ParallelWorkerHook,
     PipelineParametersHook,
     ReportLocationHook,
@@ -23,6 +24,9 @@ HOOKS = (
     ParallelWorkerHook(),
     AtomicOutputsHook(),  # removes the temporary files an interrupted save of the run's outputs left
     TrackingHook(),  # MLflow tracking, only with TLKEDRO_TRACKING=1 (docs/deployment.md)
+    # Completion records; --only-missing-outputs re-makes stale results (docs/freshness.md). Last: pluggy
+    # calls the last registered first, so it can stop a run before the other hooks start anything.
+    FreshnessHook(),
 )
 # kedro-mlflow, if installed, would switch its own hook on and log every run into ./mlruns; the project's
 # TrackingHook nests one run per variant instead.

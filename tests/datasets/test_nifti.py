@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import pickle
 
 import nibabel as nib
@@ -189,3 +190,48 @@ def test_fingerprinted_recipes_are_reused_until_their_fingerprint_changes(tmp_pa
     dataset.save({_ukb_key(2): _CountedRecipe(5, "b", str(log))})
     assert set(dataset.load()) == {_ukb_key(2)}
     assert not (tmp_path / "out" / "1" / "T1").exists()  # the dropped file went with its sidecar
+
+
+def _interrupted() -> nib.Nifti1Image:
+    raise RuntimeError("killed halfway")
+
+
+def test_a_collection_interrupted_halfway_does_not_exist_until_a_save_finishes(tmp_path):
+    dataset = NiftiCollectionDataset(path=str(tmp_path / "out"), glob=UKB_GLOB, workers=1)
+    dataset.save({_ukb_key(1000001): _image(1)})
+    assert dataset.exists()
+
+    with pytest.raises(Exception, match="killed halfway"):
+        dataset.save({_ukb_key(1000001): _image(5), _ukb_key(1000002): _interrupted})
+
+    assert (tmp_path / "out" / _ukb_key(1000001)).is_file()  # written before the interruption
+    assert not dataset.exists()
+    assert not NiftiCollectionDataset(path=str(tmp_path / "out"), glob=UKB_GLOB).exists()
+    dataset.save({_ukb_key(1000001): _image(5), _ukb_key(1000002): _image(2)})
+    assert dataset.exists()
+
+
+def test_a_folder_it_did_not_write_exists_when_a_file_matches(tmp_path):
+    NiftiCollectionDataset(path=str(tmp_path / "out"), glob=UKB_GLOB, workers=1).save({})
+    assert NiftiCollectionDataset(path=str(tmp_path / "out"), glob=UKB_GLOB).exists()  # empty, finished
+    foreign = tmp_path / "raw" / _ukb_key(1000001)
+    foreign.parent.mkdir(parents=True)
+    dataset = NiftiCollectionDataset(path=str(tmp_path / "raw"), glob=UKB_GLOB)
+    assert not dataset.exists()
+    nib.save(_image(1), foreign)
+    assert dataset.exists()
+
+
+def test_the_fingerprint_follows_the_files_names_and_contents(tmp_path):
+    dataset = NiftiCollectionDataset(path=str(tmp_path / "raw"), glob=UKB_GLOB)
+    assert dataset.fingerprint() == "absent"
+    first = tmp_path / "raw" / _ukb_key(1000001)
+    first.parent.mkdir(parents=True)
+    nib.save(_image(1), first)
+    one = dataset.fingerprint()
+    assert dataset.fingerprint() == one
+    nib.save(_image(2), tmp_path / "raw" / "other.nii.gz")  # outside the glob
+    assert dataset.fingerprint() == one
+    nib.save(_image(3), first.with_name("T1_brain_to_MNI.nii.gz"))
+    os.utime(first, ns=(1, 1))
+    assert dataset.fingerprint() != one

@@ -17,12 +17,16 @@ import nibabel as nib
 from kedro.io import AbstractDataset, DatasetError
 
 from tlkedro.parallel import MIN_ITEMS_FOR_POOL, run_recipes
+from tlkedro import provenance
 
 logger = logging.getLogger(__name__)
 
 # Written into every folder this dataset creates. Saving into an existing, non-empty folder without it
 # is refused: that folder holds someone's data, and a collection must never overwrite it.
 MARKER = ".tlkedro-collection"
+# Written (atomically) by a save once every file is in place, and removed when a save starts: a collection
+# that this dataset writes exists only with it, so one interrupted halfway does not count as finished.
+COMPLETE = ".tlkedro-collection-complete"
 # nibabel's own default for .nii.gz: higher levels cost far more time than they save space.
 _GZIP_LEVEL = 1
 
@@ -76,7 +80,9 @@ class NiftiCollectionDataset(AbstractDataset[Mapping[str, Any], dict[str, NiftiR
 
     A save replaces the collection: files matching ``glob`` that an earlier save wrote and that the new
     mapping lacks are removed, with their sidecars. It only ever writes into a folder that it created
-    (marked by a ``.tlkedro-collection`` file) or that is empty.
+    (marked by a ``.tlkedro-collection`` file) or that is empty. Such a folder exists (``exists()``, as
+    ``--only-missing-outputs`` asks) only once a save has finished (a ``.tlkedro-collection-complete``
+    file, written last); a folder of someone else's files exists when a file matches ``glob``.
 
     Example catalog entry::
 
@@ -119,6 +125,7 @@ class NiftiCollectionDataset(AbstractDataset[Mapping[str, Any], dict[str, NiftiR
             self._check_item(key, item)
         self._claim_folder()
         root = self._root.resolve()
+        (root / COMPLETE).unlink(missing_ok=True)
         stale = set(self.load()) - set(data)
         todo = {key: item for key, item in data.items() if not _is_current(root / key, item)}
         if len(todo) < len(data):
@@ -141,9 +148,29 @@ class NiftiCollectionDataset(AbstractDataset[Mapping[str, Any], dict[str, NiftiR
         for key in stale:
             sidecar_path(root / key).unlink(missing_ok=True)
             _remove_with_empty_parents(root / key, root)
+        _write_atomically(root / COMPLETE, json.dumps({"files": len(data)}).encode())
 
     def _exists(self) -> bool:
-        return self._root.is_dir() and any(p.is_file() for p in self._root.glob(self._glob))
+        if not self._root.is_dir():
+            return False
+        if (self._root / MARKER).exists():
+            return (self._root / COMPLETE).is_file()
+        return any(p.is_file() for p in self._root.glob(self._glob))
+
+    def fingerprint(self) -> str:
+        """A digest of the matching files' names, sizes and modification times (contents unread).
+
+        What :mod:`tlkedro.freshness` takes as the collection's content where it is raw data; cheap for
+        thousands of scans.
+        """
+        if not self._root.is_dir():
+            return "absent"
+        root = self._root.resolve()
+        listing = []
+        for path in sorted(p for p in root.glob(self._glob) if p.is_file()):
+            stat = path.stat()
+            listing.append([path.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns])
+        return provenance.fingerprint(listing)
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._root), "glob": self._glob, "workers": self._workers}
