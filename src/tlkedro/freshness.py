@@ -41,6 +41,7 @@ from enum import StrEnum
 from typing import Any
 
 import fsspec
+from kedro.config import MissingConfigException
 from kedro.io import AbstractVersionedDataset, CatalogProtocol, DatasetError
 from kedro.pipeline import Node, Pipeline
 
@@ -82,6 +83,14 @@ def is_ephemeral(catalog: CatalogProtocol, dataset: str) -> bool:
     return bool(getattr(catalog.get(dataset), "_EPHEMERAL", False))
 
 
+def data_root(config_loader: Any) -> str | None:
+    """The environment's ``data_root`` (``globals.yml``), under which the catalog keeps derived data."""
+    try:
+        return (config_loader["globals"] or {}).get("data_root")
+    except MissingConfigException:
+        return None
+
+
 def records_url(project_path: str | os.PathLike[str], data_root: str | None) -> str:
     """Where the completion records live: ``<data_root>/freshness``, beside the data they describe.
 
@@ -110,10 +119,11 @@ def _unwrap(node: Node) -> tuple[Any, dict[str, Any]]:
 def own_parts(node: Node, catalog: CatalogProtocol) -> dict[str, Any]:
     """The parts of a node's fingerprint besides its inputs' fingerprints."""
     func, bound = _unwrap(node)
-    # `.load()` of the parameter's MemoryDataset, not `catalog.load`, which logs every load.
-    parameters = {
-        name: catalog.get(name).load() for name in sorted(node.inputs) if is_parameter(name)
-    }
+    parameters = {}
+    for name in sorted(filter(is_parameter, node.inputs)):
+        if (dataset := catalog.get(name)) is None:
+            raise FreshnessError(f"Node {node.name} loads {name}, which the parameters lack")
+        parameters[name] = dataset.load()  # not `catalog.load`, which logs every load
     return jsonable(
         {
             "node": node.name,
@@ -174,9 +184,7 @@ class Graph:
 
     def sources(self, node: Node) -> dict[str, Node | None]:
         """``{dataset: the node that makes it, or None}`` for every non-parameter input of ``node``."""
-        return {
-            ds: self.producers.get(ds) for ds in sorted(node.inputs) if not is_parameter(ds)
-        }
+        return {ds: self.producers.get(ds) for ds in sorted(node.inputs) if not is_parameter(ds)}
 
 
 class RecordStore:
@@ -316,7 +324,11 @@ class Freshness:
             if state is State.FRESH and upstream:
                 reason = f"upstream {upstream[0]} is re-made"
             self._statuses[node.name] = NodeStatus(
-                node.name, state, reason, bool(persisted), state is not State.FRESH or bool(upstream)
+                node.name,
+                state,
+                reason,
+                bool(persisted),
+                state is not State.FRESH or bool(upstream),
             )
         return self._statuses[node.name]
 
@@ -335,7 +347,9 @@ class Freshness:
             return State.STALE, describe_change(record.get("parts") or {}, parts)
         for ds, producer in self.graph.sources(node).items():
             upstream = self.record(producer.name) if producer is not None else None
-            if upstream is not None and upstream.get("made") != record.get("inputs_made", {}).get(ds):
+            if upstream is not None and upstream.get("made") != record.get("inputs_made", {}).get(
+                ds
+            ):
                 return State.STALE, f"{ds} was re-made (by {producer.name}) after it"
         return State.FRESH, ""
 

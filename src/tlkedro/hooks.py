@@ -7,7 +7,6 @@ import logging
 import os
 from typing import Any
 
-from kedro.config import MissingConfigException
 from kedro.framework.context import KedroContext
 from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractVersionedDataset, CatalogProtocol, SharedMemoryDataCatalog
@@ -168,10 +167,10 @@ class FreshnessHook:
 
     @hook_impl
     def after_context_created(self, context: KedroContext) -> None:
-        from tlkedro.freshness import records_url
+        from tlkedro.freshness import data_root, records_url
 
         if self._records is None:
-            self._records = records_url(context.project_path, _data_root(context))
+            self._records = records_url(context.project_path, data_root(context.config_loader))
 
     @hook_impl
     def before_pipeline_run(
@@ -215,7 +214,9 @@ class FreshnessHook:
                     vars(dataset)["exists"] = _RemadeThisRun()
                     self._invalidated.append(dataset)
         if remade:
-            logger.info("Re-making %d node(s) that are not fresh:\n%s", len(remade), "\n".join(remade))
+            logger.info(
+                "Re-making %d node(s) that are not fresh:\n%s", len(remade), "\n".join(remade)
+            )
 
     def _export_recorder(self) -> None:
         import multiprocessing
@@ -280,11 +281,3 @@ class FreshnessHook:
         self._environment = {}
         self._recorder = None
         self._saved.clear()
-
-
-def _data_root(context: KedroContext) -> str | None:
-    """The environment's ``data_root`` (``globals.yml``), under which the catalog keeps derived data."""
-    try:
-        return (context.config_loader["globals"] or {}).get("data_root")
-    except MissingConfigException:
-        return None

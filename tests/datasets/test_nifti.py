@@ -213,7 +213,9 @@ def test_a_collection_interrupted_halfway_does_not_exist_until_a_save_finishes(t
 
 def test_a_folder_it_did_not_write_exists_when_a_file_matches(tmp_path):
     NiftiCollectionDataset(path=str(tmp_path / "out"), glob=UKB_GLOB, workers=1).save({})
-    assert NiftiCollectionDataset(path=str(tmp_path / "out"), glob=UKB_GLOB).exists()  # empty, finished
+    assert NiftiCollectionDataset(
+        path=str(tmp_path / "out"), glob=UKB_GLOB
+    ).exists()  # empty, finished
     foreign = tmp_path / "raw" / _ukb_key(1000001)
     foreign.parent.mkdir(parents=True)
     dataset = NiftiCollectionDataset(path=str(tmp_path / "raw"), glob=UKB_GLOB)

@@ -8,15 +8,17 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 from kedro_datasets.json import JSONDataset
 
+from tests import freshness_toy as toy_freshness
+from tests.freshness_toy import statuses
 from tlkedro.deploy.grouping import (
     RunOptions,
     ephemeral_crossings,
     group_pipeline,
-    is_ephemeral,
-    missing_outputs,
+    group_status,
     needs_run,
     pipeline_homes,
 )
+from tlkedro.freshness import NodeStatus, State, is_ephemeral
 
 
 def identity(x):
@@ -160,29 +162,40 @@ def test_memory_datasets_crossing_groups_are_found(toy_pipeline, tmp_path):
     assert "Give 'train.large.score' a persisted catalog entry" in str(crossings[0])
 
 
-def test_a_group_needs_to_run_until_its_persisted_outputs_exist(tmp_path):
-    score = JSONDataset(filepath=str(tmp_path / "score.json"))
-    catalog = DataCatalog({"score": score})
-    pipeline = Pipeline(
-        [
-            Node(identity, "raw", "model", name="fit", namespace="v"),
-            Node(identity, "model", "score", name="score", namespace="v"),
-        ]
+@pytest.mark.filterwarnings("ignore:One or more dataset names contain")
+def test_a_group_needs_to_run_until_it_is_fresh(tmp_path):
+    pipeline = toy_freshness.toy_pipeline()
+    groups = {g.name: g for g in group_pipeline(pipeline)}
+    catalog = toy_freshness.toy_catalog(tmp_path)
+    assert {name for name, g in groups.items() if needs_run(g, statuses(tmp_path, catalog))} == set(
+        groups
     )
-    (group,) = group_pipeline(pipeline)
+    toy_freshness.run(tmp_path, catalog)
 
-    assert missing_outputs(group, catalog) == ["score"]
-    assert needs_run(group, catalog)
-    score.save({"score": 1})
-    assert missing_outputs(group, catalog) == []
-    assert not needs_run(group, catalog)
+    assert not any(needs_run(g, statuses(tmp_path, catalog)) for g in groups.values())
+    changed = statuses(tmp_path, toy_freshness.toy_catalog(tmp_path, lr_a=0.2))
+    assert {name: group_status(g, changed)[0] for name, g in groups.items()} == {
+        "prepare": State.FRESH,
+        "train.a": State.STALE,
+        "train.b": State.FRESH,
+        "report": State.STALE,
+    }
+    assert group_status(groups["report"], changed)[1] == "report: input train.a.score changed"
+    (tmp_path / "train.b.history.json").unlink()
+    gone = statuses(tmp_path, catalog)
+    assert group_status(groups["train.b"], gone) == (
+        State.MISSING,
+        "train.b.score: no train.b.history",
+    )
 
 
 def test_a_group_that_persists_nothing_always_needs_to_run():
     pipeline = Pipeline([Node(identity, "raw", "model", name="fit", namespace="v")])
     (group,) = group_pipeline(pipeline)
+    fresh = {"v.fit": NodeStatus("v.fit", State.FRESH, "", persisted=False, dirty=False)}
 
-    assert needs_run(group, DataCatalog({"model": MemoryDataset(data=1)}))
+    assert group_status(group, fresh)[0] is State.MISSING
+    assert needs_run(group, fresh)
 
 
 def test_nodes_in_no_namespace_can_be_grouped_by_their_registered_pipeline():

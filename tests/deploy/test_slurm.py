@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tests import freshness_toy as toy_freshness
 from tlkedro.deploy.config import Resources, SlurmConfig
-from tlkedro.deploy.grouping import RunOptions, group_pipeline
+from tlkedro.deploy.grouping import RunOptions, group_pipeline, needs_run
 from tlkedro.deploy.slurm import (
     Job,
     SlurmError,
@@ -244,6 +245,32 @@ def test_groups_not_to_submit_are_recorded_but_not_waited_for(groups, tmp_path):
     compare = next(j for j in submission.jobs if j.group == "compare")
     assert compare.dependencies == ["train.small"]
     assert next(j for j in submission.jobs if j.group == "make_data").job_id is None
+
+
+@pytest.mark.filterwarnings("ignore:One or more dataset names contain")
+def test_a_stale_group_and_its_dependents_are_planned_to_run_the_fresh_ones_skipped(tmp_path):
+    # What `kedro slurm submit` does: submit the groups that are not fresh (tests/test_freshness.py).
+    catalog = toy_freshness.toy_catalog(tmp_path / "data")
+    toy_freshness.run(tmp_path / "data", catalog)
+    groups = group_pipeline(toy_freshness.toy_pipeline())
+    changed = toy_freshness.statuses(
+        tmp_path / "data", toy_freshness.toy_catalog(tmp_path / "data", lr_a=0.2)
+    )
+
+    planned = _plan(groups, tmp_path / "s", {g.name for g in groups if needs_run(g, changed)})
+    fake = FakeSlurm()
+    submission = submit(planned, tmp_path / "s", run=fake)
+
+    assert {j.group: j.skipped for j in submission.jobs} == {
+        "prepare": True,
+        "train.a": False,
+        "train.b": True,
+        "report": False,
+    }
+    assert [c[-1] for c in fake.calls] == [str(j.script) for j in submission.jobs if not j.skipped]
+    assert next(j for j in submission.jobs if j.group == "report").dependencies == ["train.a"]
+    states = {s.job.group: s.state for s in group_states(submission, {})}
+    assert states["train.b"] is State.SKIPPED
 
 
 def test_a_refused_job_stops_the_submission_and_keeps_the_queued_ones(groups, tmp_path):

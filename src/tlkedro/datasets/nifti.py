@@ -16,8 +16,8 @@ from typing import Any
 import nibabel as nib
 from kedro.io import AbstractDataset, DatasetError
 
-from tlkedro.parallel import MIN_ITEMS_FOR_POOL, run_recipes
 from tlkedro import provenance
+from tlkedro.parallel import MIN_ITEMS_FOR_POOL, run_recipes
 
 logger = logging.getLogger(__name__)
 

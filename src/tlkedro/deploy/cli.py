@@ -1,8 +1,10 @@
-"""``kedro slurm`` and ``kedro argo``, Kedro project commands (entry point group
-``kedro.project_commands``).
+"""``kedro slurm``, ``kedro argo`` and ``kedro tlkedro status``, Kedro project commands (entry point
+group ``kedro.project_commands``).
 
 They work in any Kedro project of the environment that has tlkedro installed: they read the
-project's pipelines, its catalog and its ``deploy`` configuration (``conf/<env>/deploy*.yml``).
+project's pipelines, its catalog, its completion records (:mod:`tlkedro.freshness`; a project records
+them with ``tlkedro.hooks.FreshnessHook`` in its settings) and its ``deploy`` configuration
+(``conf/<env>/deploy*.yml``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from kedro.framework.context import KedroContext
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import ProjectMetadata
 from kedro.io import CatalogProtocol, DatasetError
+from kedro.pipeline import Pipeline
 from pydantic import ValidationError
 
 from tlkedro.deploy import argo as argo_render
@@ -33,9 +36,18 @@ from tlkedro.deploy.grouping import (
     RunOptions,
     ephemeral_crossings,
     group_pipeline,
-    is_ephemeral,
+    group_status,
     needs_run,
     pipeline_homes,
+)
+from tlkedro.freshness import (
+    Freshness,
+    Graph,
+    NodeStatus,
+    RecordStore,
+    data_root,
+    is_ephemeral,
+    records_url,
 )
 
 DEPLOY_CONFIG_PATTERNS = ["deploy*", "deploy*/**"]
@@ -48,6 +60,18 @@ class _Deployment:
     catalog: CatalogProtocol
     groups: list[NodeGroup]
     options: RunOptions
+    freshness: Freshness
+    pipeline: Pipeline
+
+    def statuses(self) -> dict[str, NodeStatus]:
+        """Every node's freshness (reads the catalog's outputs and the completion records)."""
+        with _catalog_errors():
+            return self.freshness.assess(self.pipeline)
+
+    def outside_problems(self) -> list[str]:
+        """Inputs from outside the deployed pipeline that are not fresh (see ``Freshness``)."""
+        with _catalog_errors():
+            return self.freshness.outside_problems(self.pipeline)
 
 
 def _params_callback(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, Any]:
@@ -120,55 +144,62 @@ def _deployment(
         crossings = ephemeral_crossings(groups, partial(is_ephemeral, catalog))
     for crossing in crossings:
         click.secho(f"Warning: {crossing}", err=True, fg="yellow")
+    store = RecordStore(records_url(metadata.project_path, data_root(context.config_loader)))
     return _Deployment(
         project_path=Path(metadata.project_path),
         config=_deploy_config(context),
         catalog=catalog,
         groups=groups,
         options=RunOptions(env=env, pipeline=pipeline, params=raw_params or None),
+        freshness=Freshness(Graph.of_project(pipelines[name]), catalog, store),
+        pipeline=pipelines[name],
     )
 
 
-_PIPELINE_OPTIONS = (
-    click.option(
-        "--pipeline",
-        "-p",
-        default=None,
-        help="Registered pipeline to deploy; `__default__` when not given.",
-    ),
-    env_option,
-    click.option(
-        "--params",
-        default="",
-        callback=_params_callback,
-        help="Extra parameters, as for `kedro run --params`; every job repeats them.",
-    ),
-    click.option(
-        "--group-by",
-        type=click.Choice(["namespace", "pipeline", "node"]),
-        default="namespace",
-        show_default=True,
-        help="namespace: one job per namespace (a variant), and one per node in no "
-        "namespace; pipeline: the same, but nodes in no namespace grouped by the "
-        "registered pipeline holding them (ingestion, reporting); node: one job "
-        "per node.",
-    ),
-    click.option(
-        "--depth",
-        type=click.IntRange(min=1),
-        default=2,
-        show_default=True,
-        help="Leading parts of a namespace that name a group: 2 gives one job per "
-        "`finetune.<variant>`, 1 one job for all of `finetune`.",
-    ),
-)
-
-
-def _pipeline_options(command: Callable[..., None]) -> Callable[..., None]:
+def _pipeline_options(
+    group_by: str = "namespace",
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Add the options that choose what to deploy and how to split it into groups."""
-    for option in reversed(_PIPELINE_OPTIONS):
-        command = option(command)
-    return command
+    options = (
+        click.option(
+            "--pipeline",
+            "-p",
+            default=None,
+            help="Registered pipeline; `__default__` when not given.",
+        ),
+        env_option,
+        click.option(
+            "--params",
+            default="",
+            callback=_params_callback,
+            help="Extra parameters, as for `kedro run --params`; every job repeats them.",
+        ),
+        click.option(
+            "--group-by",
+            type=click.Choice(["namespace", "pipeline", "node"]),
+            default=group_by,
+            show_default=True,
+            help="namespace: one group per namespace (a variant), and one per node in no "
+            "namespace; pipeline: the same, but nodes in no namespace grouped by the "
+            "registered pipeline holding them (ingestion, reporting); node: one group "
+            "per node.",
+        ),
+        click.option(
+            "--depth",
+            type=click.IntRange(min=1),
+            default=2,
+            show_default=True,
+            help="Leading parts of a namespace that name a group: 2 gives one group per "
+            "`finetune.<variant>`, 1 one group for all of `finetune`.",
+        ),
+    )
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
 
 
 @click.group(name="tlkedro-deploy")
@@ -182,17 +213,18 @@ def slurm() -> None:
 
 
 @slurm.command()
-@_pipeline_options
+@_pipeline_options()
 @click.option(
     "--dry-run",
     is_flag=True,
-    help="Print the batch scripts and sbatch commands; write and submit nothing.",
+    help="Print each group's freshness, the batch scripts and sbatch commands; write and submit "
+    "nothing.",
 )
 @click.option(
     "--all",
     "submit_all",
     is_flag=True,
-    help="Submit every group, also those whose outputs all exist.",
+    help="Submit every group, also the fresh ones.",
 )
 @click.pass_obj
 def submit(
@@ -207,16 +239,21 @@ def submit(
 ) -> None:
     """Submit one job per group, each after the jobs whose outputs it loads.
 
-    Groups whose persisted outputs all exist are skipped unless --all is given, so submitting
-    again after a failure runs only what is missing. Scripts, logs and exit codes go to a new
-    folder under `slurm.logs_dir` (default logs/slurm/<timestamp>/).
+    Fresh groups (their outputs recorded as finished with the current fingerprint, and nothing
+    upstream re-made; `kedro tlkedro status`) are skipped unless --all is given, so submitting
+    again runs only what is stale or missing, and whatever depends on it. Scripts, logs and exit
+    codes go to a new folder under `slurm.logs_dir` (default logs/slurm/<timestamp>/).
     """
     deployment = _deployment(metadata, env, pipeline, params, group_by, depth)
     config = deployment.config
-    with _catalog_errors():
-        to_submit = {
-            g.name for g in deployment.groups if submit_all or needs_run(g, deployment.catalog)
-        }
+    if problems := deployment.outside_problems():
+        raise click.ClickException(
+            "The pipeline would build on results outside it that are not fresh:\n"
+            + "\n".join(f"  {p}" for p in problems)
+            + "\nSubmit the pipeline that makes them too (`kedro tlkedro status` lists them)."
+        )
+    statuses = deployment.statuses()
+    to_submit = {g.name for g in deployment.groups if submit_all or needs_run(g, statuses)}
     folder = slurm_jobs.new_submission_folder(deployment.project_path / config.slurm.logs_dir)
     planned = slurm_jobs.plan_jobs(
         deployment.groups,
@@ -229,7 +266,9 @@ def submit(
         to_submit=to_submit,
     )
     if dry_run:
-        for entry in planned:
+        for group, entry in zip(deployment.groups, planned, strict=True):
+            state, reason = group_status(group, statuses)
+            click.echo(f"# {group.name}: {state}" + (f" ({reason})" if reason else ""))
             _echo_dry_run(entry)
         return
     try:
@@ -254,7 +293,7 @@ def _submitted(job: slurm_jobs.Job) -> str:
             f" after {', '.join(job.dependencies)}" if job.dependencies else ""
         )
     if job.skipped:
-        return "skipped: outputs exist"
+        return "skipped: fresh"
     if job.refused is not None:
         return f"FAILED (not submitted): sbatch refused it: {job.refused}"
     return "not submitted: sbatch refused an earlier job"
@@ -265,7 +304,7 @@ def _echo_dry_run(entry: slurm_jobs.PlannedJob) -> None:
         ids = [f"<job id of {d}>" for d in entry.job.dependencies]
         click.echo("# " + " ".join(slurm_jobs.sbatch_args(entry.job, ids)))
     else:
-        click.echo(f"# not submitted, outputs exist: {entry.job.script}")
+        click.echo(f"# not submitted, fresh: {entry.job.script}")
     click.echo(entry.script)
 
 
@@ -346,7 +385,14 @@ def argo() -> None:
 
 
 @argo.command()
-@_pipeline_options
+@_pipeline_options()
+@click.option(
+    "--only-missing-outputs",
+    is_flag=True,
+    help="Each task runs `kedro run --only-missing-outputs`: it re-makes what is stale or missing "
+    "and reuses what is fresh, so resubmitting the workflow after a change re-computes only what the "
+    "change affects.",
+)
 @click.option(
     "--image",
     default=None,
@@ -369,6 +415,7 @@ def render(
     params: tuple[str, dict[str, Any]],
     group_by: str,
     depth: int,
+    only_missing_outputs: bool,
     image: str | None,
     output: Path,
 ) -> None:
@@ -377,9 +424,53 @@ def render(
     workflow = argo_render.build_workflow(
         deployment.groups,
         deployment.config.resources.for_group,
-        deployment.options,
+        replace(deployment.options, only_missing_outputs=only_missing_outputs),
         deployment.config.argo,
         image=image,
     )
     output.write_text(workflow.to_yaml())
     click.echo(f"Wrote {output}; submit it with: argo submit {output}")
+
+
+@commands.group(name="tlkedro")
+def tlkedro_commands() -> None:
+    """tlkedro's own commands."""
+
+
+@tlkedro_commands.command(name="status")
+@_pipeline_options(group_by="pipeline")
+@click.option("--nodes", "show_nodes", is_flag=True, help="Also list each node that is not fresh.")
+@click.pass_obj
+def freshness_status(
+    metadata: ProjectMetadata,
+    pipeline: str | None,
+    env: str | None,
+    params: tuple[str, dict[str, Any]],
+    group_by: str,
+    depth: int,
+    show_nodes: bool,
+) -> None:
+    """Show what is fresh, stale or missing, per variant, before anything runs or is submitted.
+
+    fresh: every node's outputs exist and were recorded as finished with the fingerprint they would
+    have now (configuration, parameters, inputs, tlkedro version), nothing upstream re-made since.
+    stale: made with another fingerprint, or from inputs re-made since, or downstream of a node that
+    is re-made. missing: an output is absent, or there is no completion record (a run that did not
+    finish). `kedro run --only-missing-outputs` and `kedro slurm submit`, with the same --env and
+    --params, re-make exactly the groups that are not fresh.
+    """
+    deployment = _deployment(metadata, env, pipeline, params, group_by, depth)
+    statuses = deployment.statuses()
+    width = max((len(g.name) for g in deployment.groups), default=0)
+    to_run = 0
+    for group in deployment.groups:
+        state, reason = group_status(group, statuses)
+        to_run += needs_run(group, statuses)
+        click.echo(f"{group.name:<{width}}  {state:<7}  {reason}".rstrip())
+        if show_nodes:
+            for name in group.nodes:
+                if (status := statuses[name]).dirty:
+                    click.echo(f"  {name}: {status.state}, {status.reason}")
+    for problem in deployment.outside_problems():
+        click.secho(f"Warning: not fresh outside the pipeline: {problem}", err=True, fg="yellow")
+    click.echo(f"{to_run} of {len(deployment.groups)} group(s) to run.")

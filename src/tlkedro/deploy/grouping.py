@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from kedro.io import CatalogProtocol
 from kedro.pipeline import Pipeline
+
+from tlkedro.freshness import NodeStatus, State
 
 GroupBy = Literal["namespace", "node"]
 
@@ -61,11 +62,14 @@ class RunOptions:
         env: Kedro configuration environment, ``None`` for Kedro's default.
         pipeline: Registered pipeline name, ``None`` for ``__default__``.
         params: The ``--params`` string exactly as given, ``None`` when not given.
+        only_missing_outputs: Whether each run skips the nodes whose outputs are fresh
+            (``--only-missing-outputs``, which tlkedro's ``FreshnessHook`` makes re-make stale ones).
     """
 
     env: str | None = None
     pipeline: str | None = None
     params: str | None = None
+    only_missing_outputs: bool = False
 
     def run_args(self, group: NodeGroup) -> list[str]:
         """Arguments after ``kedro`` that run one group.
@@ -83,6 +87,8 @@ class RunOptions:
             args += ["--pipelines", self.pipeline]
         if self.params:
             args += ["--params", self.params]
+        if self.only_missing_outputs:
+            args.append("--only-missing-outputs")
         return args + group.selector()
 
 
@@ -223,22 +229,6 @@ def _topological_order(dependencies: dict[str, set[str]]) -> list[str]:
         ) from None
 
 
-def is_ephemeral(catalog: CatalogProtocol, dataset: str) -> bool:
-    """Whether a dataset lives only in the memory of the process that ran its producer.
-
-    Args:
-        catalog: The project's catalog, dataset factories included.
-        dataset: The dataset's name.
-
-    Returns:
-        True for datasets the catalog does not define (Kedro makes them MemoryDatasets) and for
-        datasets marked ephemeral (``MemoryDataset``, ``SharedMemoryDataset``).
-    """
-    if dataset not in catalog:
-        return True
-    return bool(getattr(catalog.get(dataset), "_EPHEMERAL", False))
-
-
 def ephemeral_crossings(
     groups: Iterable[NodeGroup], ephemeral: Callable[[str], bool]
 ) -> list[Crossing]:
@@ -262,31 +252,28 @@ def ephemeral_crossings(
     return sorted(crossings, key=lambda c: (c.dataset, c.consumer))
 
 
-def missing_outputs(group: NodeGroup, catalog: CatalogProtocol) -> list[str]:
-    """The group's persisted outputs that do not exist yet.
+def group_status(group: NodeGroup, statuses: Mapping[str, NodeStatus]) -> tuple[State, str]:
+    """A group's freshness, from its nodes' (:meth:`tlkedro.freshness.Freshness.assess`).
 
     Args:
         group: A group of the project's pipeline.
-        catalog: The project's catalog.
+        statuses: The status of every node of the pipeline, by name.
 
     Returns:
-        Sorted names of persisted outputs whose ``exists()`` is false.
+        ``(state, reason)``: ``missing`` when a node's persisted outputs are (or when the group persists
+        nothing, so nothing shows that it ran), else ``stale`` when a node must be re-made (stale
+        itself, or downstream of a node that is re-made), else ``fresh``; the reason names the node.
     """
-    return sorted(
-        d for d in group.outputs if not is_ephemeral(catalog, d) and not catalog.exists(d)
-    )
+    persisted = [statuses[name] for name in group.nodes if statuses[name].persisted]
+    if not persisted:
+        return State.MISSING, "persists no output, so nothing shows that it ran"
+    missing = [s for s in persisted if s.state is State.MISSING]
+    dirty = missing or [s for s in persisted if s.dirty]
+    if dirty:
+        return State.MISSING if missing else State.STALE, f"{dirty[0].node}: {dirty[0].reason}"
+    return State.FRESH, ""
 
 
-def needs_run(group: NodeGroup, catalog: CatalogProtocol) -> bool:
-    """Whether a submission must run the group (the rule of ``kedro run --only-missing-outputs``).
-
-    Args:
-        group: A group of the project's pipeline.
-        catalog: The project's catalog.
-
-    Returns:
-        True when a persisted output is missing, or when the group persists nothing (so there is
-        no evidence that it ran).
-    """
-    persisted = [d for d in group.outputs if not is_ephemeral(catalog, d)]
-    return not persisted or bool(missing_outputs(group, catalog))
+def needs_run(group: NodeGroup, statuses: Mapping[str, NodeStatus]) -> bool:
+    """Whether a submission must run the group: it is not fresh (:func:`group_status`)."""
+    return group_status(group, statuses)[0] is not State.FRESH

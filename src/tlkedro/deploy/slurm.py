@@ -62,7 +62,8 @@ class Job(BaseModel):
     Attributes:
         group: The group's name.
         job_id: Slurm's job id; ``None`` when the group was not submitted.
-        skipped: Whether it was left out on purpose, because its outputs existed.
+        skipped: Whether it was left out on purpose, because it was fresh (its outputs finished
+            with the current fingerprint; :mod:`tlkedro.freshness`).
         refused: ``sbatch``'s error message when it refused the job; ``None`` otherwise.
         dependencies: Groups of this submission the job waits for (``afterok``).
         script: Path of the batch script.
@@ -135,7 +136,7 @@ class PlannedJob:
 
     @property
     def submit(self) -> bool:
-        """Whether to submit it (false when its outputs already exist)."""
+        """Whether to submit it (false when it is fresh)."""
         return not self.job.skipped
 
 
@@ -437,7 +438,7 @@ def _group_state(
     job: Job, queue: dict[str, tuple[str, str]], earlier: dict[str, GroupStatus]
 ) -> GroupStatus:
     if job.skipped:
-        return GroupStatus(job, State.SKIPPED, "outputs existed at submission")
+        return GroupStatus(job, State.SKIPPED, "fresh at submission")
     if job.refused is not None:
         return GroupStatus(job, State.FAILED, f"not submitted: sbatch refused it: {job.refused}")
     if job.job_id is None:
