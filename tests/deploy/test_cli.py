@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -116,3 +117,49 @@ def test_invalid_configuration_and_unknown_pipelines_are_reported(toy_project):
     assert "no pipeline named 'nope'; registered: __default__, data, reporting, variants" in (
         result.stderr
     )
+
+
+STATUS_ROW = re.compile(r"^(\S+) +(fresh|stale|missing)\b *(.*)$", re.MULTILINE)
+
+
+def _status(project, *args: str) -> tuple[dict[str, tuple[str, str]], str]:
+    result = run_kedro(project, "tlkedro", "status", *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {m[1]: (m[2], m[3]) for m in STATUS_ROW.finditer(result.stdout)}
+    return rows, result.stdout
+
+
+def test_status_shows_what_is_fresh_stale_or_missing_and_runs_re_make_just_that(toy_project):
+    rows, out = _status(toy_project)
+    assert {group: row[0] for group, row in rows.items()} == dict.fromkeys(
+        ["data", "train.small", "train.large", "reporting"], "missing"
+    )
+    assert "4 of 4 group(s) to run." in out
+    assert run_kedro(toy_project, "run").returncode == 0
+
+    rows, out = _status(toy_project, "--params", "train.large.scale=3")
+    assert rows == {
+        "data": ("fresh", ""),
+        "train.small": ("fresh", ""),
+        "train.large": ("stale", "train.large.score: input train.large.model changed"),
+        "reporting": ("stale", "compare: input train.large.score changed"),
+    }
+    assert "2 of 4 group(s) to run." in out
+
+    dry = run_kedro(toy_project, "slurm", "submit", "--dry-run", "--params", "train.large.scale=3")
+    assert dry.returncode == 0, dry.stderr
+    assert "# train.large: stale (train.large.score: input train.large.model changed)" in dry.stdout
+    assert "# not submitted, fresh: " in dry.stdout and "-m kedro run" in dry.stdout
+    assert dry.stdout.count("#SBATCH --job-name") == 4  # every script is printed
+    assert dry.stdout.count("# sbatch ") == 2  # train.large and compare are submitted
+
+    rerun = run_kedro(
+        toy_project, "run", "--only-missing-outputs", "--params", "train.large.scale=3"
+    )
+    log = rerun.stdout + rerun.stderr
+    assert rerun.returncode == 0, log
+    assert "Completed node: train.large.score" in log and "Completed node: compare" in log
+    assert "train.small" not in log.split("Running 3 out of 6 nodes")[1]
+    assert json.loads((toy_project / "data" / "report.json").read_text())["best"] == 18
+    rows, out = _status(toy_project, "--params", "train.large.scale=3")
+    assert {row[0] for row in rows.values()} == {"fresh"} and "0 of 4 group(s) to run." in out

@@ -3,7 +3,8 @@
 ``make_data`` (no namespace) feeds two variants of one template pipeline, ``train.small`` and
 ``train.large`` (nodes ``train`` then ``score``, exchanging an in-memory model), and ``compare``
 (no namespace) reads both scores. Every persisted output records when it was written, so a test
-can check the order the jobs ran in. ``--params train.large.fail=true`` makes one variant fail.
+can check the order the jobs ran in. ``--params train.large.fail=true`` makes one variant fail. Its
+settings register tlkedro's ``FreshnessHook``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ kedro_init_version = "1.7.0"
 source_dir = "src"
 """,
     f"src/{PACKAGE}/__init__.py": "",
-    f"src/{PACKAGE}/settings.py": "",
+    # tlkedro's completion records, so that the commands can tell fresh groups from stale ones.
+    f"src/{PACKAGE}/settings.py": """\
+from tlkedro.hooks import FreshnessHook
+
+HOOKS = (FreshnessHook(),)
+""",
     f"src/{PACKAGE}/nodes.py": """\
 import time
 
