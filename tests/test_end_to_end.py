@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -144,3 +145,39 @@ def test_reports_hold_energy_svcca_and_saliency(project):
         in _latest(project, "finetune_report.md").read_text()
     )
     assert _latest(project, "finetune_svcca.png").stat().st_size > 0
+
+
+STATUS_ROW = re.compile(r"^(\S+) +(fresh|stale|missing)\b", re.MULTILINE)
+
+
+def _versions(project: Path, name: str) -> int:
+    return len(list((project / "data/08_reporting" / name).glob(f"*/{name}")))
+
+
+def test_a_changed_parameter_re_runs_exactly_the_variants_it_affects_and_the_reports(project):
+    lr = "finetune.optimizer.lr=0.01"
+    status = kedro(project, "tlkedro", "status", "--env", "tiny", "--params", lr).stdout
+    rows = dict(STATUS_ROW.findall(status))
+    inheriting = ["scratch", "full", "freeze_layer3_1"]  # linear_probe sets its own lr
+    assert {v: rows[f"finetune.{v}"] for v in [*inheriting, "linear_probe"]} == {
+        **dict.fromkeys(inheriting, "stale"),
+        "linear_probe": "fresh",
+    }
+    assert rows["pretrain.default"] == rows["preprocessing"] == "fresh"
+    assert rows["reporting"] == "stale"
+    reports = {
+        name: _versions(project, name) for name in ("finetune_report.md", "pretrain_report.md")
+    }
+
+    result = kedro(project, "run", "--env", "tiny", "--only-missing-outputs", "--params", lr)
+
+    completed = set(re.findall(r"Completed node: (\S+)", result.stdout + result.stderr))
+    trained = {n.removesuffix(".train") for n in completed if n.endswith(".train")}
+    assert trained == {f"finetune.{v}" for v in inheriting}
+    assert not any(n.startswith(("pretrain.", "finetune.linear_probe")) for n in completed)
+    assert _versions(project, "finetune_report.md") == reports["finetune_report.md"] + 1
+    assert _versions(project, "pretrain_report.md") == reports["pretrain_report.md"]
+    config = json.loads(output(project, "finetune", "full", "config.json").read_text())["config"]
+    assert config["optimizer"]["lr"] == pytest.approx(0.01)
+    after = kedro(project, "tlkedro", "status", "--env", "tiny", "--params", lr).stdout
+    assert set(dict(STATUS_ROW.findall(after)).values()) == {"fresh"}

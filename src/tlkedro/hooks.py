@@ -260,7 +260,8 @@ class FreshnessHook:
 
     def _finished(self, node: Node) -> None:
         self._saved.pop(node.name, None)
-        self._current_recorder().finished(node.name)
+        if (recorder := self._current_recorder()) is not None:
+            recorder.finished(node.name)
 
     @hook_impl
     def after_pipeline_run(self) -> None:
