@@ -140,6 +140,13 @@ def test_run_args_repeat_the_submitting_options():
         "train.small",
     ]
     assert RunOptions().run_args(group) == ["run", "--namespaces", "train.small"]
+    # Argo tasks rendered with --only-missing-outputs reuse what is fresh (docs/freshness.md).
+    assert RunOptions(only_missing_outputs=True).run_args(group) == [
+        "run",
+        "--only-missing-outputs",
+        "--namespaces",
+        "train.small",
+    ]
 
 
 def test_memory_datasets_crossing_groups_are_found(toy_pipeline, tmp_path):
