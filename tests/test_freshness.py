@@ -8,9 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kedro.io import MemoryDataset
+from pydantic import BaseModel
 
 from tests.freshness_toy import ALL, run, statuses, toy_catalog, toy_pipeline
-from tlkedro.freshness import FreshnessError, RecordStore, State, describe_change
+from tlkedro.freshness import (
+    Freshness,
+    FreshnessError,
+    Graph,
+    RecordStore,
+    State,
+    describe_change,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:One or more dataset names contain")
 
@@ -125,3 +134,28 @@ def test_changes_are_described_by_their_keys():
     new = {"bound": {"config": {"optimizer": {"lr": 0.01}}}, "inputs": {"images": "b"}}
 
     assert describe_change(old, new) == "config.optimizer.lr: 0.001 -> 0.01; input images changed"
+
+
+class _PrepareOptions(BaseModel):
+    offset: float
+
+
+def test_parameters_are_fingerprinted_from_the_raw_tree_whether_kedro_typed_them_or_not(finished):
+    # Kedro hands a node its parameters as the model its annotation names only when the run's
+    # pipelines hold that node, so the same parameter is a model in one run and a dict in another.
+    typed = toy_catalog(finished)
+    typed["params:prepare"] = MemoryDataset(_PrepareOptions(offset=0))
+    raw = {"prepare": {"offset": 0}, "train": {"a": {"lr": {"lr": 0.1}}, "b": {"lr": {"lr": 0.5}}}}
+    store = RecordStore(str(finished / "freshness"))
+    [prepare] = toy_pipeline().only_nodes("prepare").nodes
+
+    def fingerprint(catalog, parameters=None):
+        return Freshness(Graph([toy_pipeline()]), catalog, store, parameters).fingerprint(prepare)[
+            0
+        ]
+
+    assert fingerprint(typed) != fingerprint(toy_catalog(finished))
+    assert fingerprint(typed, raw) == fingerprint(toy_catalog(finished), raw)
+    assert fingerprint(typed, raw) == store.read("prepare")["fingerprint"]
+    with pytest.raises(FreshnessError, match="loads params:prepare, which the parameters lack"):
+        fingerprint(typed, {"train": raw["train"]})

@@ -91,6 +91,14 @@ def data_root(config_loader: Any) -> str | None:
         return None
 
 
+def raw_parameters(config_loader: Any) -> dict[str, Any]:
+    """The environment's parameters with the run's ``--params``, before Kedro types any of them."""
+    try:
+        return dict(config_loader["parameters"] or {})
+    except MissingConfigException:
+        return {}
+
+
 def records_url(project_path: str | os.PathLike[str], data_root: str | None) -> str:
     """Where the completion records live: ``<data_root>/freshness``, beside the data they describe.
 
@@ -116,20 +124,47 @@ def _unwrap(node: Node) -> tuple[Any, dict[str, Any]]:
     return func, bound
 
 
-def own_parts(node: Node, catalog: CatalogProtocol) -> dict[str, Any]:
-    """The parts of a node's fingerprint besides its inputs' fingerprints."""
+def parameter_value(parameters: Mapping[str, Any], name: str) -> Any:
+    """The raw value of a parameter input: ``parameters`` is the whole tree, ``params:a.b`` a branch."""
+    value: Any = parameters
+    if name != "parameters":
+        for key in name.removeprefix("params:").split("."):
+            if not isinstance(value, Mapping) or key not in value:
+                raise KeyError(name)
+            value = value[key]
+    return value
+
+
+def own_parts(
+    node: Node, catalog: CatalogProtocol, parameters: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The parts of a node's fingerprint besides its inputs' fingerprints.
+
+    Args:
+        node: The node.
+        catalog: The run's catalog, whose parameter datasets are read when ``parameters`` is ``None``.
+        parameters: The raw parameter tree (:class:`Freshness`).
+    """
     func, bound = _unwrap(node)
-    parameters = {}
+    values = {}
     for name in sorted(filter(is_parameter, node.inputs)):
-        if (dataset := catalog.get(name)) is None:
-            raise FreshnessError(f"Node {node.name} loads {name}, which the parameters lack")
-        parameters[name] = dataset.load()  # not `catalog.load`, which logs every load
+        try:
+            if parameters is not None:
+                values[name] = parameter_value(parameters, name)
+            elif (dataset := catalog.get(name)) is not None:
+                values[name] = dataset.load()  # not `catalog.load`, which logs every load
+            else:
+                raise KeyError(name)
+        except KeyError:
+            raise FreshnessError(
+                f"Node {node.name} loads {name}, which the parameters lack"
+            ) from None
     return jsonable(
         {
             "node": node.name,
             "function": f"{func.__module__}:{func.__qualname__}",
             "bound": bound,
-            "parameters": parameters,
+            "parameters": values,
             "outputs": sorted(node.outputs),
             "version": {"tlkedro": __version__},
         }
@@ -282,10 +317,22 @@ class Freshness:
         graph: The producers of the datasets.
         catalog: The run's catalog (its parameters are those of ``--env`` and ``--params``).
         store: The completion records.
+        parameters: The raw parameter tree, ``--params`` included (``config_loader["parameters"]``),
+            from which a node's parameter inputs are fingerprinted; ``None`` reads them from the
+            catalog. Kedro turns parameters into the typed objects their nodes' annotations name only
+            for the pipelines a run validates, so the catalog's values of one node's parameters depend
+            on which pipelines a run holds; the raw tree does not.
     """
 
-    def __init__(self, graph: Graph, catalog: CatalogProtocol, store: RecordStore) -> None:
+    def __init__(
+        self,
+        graph: Graph,
+        catalog: CatalogProtocol,
+        store: RecordStore,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> None:
         self.graph, self.catalog, self.store = graph, catalog, store
+        self.parameters = parameters
         self._parts: dict[str, dict[str, Any]] = {}
         self._fingerprints: dict[str, tuple[str, dict[str, Any]]] = {}
         self._records: dict[str, dict[str, Any] | None] = {}
@@ -298,7 +345,7 @@ class Freshness:
 
     def own_parts(self, node: Node) -> dict[str, Any]:
         if node.name not in self._parts:
-            self._parts[node.name] = own_parts(node, self.catalog)
+            self._parts[node.name] = own_parts(node, self.catalog, self.parameters)
         return self._parts[node.name]
 
     def fingerprint(self, node: Node) -> tuple[str, dict[str, Any]]:

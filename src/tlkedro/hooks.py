@@ -164,11 +164,13 @@ class FreshnessHook:
         self._saved: dict[str, set[str]] = {}
         self._invalidated: list[Any] = []
         self._environment: dict[str, str | None] = {}
+        self._config_loader: Any = None
 
     @hook_impl
     def after_context_created(self, context: KedroContext) -> None:
         from tlkedro.freshness import data_root, records_url
 
+        self._config_loader = context.config_loader
         if self._records is None:
             self._records = records_url(context.project_path, data_root(context.config_loader))
 
@@ -176,14 +178,26 @@ class FreshnessHook:
     def before_pipeline_run(
         self, run_params: dict[str, Any], pipeline: Pipeline, catalog: CatalogProtocol
     ) -> None:
-        from tlkedro.freshness import Freshness, FreshnessError, Graph, RecordStore, records_url
+        from tlkedro.freshness import (
+            Freshness,
+            FreshnessError,
+            Graph,
+            RecordStore,
+            raw_parameters,
+            records_url,
+        )
 
         graph = (
             Graph([pipeline, *self._pipelines])
             if self._pipelines is not None
             else Graph.of_project(pipeline)
         )
-        freshness = Freshness(graph, catalog, RecordStore(self._records or records_url(".", None)))
+        freshness = Freshness(
+            graph,
+            catalog,
+            RecordStore(self._records or records_url(".", None)),
+            None if self._config_loader is None else raw_parameters(self._config_loader),
+        )
         problems = freshness.outside_problems(pipeline)
         if run_params.get("only_missing_outputs"):
             if problems:

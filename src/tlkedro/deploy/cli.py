@@ -47,6 +47,7 @@ from tlkedro.freshness import (
     RecordStore,
     data_root,
     is_ephemeral,
+    raw_parameters,
     records_url,
 )
 
@@ -151,7 +152,12 @@ def _deployment(
         catalog=catalog,
         groups=groups,
         options=RunOptions(env=env, pipeline=pipeline, params=raw_params or None),
-        freshness=Freshness(Graph.of_project(pipelines[name]), catalog, store),
+        freshness=Freshness(
+            Graph.of_project(pipelines[name]),
+            catalog,
+            store,
+            raw_parameters(context.config_loader),
+        ),
         pipeline=pipelines[name],
     )
 
