@@ -57,9 +57,15 @@ def test_tasks_exchange_their_data_through_the_bucket_only(toy_template, s3_buck
     fs = fsspec.filesystem("s3")
     report = json.loads(fs.cat_file(f"{root}/report.json"))
     assert report["best"] == 12
-    assert sorted(p.rsplit("/", 1)[-1] for p in fs.find(root)) == [
-        "raw.json",
-        "report.json",
-        "score.json",
-        "score.json",
+    data, records = [], []
+    for path in fs.find(root):
+        relative = path.split("/toy/", 1)[1]
+        (records if relative.startswith("freshness/") else data).append(relative)
+    assert sorted(data) == ["large/score.json", "raw.json", "report.json", "small/score.json"]
+    # The tasks share their completion records through the bucket too: one per node that ran.
+    nodes = [
+        "compare",
+        "make_data",
+        *(f"train.{v}.{n}" for v in ("large", "small") for n in ("score", "train")),
     ]
+    assert sorted(records) == [f"freshness/{n}.json" for n in nodes]
