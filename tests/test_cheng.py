@@ -10,7 +10,6 @@ conf/cheng's.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from tests.test_end_to_end import PROJECT, kedro
+from tests.test_end_to_end import PROJECT, copy_project, kedro
 from tlkedro.tl.architectures import create_architecture
 from tlkedro.tl.checkpoint import make_checkpoint
 
@@ -63,12 +62,7 @@ def _small_cheng(conf: Path, images: Path, source: Path) -> None:
 def test_image_folders_are_cross_validated_per_image_and_reported_per_class(
     tmp_path: Path,
 ) -> None:
-    root = tmp_path / "project"
-    root.mkdir()
-    shutil.copytree(PROJECT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
-    (root / "conf" / "local").mkdir()
-    shutil.copy(PROJECT / "pyproject.toml", root / "pyproject.toml")
-    (root / "src").mkdir()  # Kedro insists on the source folder; the package itself is installed
+    root = copy_project(tmp_path / "project")
     chosen = _few_images(tmp_path / "cheng")
     source = tmp_path / "source.pt"
     model = create_architecture("resnet18", in_channels=1, img_size=SIZE)

@@ -4,7 +4,6 @@ behind ``--verbose``; bugs keep their traceback."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 from click.testing import CliRunner
 from kedro.framework.cli.project import run as kedro_run
 
+from tests.test_end_to_end import copy_project
 from tlkedro.cli import _RunCommand, run
 from tlkedro.errors import ConfigurationError, MissingFileError
 from tlkedro.plan import PlanError
@@ -22,7 +22,6 @@ from tlkedro.tl.architectures import create_architecture
 from tlkedro.tl.registry import UnknownComponentError
 from tlkedro.tl.weights import load_source_weights
 
-PROJECT = Path(__file__).resolve().parents[1]
 KEDRO = str(Path(sys.executable).with_name("kedro"))
 
 
@@ -68,12 +67,7 @@ def test_unknown_names_and_missing_weights_files_are_configuration_errors(tmp_pa
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the project's configuration (the package is installed), no data."""
-    root = tmp_path_factory.mktemp("project")
-    shutil.copytree(PROJECT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
-    (root / "conf" / "local").mkdir()
-    shutil.copy(PROJECT / "pyproject.toml", root / "pyproject.toml")
-    (root / "src").mkdir()
-    return root
+    return copy_project(tmp_path_factory.mktemp("project"))
 
 
 def _run(project: Path, *args: str) -> subprocess.CompletedProcess[str]:

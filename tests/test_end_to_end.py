@@ -31,6 +31,20 @@ def kedro(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return result
 
 
+def copy_project(root: Path) -> Path:
+    """A project at ``root`` (made if missing) with this project's configuration and no data.
+
+    The package itself is installed, so the copy needs only ``conf/``, an empty ``conf/local`` and
+    ``pyproject.toml``, and the source folder Kedro insists on.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(PROJECT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    (root / "conf" / "local").mkdir()
+    shutil.copy(PROJECT / "pyproject.toml", root / "pyproject.toml")
+    (root / "src").mkdir()
+    return root
+
+
 def output(project: Path, pipeline: str, variant: str, name: str) -> Path:
     return project / "data" / "07_model_output" / pipeline / variant / name
 
@@ -38,11 +52,7 @@ def output(project: Path, pipeline: str, variant: str, name: str) -> Path:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the project's configuration (the package is installed) after a full tiny run."""
-    root = tmp_path_factory.mktemp("project")
-    shutil.copytree(PROJECT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
-    (root / "conf" / "local").mkdir()
-    shutil.copy(PROJECT / "pyproject.toml", root / "pyproject.toml")
-    (root / "src").mkdir()  # Kedro insists on the source folder; the package itself is installed
+    root = copy_project(tmp_path_factory.mktemp("project"))
     result = kedro(root, "run", "--env", "tiny")
     (root / "run.log").write_text(result.stdout + result.stderr)
     return root

@@ -4,12 +4,11 @@ on sex -> report."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import yaml
 
-from tests.test_end_to_end import PROJECT, kedro, output
+from tests.test_end_to_end import copy_project, kedro, output
 
 pytestmark = pytest.mark.slow
 
@@ -34,10 +33,7 @@ RUN = {
 
 
 def test_a_simclr_source_pretrains_without_labels_and_is_fine_tuned_through_the_cli(tmp_path):
-    shutil.copytree(PROJECT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
-    (tmp_path / "conf" / "local").mkdir()
-    shutil.copy(PROJECT / "pyproject.toml", tmp_path / "pyproject.toml")
-    (tmp_path / "src").mkdir()
+    copy_project(tmp_path)
     (tmp_path / "ssl.yml").write_text(yaml.safe_dump(RUN))
 
     kedro(tmp_path, "run", "--config", "ssl.yml")

@@ -133,7 +133,10 @@ def test_an_optuna_sweep_is_a_tuned_variant_with_its_study_storage() -> None:
             _tuned(LR_SPACE, pruner={"name": "percentile", "kwargs": {"percentile": 150}}),
             r"finetune\.sweeps\.tuned\.study\.pruner: .*percentile",
         ),
-        (_tuned(LR_SPACE, metric="test/auroc"), r"(?s)finetune\.sweeps\.tuned: .*validation metric"),
+        (
+            _tuned(LR_SPACE, metric="test/auroc"),
+            r"(?s)finetune\.sweeps\.tuned: .*validation metric",
+        ),
     ],
 )
 def test_a_bad_optuna_sweep_is_named_with_its_key(sweeps: dict, message: str) -> None:

@@ -9,7 +9,6 @@ differ. The finetune model is multitask (sex, plus an age head), so predict writ
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.test_end_to_end import PROJECT, kedro
+from tests.test_end_to_end import PROJECT, copy_project, kedro
 
 IXI = PROJECT.parent / "shared" / "data" / "ixi_t1_2mm_bids"
 N_TRAIN, N_NEW = 10, 3
@@ -69,12 +68,7 @@ def _small_ixi(conf: Path, bids: Path) -> None:
 
 
 def test_predict_scores_new_scans_with_every_head_of_a_trained_variant(tmp_path: Path) -> None:
-    root = tmp_path / "project"
-    root.mkdir()
-    shutil.copytree(PROJECT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
-    (root / "conf" / "local").mkdir()
-    shutil.copy(PROJECT / "pyproject.toml", root / "pyproject.toml")
-    (root / "src").mkdir()  # Kedro insists on the source folder; the package itself is installed
+    root = copy_project(tmp_path / "project")
     participants = pd.read_csv(IXI / "participants.tsv", sep="\t", dtype={"participant_id": str})
     _link_scans(tmp_path / "train", participants.iloc[:N_TRAIN])
     new = participants.iloc[N_TRAIN : N_TRAIN + N_NEW][["participant_id", "age"]].copy()

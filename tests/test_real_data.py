@@ -7,14 +7,13 @@ flags. Only the sizes are cut down (scans, folds, epochs); the recipe is conf/ix
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from tests.test_end_to_end import PROJECT, kedro
+from tests.test_end_to_end import PROJECT, copy_project, kedro
 
 IXI = PROJECT.parent / "shared" / "data" / "ixi_t1_2mm_bids"
 N_SCANS = 16
@@ -58,12 +57,7 @@ def _small_ixi(conf: Path, bids: Path) -> None:
 
 
 def test_raw_scans_are_normalised_cross_validated_and_reported(tmp_path: Path) -> None:
-    root = tmp_path / "project"
-    root.mkdir()
-    shutil.copytree(PROJECT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
-    (root / "conf" / "local").mkdir()
-    shutil.copy(PROJECT / "pyproject.toml", root / "pyproject.toml")
-    (root / "src").mkdir()  # Kedro insists on the source folder; the package itself is installed
+    root = copy_project(tmp_path / "project")
     _few_scans(tmp_path / "bids")
     _small_ixi(root / "conf", tmp_path / "bids")
 

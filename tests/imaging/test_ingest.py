@@ -339,7 +339,10 @@ def test_optional_labels_keep_scans_without_age_sex_or_a_record(tmp_path):
     assert manifest["age"].isna().tolist() == [True, False, True]
     assert manifest["sex"].isna().tolist() == [False, True, True]
     assert str(manifest["sex"].dtype) == "Int64"
-    assert list(quarantine["reason_code"]) == ["invalid_sex", "invalid_sex"]  # the image, the record
+    assert list(quarantine["reason_code"]) == [
+        "invalid_sex",
+        "invalid_sex",
+    ]  # the image, the record
     required, _ = _run(images, metadata)
     assert list(required["subject_id"]) == []  # every scan lacks a label or a record
 
