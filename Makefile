@@ -17,8 +17,11 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/kedro run
 
+# The test files spread over the cores (pytest-xdist), a file's tests in one worker so that its module
+# fixtures (a full `kedro run`) are built once; tests/conftest.py shares the cores' threads among workers.
+TEST_WORKERS ?= auto
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
 
 # `make viz ENV=tiny`: the pipelines as `kedro run --env tiny` builds them. --include-hooks runs the
 # hook that hands the environment's parameters to the pipeline registry (one namespace per variant);
