@@ -28,8 +28,8 @@ def test_rigid_registration_and_unregistered_scans_do_not_control_it() -> None:
     assert partly["finetune.full"][0] == UNKNOWN and "1 of 3 rows" in partly["finetune.full"][1]
 
 
-def evaluation_table(models: list[str]) -> pd.DataFrame:
-    return pd.DataFrame(
+def evaluation_table(models: list[str], verdicts: dict[str, str] | None = None) -> pd.DataFrame:
+    table = pd.DataFrame(
         {
             "model": models,
             "metric": "auroc",
@@ -39,6 +39,12 @@ def evaluation_table(models: list[str]) -> pd.DataFrame:
             "confidence": 0.95,
         }
     )
+    if verdicts is not None:  # as evaluation_table(covariate_baseline=...) adds them
+        table["covariate_difference"] = 0.01
+        table["covariate_difference_low"] = -0.02
+        table["covariate_difference_high"] = 0.04
+        table["covariate_verdict"] = [verdicts.get(m, "") for m in models]
+    return table
 
 
 def test_the_section_puts_the_head_size_baseline_beside_the_variants() -> None:
@@ -50,6 +56,29 @@ def test_the_section_puts_the_head_size_baseline_beside_the_variants() -> None:
     assert "**not controlled**" in rows["finetune.full_head_scale"]
     assert "the only input" in rows["baseline.covariate"] and "0.8 (0.5 to 0.9)" in markdown
     assert "has to beat baseline.covariate" in markdown
+    assert "against head size alone" not in markdown  # no paired differences in this table
+
+
+def test_the_section_says_whether_a_model_given_head_size_beats_head_size_alone() -> None:
+    status = head_size_status(np.array([0.55, 0.61, 0.78]), COVARIATES)
+    same = "not distinguishable from baseline.covariate"
+    table = evaluation_table([*COVARIATES, "baseline.covariate"], {m: same for m in COVARIATES})
+    markdown = head_size_markdown(status, table, "baseline.covariate")
+    rows = {line.split(" | ")[0].strip("| "): line for line in markdown.splitlines() if "|" in line}
+    assert f"+0.01 (-0.02 to 0.04): {same} |" in rows["finetune.full"]
+    assert rows["baseline.covariate"].endswith("| reference |")
+    assert (
+        f"- finetune.full_head_scale against head size alone: +0.01 (-0.02 to 0.04): {same}: "
+        "no evidence that the images add to it." in markdown
+    )
+    assert "- finetune.full against" not in markdown  # controlled: nothing to add to
+    better = evaluation_table(
+        [*COVARIATES, "baseline.covariate"],
+        {"finetune.full_head_scale": "better than baseline.covariate"},
+    )
+    assert "better than baseline.covariate: the images add to it." in head_size_markdown(
+        status, better, "baseline.covariate"
+    )
 
 
 def test_without_the_baseline_the_section_says_it_is_missing() -> None:

@@ -239,6 +239,29 @@ def test_reference_resolution():
         reports.resolve_reference(["pretrain.scratch", "finetune.scratch"], "scratch")
 
 
+def test_evaluation_table_compares_every_variant_with_the_covariate_baseline_too():
+    tables = _evaluation_tables() | {"baseline.covariate": _regression_predictions(10.0, seed=4)}
+    table = reports.evaluation_table(
+        tables, "regression", n_resamples=300, covariate_baseline="baseline.covariate"
+    ).set_index("model")
+
+    assert table.loc["finetune.full", "covariate_verdict"] == "better than baseline.covariate"
+    assert table.loc["finetune.full", "covariate_difference_high"] < 0  # a lower MAE
+    probe = table.loc["finetune.probe"]  # as noisy as the covariate baseline
+    assert probe["covariate_verdict"] == "not distinguishable from baseline.covariate"
+    assert (
+        probe["covariate_difference_low"]
+        < probe["covariate_difference"]
+        < probe["covariate_difference_high"]
+    )
+    assert table.loc["baseline.trivial", "covariate_verdict"] == ""
+    assert np.isnan(table.loc["baseline.covariate", "covariate_difference"])
+    without = reports.evaluation_table(
+        _evaluation_tables(), "regression", n_resamples=50, covariate_baseline="baseline.covariate"
+    )
+    assert "covariate_verdict" not in without.columns
+
+
 def test_evaluation_markdown_shows_the_table_notes_and_flags():
     table = reports.evaluation_table(_evaluation_tables(), "regression", n_resamples=100)
     text = reports.evaluation_markdown(table, ["finetune.probe does not beat it."], "Age", 100)

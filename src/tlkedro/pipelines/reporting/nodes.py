@@ -383,7 +383,14 @@ def report_evaluation(
         seed=params.seed,
         method=params.method,
     )
-    table = reports.evaluation_table(tables, task, metric, params.reference, **settings)
+    table = reports.evaluation_table(
+        tables,
+        task,
+        metric,
+        params.reference,
+        covariate_baseline=f"{reports.BASELINE_PREFIX}covariate",
+        **settings,
+    )
     flags = evaluation.quality_flags(
         tables, task, target, metric, evaluation.TRIVIAL, params.small_sample, **settings
     )

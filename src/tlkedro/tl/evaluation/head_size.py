@@ -84,14 +84,17 @@ def head_size_markdown(
     Args:
         status: ``head_size_status``.
         evaluation_table: The report's evaluation table (``model``, ``metric``, ``estimate``, ``low``,
-            ``high``, ``confidence``).
-        covariate_model: The head-size-only baseline's model name (``baseline.covariate``); a table
-            without it says the baseline is missing.
+            ``high``, ``confidence``, and the paired differences to ``covariate_model``:
+            ``covariate_difference``, ``covariate_difference_low``, ``covariate_difference_high``,
+            ``covariate_verdict``, where it was computed); a table without ``covariate_model`` says the
+            baseline is missing.
+        covariate_model: The head-size-only baseline's model name (``baseline.covariate``).
         column: The head-size covariate's column.
     """
     rows = evaluation_table.set_index("model")
     metric = evaluation_table["metric"].iloc[0]
     level = f"{evaluation_table['confidence'].iloc[0]:.0%}"
+    baseline = covariate_model in rows.index
 
     def figure(model: str) -> str:
         if model not in rows.index:
@@ -99,30 +102,45 @@ def head_size_markdown(
         row = rows.loc[model]
         return f"{row['estimate']:.3g} ({row['low']:.3g} to {row['high']:.3g})"
 
-    lines = [
-        "### Head size",
-        "",
-        f"| model | head size | why | {metric} ({level} interval) |",
-        "|---|---|---|---|",
-    ]
-    lines += [
-        f"| {model} | **{state}** | {reason} | {figure(model)} |"
-        for model, (state, reason) in status.items()
-    ]
-    if covariate_model in rows.index:
-        lines.append(
-            f"| {covariate_model} | the only input | `{column}` alone (head size) | "
-            f"{figure(covariate_model)} |"
+    def versus(model: str) -> str:
+        if model not in rows.index or "covariate_verdict" not in rows.columns:
+            return "not computed"
+        row = rows.loc[model]
+        estimate = f"{row['covariate_difference']:+.3g}"
+        interval = (
+            f"{row['covariate_difference_low']:.3g} to {row['covariate_difference_high']:.3g}"
         )
-        lines += [
-            "",
-            f"A model whose head size is controlled cannot have learned it; one given `{column}` can, "
-            f"and has to beat {covariate_model} (head size alone) to show that the images add anything.",
-        ]
-    else:
+        return f"{estimate} ({interval}): {row['covariate_verdict']}"
+
+    header = f"| model | head size | why | {metric} ({level} interval) |"
+    if baseline:
+        header += f" difference to {covariate_model} ({level} interval) |"
+    lines = ["### Head size", "", header, "|---|---|---|---|" + ("---|" if baseline else "")]
+    for model, (state, reason) in status.items():
+        line = f"| {model} | **{state}** | {reason} | {figure(model)} |"
+        lines.append(line + (f" {versus(model)} |" if baseline else ""))
+    if not baseline:
         lines += [
             "",
             f"No head-size-only baseline: the labels have no `{column}` (or `covariate` is not among "
             "`reporting.evaluation.baselines`).",
         ]
+        return "\n".join([*lines, ""])
+    lines.append(
+        f"| {covariate_model} | the only input | `{column}` alone (head size) | "
+        f"{figure(covariate_model)} | reference |"
+    )
+    lines += [
+        "",
+        f"A model whose head size is controlled cannot have learned it; one given `{column}` can, and "
+        f"has to beat {covariate_model} (head size alone) to show that the images add anything "
+        "(paired difference on the same subjects; a verdict says better or worse only where its "
+        "interval excludes 0).",
+    ]
+    if "covariate_verdict" in rows.columns:
+        for model, (state, _) in status.items():
+            if state == NOT_CONTROLLED and model in rows.index:
+                better = rows.loc[model, "covariate_verdict"].startswith("better")
+                adds = "the images add to it" if better else "no evidence that the images add to it"
+                lines.append(f"- {model} against head size alone: {versus(model)}: {adds}.")
     return "\n".join([*lines, ""])

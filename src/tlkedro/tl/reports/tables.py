@@ -183,6 +183,7 @@ def evaluation_table(
     n_resamples: int = 2000,
     seed: int = 0,
     method: str = "BCa",
+    covariate_baseline: str | None = None,
 ) -> pd.DataFrame:
     """Per model: the metric with its bootstrap interval, per-fold figures, the paired difference to a reference.
 
@@ -197,6 +198,9 @@ def evaluation_table(
         n_resamples: Bootstrap resamples per interval.
         seed: Seed of the resampling.
         method: ``BCa`` or ``percentile``.
+        covariate_baseline: The covariate-only baseline (``baseline.covariate``): where it is among
+            ``tables``, each variant's paired difference to it is added as well, since a model given
+            the covariate shows that its images add anything only by beating it.
 
     Returns:
         One row per model, variants first, in the given order: ``model``, ``kind`` (``variant`` or
@@ -205,7 +209,9 @@ def evaluation_table(
         (model minus reference, on their shared subjects), ``difference_low``, ``difference_high``,
         ``verdict`` (``better than``, ``worse than`` or ``not distinguishable from`` the reference, as
         the interval says), ``fold_difference_mean``, ``fold_difference_std`` (per-fold differences,
-        where both have the same folds), then every metric of the task on the pooled predictions.
+        where both have the same folds), with ``covariate_baseline``: ``covariate_difference``,
+        ``covariate_difference_low``, ``covariate_difference_high`` and ``covariate_verdict`` (NaN and
+        ``""`` for baselines), then every metric of the task on the pooled predictions.
     """
     metric = metric or evaluation.default_metric(task)
     names = sorted(tables, key=lambda n: n.startswith(BASELINE_PREFIX))  # stable: variants first
@@ -236,6 +242,19 @@ def evaluation_table(
             "reference": reference,
         }
         row |= _comparison(tables, name, reference, metric, task, settings)
+        if covariate_baseline in tables:
+            versus = _comparison(
+                tables,
+                name,
+                None if row["kind"] == "baseline" else covariate_baseline,
+                metric,
+                task,
+                settings,
+            )
+            row |= {
+                f"covariate_{key}": versus[key]
+                for key in ("difference", "difference_low", "difference_high", "verdict")
+            }
         rows.append(row | evaluation.metric_values(table, task))
     return pd.DataFrame(rows)
 
