@@ -17,6 +17,7 @@ import torchvision
 from monai.networks.nets import ResNet
 from torch import Tensor
 
+from tlkedro.errors import MissingFileError
 from tlkedro.tl.architectures import TLModel, create_architecture
 from tlkedro.tl.checkpoint import make_checkpoint
 from tlkedro.tl.registry import UnknownComponentError
@@ -219,6 +220,35 @@ def test_a_loaded_source_is_consumed_by_the_strategies_like_a_tlkedro_source(
         if key.startswith("encoder.")
     )
     assert not any(p.requires_grad for p in model.encoder.parameters())
+
+
+def test_a_versioned_model_folder_reads_its_latest_version(tmp_path: Path) -> None:
+    # What the catalog's versioned `pretrain.default.model` leaves: model.pt/<version>/model.pt
+    folder = tmp_path / "model.pt"
+    sources = {}
+    for seed, version in enumerate(["2026-12-03T09.05.11.120Z", "2026-12-03T17.56.45.422Z"]):
+        sources[version] = create_architecture("cbr_small", img_size=IMG)
+        sources[version].load_state_dict(randomised(sources[version].state_dict(), seed=seed))
+        (folder / version).mkdir(parents=True)
+        torch.save(make_checkpoint(sources[version], {}), folder / version / "model.pt")
+    (folder / "notes").mkdir()  # not a version: ignored
+    template = create_architecture("cbr_small", img_size=IMG)
+
+    checkpoint, report = load_source_weights(template, folder, "tlkedro")
+
+    latest = folder / "2026-12-03T17.56.45.422Z" / "model.pt"
+    assert report.file == str(latest)
+    assert report.sha256 == hashlib.sha256(latest.read_bytes()).hexdigest()
+    weight = "encoder.layer1.conv.weight"
+    assert torch.equal(
+        checkpoint["state_dict"][weight],
+        sources["2026-12-03T17.56.45.422Z"].state_dict()[weight],
+    )
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(
+        MissingFileError, match=r"empty' is a folder .*not a versioned Kedro dataset"
+    ):
+        load_source_weights(template, tmp_path / "empty", "tlkedro")
 
 
 def test_weights_of_another_network_fail_with_the_report_naming_the_file(tmp_path: Path) -> None:

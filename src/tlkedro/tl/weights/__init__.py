@@ -29,9 +29,14 @@ from typing import Any
 import timm.models
 from torch import Tensor
 
-from tlkedro.errors import ConfigurationError, MissingFileError
+from tlkedro.errors import ConfigurationError
 from tlkedro.tl.architectures import TLModel
-from tlkedro.tl.weights.files import WeightsFileError, read_state_dict, sha256_of
+from tlkedro.tl.weights.files import (
+    WeightsFileError,
+    read_state_dict,
+    resolve_weights_file,
+    sha256_of,
+)
 from tlkedro.tl.weights.formats import (
     SOURCE_FORMATS,
     TIMM_FILTERS,
@@ -124,7 +129,7 @@ def load_source_weights(
     Args:
         model: A model built as the one to train will be (same architecture, keyword arguments, input
             channels and size); it is not changed.
-        path: The weights file.
+        path: The weights file, or a versioned Kedro dataset's folder (its latest version is read).
         format: A ``SOURCE_FORMATS`` name (``list_source_formats()``).
         min_match: The least share of the encoder's parameter elements the file must fill, in (0, 1].
 
@@ -137,7 +142,8 @@ def load_source_weights(
     Raises:
         UnknownComponentError: If ``format`` is not a format; the message lists them.
         ValueError: If the format does not fit the architecture, or ``min_match`` is out of range.
-        MissingFileError: If ``path`` does not exist (a ``FileNotFoundError``).
+        MissingFileError: If ``path`` is neither a file nor a versioned dataset's folder (a
+            ``FileNotFoundError``).
         WeightsFileError: If the file is not a readable state dict in that format.
         WeightsMismatchError: If less than ``min_match`` of the encoder was filled; it carries the report.
     """
@@ -151,12 +157,7 @@ def load_source_weights(
             f"weights format {format!r} is for {source_format.description}; it does not fit "
             f"architecture {architecture!r}. Formats that do: {', '.join(fitting)}"
         )
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(
-            f"weights file {str(path)!r} does not exist (a relative path is read from the folder the "
-            f"command runs in, {Path.cwd()}): correct `init_from.file`"
-        )
+    path = resolve_weights_file(path)
     sha256 = sha256_of(path)
     if source_format.by_timm:
         state, lists = _through_timm(model, path, source_format)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,14 +13,47 @@ import safetensors.torch
 import torch
 from torch import Tensor
 
-from tlkedro.errors import ConfigurationError
+from tlkedro.errors import ConfigurationError, MissingFileError
 from tlkedro.tl.weights.formats import SourceFormat
 
 _LISTED = 10
+# Kedro's version folders (`AbstractVersionedDataset`): UTC timestamps, so their names sort by time.
+_KEDRO_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}\.\d{2}\.\d{2}\.\d{3}Z")
 
 
 class WeightsFileError(ConfigurationError, ValueError):
     """Raised when a weights file cannot be read as a state dict; the message names the file and why."""
+
+
+def resolve_weights_file(path: str | Path) -> Path:
+    """The weights file ``path`` names: the file itself, or the latest version of a versioned dataset.
+
+    A versioned Kedro dataset such as a model (``data/06_models/pretrain/default/model.pt``) is a folder
+    of version folders, each holding a file of the folder's name; like Kedro's own loading, the latest
+    version is read. The load report then names the exact file.
+
+    Raises:
+        MissingFileError: If ``path`` is neither a file nor such a folder, saying which.
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    where = f"(a relative path is read from the folder the command runs in, {Path.cwd()})"
+    if not path.is_dir():
+        raise MissingFileError(
+            f"weights file {str(path)!r} does not exist {where}: correct `init_from.file`"
+        )
+    versions = sorted(
+        entry / path.name
+        for entry in path.iterdir()
+        if _KEDRO_VERSION.fullmatch(entry.name) and (entry / path.name).is_file()
+    )
+    if not versions:
+        raise MissingFileError(
+            f"weights file {str(path)!r} is a folder {where} and not a versioned Kedro dataset (no "
+            f"<version>/{path.name} inside): correct `init_from.file`"
+        )
+    return versions[-1]
 
 
 def sha256_of(path: Path) -> str:
