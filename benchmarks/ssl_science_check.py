@@ -41,13 +41,48 @@ def _config(max_epochs: int, **overrides) -> TrainConfig:
     return TrainConfig.model_validate(base | overrides)
 
 
+def print_table(tables: dict[tuple[int, str], pd.DataFrame], sizes, names: list[str]) -> None:
+    """Each model's test AUROC with its interval, and its paired difference to scratch, per size."""
+    print(
+        f"\n| target subjects | source | test {METRIC} (95% BCa) | paired difference to scratch | n test |"
+    )
+    print("|---|---|---|---|---|")
+    for size in sizes:
+        for name in names:
+            interval = metric_interval(tables[size, name], METRIC, "classification")
+            cell = f"{interval.estimate:.3f} ({interval.low:.3f} to {interval.high:.3f})"
+            difference = "reference"
+            if name != "scratch":
+                paired = paired_difference(
+                    tables[size, name], tables[size, "scratch"], METRIC, "classification"
+                )
+                mark = " **excludes 0**" if paired.excludes_zero else ""
+                difference = (
+                    f"{paired.estimate:+.3f} ({paired.low:+.3f} to {paired.high:+.3f}){mark}"
+                )
+            print(f"| {size} | {name} | {cell} | {difference} | {interval.n} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--subjects", type=int, nargs=3, default=(400, 200, 300))
     parser.add_argument("--sizes", type=int, nargs="+", default=(40, 200), help="target subjects")
     parser.add_argument("--epochs", type=int, nargs=2, default=(8, 5), help="pretrain, finetune")
+    parser.add_argument(
+        "--tables-only",
+        action="store_true",
+        help="print the table from the test predictions an earlier run wrote into --out",
+    )
     args = parser.parse_args()
+    if args.tables_only:
+        tables = {
+            (size, name): pd.read_parquet(args.out / f"{name}_{size}.parquet")
+            for size in args.sizes
+            for name in ("scratch", "age", "simclr")
+        }
+        print_table(tables, args.sizes, ["scratch", "age", "simclr"])
+        return
     torch.set_num_threads(1)
     logging.getLogger("lightning").setLevel(logging.ERROR)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -95,24 +130,7 @@ def main() -> None:
             tables[size, name] = table
         print(f"fine-tuned on {size} subjects ({time.time() - start:.0f} s)")
 
-    print(
-        f"\n| target subjects | source | test {METRIC} (95% BCa) | paired difference to scratch | n test |"
-    )
-    print("|---|---|---|---|---|")
-    for size in args.sizes:
-        for name in models:
-            interval = metric_interval(tables[size, name], METRIC, "classification")
-            cell = f"{interval.estimate:.3f} ({interval.low:.3f} to {interval.high:.3f})"
-            difference = "reference"
-            if name != "scratch":
-                paired = paired_difference(
-                    tables[size, name], tables[size, "scratch"], METRIC, "classification"
-                )
-                mark = " **excludes 0**" if paired.excludes_zero() else ""
-                difference = (
-                    f"{paired.estimate:+.3f} ({paired.low:+.3f} to {paired.high:+.3f}){mark}"
-                )
-            print(f"| {size} | {name} | {cell} | {difference} | {interval.n} |")
+    print_table(tables, args.sizes, list(models))
     print(f"\ntotal {time.time() - start:.0f} s")
 
 
