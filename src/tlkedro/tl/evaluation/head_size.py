@@ -41,8 +41,8 @@ def head_size_status(
     if values.isna().all():
         images = (
             UNKNOWN,
-            "the pipeline did not register these scans (`spatial_normalisation.method: none`): unless "
-            "they were affine-registered before ingestion, the images show head size",
+            "the pipeline did not register these images (`spatial_normalisation.method: none`, or 2D "
+            "image folders): unless they were affine-registered before ingestion, they show head size",
         )
     elif values.isna().any():
         images = (
