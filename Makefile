@@ -18,10 +18,11 @@ demo: install
 	$(VENV)/bin/kedro run
 
 # The test files spread over the cores (pytest-xdist), a file's tests in one worker so that its module
-# fixtures (a full `kedro run`) are built once; tests/conftest.py shares the cores' threads among workers.
+# fixtures (a full `kedro run`) are built once, the files with slow tests first (tests/conftest.py, which
+# also shares the cores' threads among workers).
 TEST_WORKERS ?= auto
 test: install
-	$(PY) -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
+	$(PY) -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 # `make viz ENV=tiny`: the pipelines as `kedro run --env tiny` builds them. --include-hooks runs the
 # hook that hands the environment's parameters to the pipeline registry (one namespace per variant);

@@ -22,6 +22,20 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files with the most slow tests first, the others in their order.
+
+    `make test` hands pytest-xdist whole files in collection order (``--no-loadscope-reorder``), so the
+    end-to-end files (minutes each) start at once and the fast files fill the workers around them,
+    instead of the longest work starting last.
+    """
+    slow: dict[str, int] = {}
+    for item in items:
+        file = item.nodeid.split("::", 1)[0]
+        slow[file] = slow.get(file, 0) + (item.get_closest_marker("slow") is not None)
+    items.sort(key=lambda item: -slow[item.nodeid.split("::", 1)[0]])  # stable within a file
+
+
 @pytest.fixture(scope="module")
 def single_thread() -> Iterator[None]:
     """One torch thread for the tests of a module (restored after them).
