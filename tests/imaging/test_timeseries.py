@@ -24,7 +24,6 @@ from tlkedro.imaging.timeseries import (
     parse_series_key,
     series_input,
 )
-from tlkedro.tl.architectures.shapes import DEFAULT_IMG_SIZE
 
 RNG = np.random.default_rng(0)
 
@@ -223,6 +222,3 @@ def test_rows_with_different_roi_counts_are_refused(good: Path) -> None:
     with pytest.raises(ValueError, match="share one count"):
         build_timeseries_input(manifest, TimeseriesInputConfig(), manifest["path"])
 
-
-def test_the_default_series_length_is_the_architectures_default_input() -> None:
-    assert DEFAULT_IMG_SIZE[1] == (TimeseriesInputConfig().length,)

@@ -16,6 +16,7 @@ from monai.networks import nets as monai_nets
 from torch import nn
 
 from tlkedro.imaging.extraction import SliceConfig, VolumeConfig
+from tlkedro.imaging.timeseries import TimeseriesInputConfig
 from tlkedro.tl.architectures import (
     TLModel,
     create_architecture,
@@ -285,7 +286,11 @@ def test_duplicate_registration_raises() -> None:
 
 @pytest.mark.parametrize("name", list_architectures())
 def test_without_img_size_the_model_input_is_the_preprocessing_default(name: str) -> None:
-    assert DEFAULT_IMG_SIZE == {2: SliceConfig().size, 3: VolumeConfig().shape}
+    assert DEFAULT_IMG_SIZE == {
+        1: (TimeseriesInputConfig().length,),
+        2: SliceConfig().size,
+        3: VolumeConfig().shape,
+    }
     with torch.device("meta"):
         model = create_architecture(name)
     assert model.input_size == DEFAULT_IMG_SIZE[model.spatial_dims]
