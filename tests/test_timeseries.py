@@ -46,7 +46,7 @@ def test_series_are_checked_then_pretrained_on_age_and_finetuned_on_sex(tmp_path
     assert len(files) == N_SUBJECTS
     text, narrow = files[0], files[1]
     table = pd.read_csv(text, sep="\t").astype(object)
-    table.iloc[5, 2] = "n/a"
+    table.iloc[5, 2] = "high"
     table.to_csv(text, sep="\t", index=False)
     pd.read_csv(narrow, sep="\t").iloc[:, :-1].to_csv(narrow, sep="\t", index=False)
 
