@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from tests.test_end_to_end import copy_project, kedro
+from tlkedro.imaging.timeseries import series_input
 
 N_SUBJECTS = 40
 LENGTH = 96
@@ -73,7 +74,9 @@ def test_series_are_checked_then_pretrained_on_age_and_finetuned_on_sex(tmp_path
         series = np.load(data / "05_model_input" / split / "images.npy")
         labels = pd.read_parquet(data / "05_model_input" / split / "labels.parquet")
         assert series.shape[1:] == (8, LENGTH) and len(series) == len(labels)
-        np.testing.assert_allclose(series.mean(axis=2), 0, atol=1e-4)  # z-scored, cropped
+        raw = manifest.set_index("subject_id").loc[labels["subject_id"].iloc[0], "path"]
+        expected = series_input(pd.read_csv(raw, sep="\t").to_numpy(), LENGTH)  # z-scored, cropped
+        np.testing.assert_allclose(series[0], expected, rtol=1e-5, atol=1e-6)
         total += len(series)
     assert total == N_SUBJECTS - 2
     for pipeline, variants in (
