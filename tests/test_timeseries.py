@@ -84,7 +84,7 @@ def test_series_are_checked_then_pretrained_on_age_and_finetuned_on_sex(tmp_path
         ("finetune", ["scratch", "full", "linear_probe", "freeze_layer3_0"]),
     ):
         for variant in variants:
-            assert (data / "06_models" / pipeline / variant / "model.pt").is_file()
+            assert list((data / "06_models" / pipeline / variant / "model.pt").glob("*/model.pt"))
             predictions = pd.read_parquet(
                 data / "07_model_output" / pipeline / variant / "predictions_test.parquet"
             )
