@@ -164,6 +164,16 @@ def test_names_and_metadata_are_checked_before_the_files(good: Path) -> None:
     assert codes["metadata row 4"] == "invalid_age"
 
 
+def test_optional_labels_keep_a_series_without_a_record(good: Path) -> None:
+    config = _config().model_copy(update={"labels": "optional"})
+    manifest, quarantine = ingest(_files(good), _participants(["sub-0"]), config)
+
+    assert quarantine.empty
+    assert manifest["subject_id"].tolist() == [f"sub-{i}" for i in range(4)]
+    assert manifest["age"].isna().tolist() == [False, True, True, True]
+    assert manifest["sex"].dtype == "Int64" and manifest["sex"].isna().sum() == 3
+
+
 def test_a_participants_table_without_its_columns_is_an_error(good: Path) -> None:
     with pytest.raises(MetadataError, match="participant_id"):
         ingest(_files(good), pd.DataFrame({"id": ["sub-0"]}), _config())
@@ -221,4 +231,3 @@ def test_rows_with_different_roi_counts_are_refused(good: Path) -> None:
     manifest.loc[0, "dim_i"] = 5
     with pytest.raises(ValueError, match="share one count"):
         build_timeseries_input(manifest, TimeseriesInputConfig(), manifest["path"])
-

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tlkedro.imaging.extraction import LABEL_COLUMNS, LazyArrayStack, ScanExtractionError
 from tlkedro.imaging.ingest import (
+    _UNLABELLED,
     MANIFEST_COLUMNS,
     QUARANTINE_COLUMNS,
     IngestionConfig,
@@ -215,7 +216,7 @@ def ingest_timeseries(
         else:
             readable.append((scan, result))
     rows = [
-        _manifest_row(scan, records[scan.subject_id], info)
+        _manifest_row(scan, records.get(scan.subject_id, _UNLABELLED), info)
         for scan, info in _same_rois(readable, options.rois, rejected_files)
     ]
     logger.info(
@@ -226,7 +227,8 @@ def ingest_timeseries(
         len(metadata),
         rejected_records.summary(),
     )
-    manifest = _frame(rows, MANIFEST_COLUMNS)
+    optional = config.labels == "optional"  # as ingest: a missing sex is a null of Int64
+    manifest = _frame(rows, {**MANIFEST_COLUMNS, **({"sex": "Int64"} if optional else {})})
     quarantine = _frame(rejected_files.rows + rejected_records.rows, QUARANTINE_COLUMNS)
     if config.strict and len(quarantine):
         raise QuarantineError(quarantine)
