@@ -55,7 +55,7 @@ class SyntheticSeriesParams(BaseModel):
     sex_pairs: tuple[tuple[int, int], ...] = ((4, 5),)
     coupling: Annotated[float, Field(gt=0)] = 0.6
     age_log_coupling_per_decade: float = 0.5
-    sex_log_coupling: float = 1.0
+    sex_log_coupling: float = 0.5
     offset: float = 1000.0
     scale: Annotated[float, Field(gt=0)] = 10.0
 
