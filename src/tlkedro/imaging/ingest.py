@@ -68,6 +68,7 @@ DEFAULT_COLUMNS: dict[Layout, dict[ColumnRole, str]] = {
     "ukb": {"subject_id": "eid", "age": "21003-2.0", "sex": "31-0.0", "site": "54-2.0"},
     "bids": {"subject_id": "participant_id", "age": "age", "sex": "sex", "site": "site"},
     "folders": {},  # 2D images: their columns are FolderConfig's
+    # ROI time series: a BIDS-style participants table, as bids
     "timeseries": {"subject_id": "participant_id", "age": "age", "sex": "sex", "site": "site"},
 }
 # UK Biobank data coding 9 is 0 = female, 1 = male. BIDS recommends M/F (or male/female); numeric codes
@@ -233,6 +234,8 @@ class _Rejections:
 
 @dataclass(frozen=True)
 class Scan:
+    """One file to ingest: its key in the image dataset, absolute path, subject and session ("" none)."""
+
     key: str
     path: Path
     subject_id: str
