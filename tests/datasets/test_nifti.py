@@ -9,6 +9,7 @@ import pickle
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 from kedro.io import DatasetError
 
@@ -237,3 +238,20 @@ def test_the_fingerprint_follows_the_files_names_and_contents(tmp_path):
     nib.save(_image(3), first.with_name("T1_brain_to_MNI.nii.gz"))
     os.utime(first, ns=(1, 1))
     assert dataset.fingerprint() != one
+
+
+def _table(rows: int) -> pd.DataFrame:
+    return pd.DataFrame({"roi_0": np.arange(rows, dtype=float), "roi_1": np.ones(rows)})
+
+
+def test_tsv_keys_are_written_from_recipes_of_tables(tmp_path):
+    dataset = NiftiCollectionDataset(path=str(tmp_path / "ts"), glob="*_timeseries.tsv", workers=1)
+    dataset.save({"sub-1_timeseries.tsv": functools.partial(_table, 3)})
+
+    [(key, ref)] = dataset.load().items()
+    assert key == "sub-1_timeseries.tsv"
+    pd.testing.assert_frame_equal(pd.read_csv(ref.path, sep="\t"), _table(3))
+    with pytest.raises(DatasetError, match="needs a recipe"):
+        dataset.save({"sub-2_timeseries.tsv": _table(3)})
+    with pytest.raises(DatasetError, match="not a DataFrame"):
+        dataset.save({"sub-2_timeseries.tsv": functools.partial(np.zeros, 3)})

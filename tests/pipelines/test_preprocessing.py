@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import nibabel as nib
@@ -16,11 +17,13 @@ from kedro_datasets.pandas import ParquetDataset
 
 from tlkedro.datasets import NiftiCollectionDataset, NumpyArrayDataset
 from tlkedro.imaging.extraction import extract_scan
+from tlkedro.imaging.ingest import IngestionConfig, ingest
 from tlkedro.imaging.normalisation import StaleNormalisationError
 from tlkedro.imaging.splits import SPLITS, select_split
 from tlkedro.pipelines.preprocessing import create_pipeline
 from tlkedro.pipelines.preprocessing.nodes import (
     PreprocessingParams,
+    build_timeseries_split_arrays,
     check_registration,
     normalised_key,
 )
@@ -239,3 +242,40 @@ def test_normalised_scans_are_reused_and_recomputed_when_the_options_change(tmp_
     _run(manifest, reseeded, tmp_path, images=IXI, glob=glob)
     assert output.stat().st_mtime_ns != first[0]
     assert output.with_name(output.name[:-7] + ".json").read_text() != first[1]
+
+
+def test_time_series_are_split_then_built_without_registration(tmp_path) -> None:
+    pipeline = create_pipeline(source="synthetic", layout="timeseries")
+    assert {node.name for node in pipeline.nodes} == {
+        "split_subjects",
+        *(f"build_{split}_arrays" for split in SPLITS),
+    }
+    assert (
+        "synthetic_images" in pipeline.inputs() and "normalised_scans" not in pipeline.all_outputs()
+    )
+
+    dataset = NiftiCollectionDataset(path=str(tmp_path / "ts"), glob="*_timeseries.tsv", workers=1)
+    rng = np.random.default_rng(0)
+    ids = [f"sub-{i}" for i in range(6)]
+    dataset.save(
+        {
+            f"{s}_timeseries.tsv": functools.partial(
+                pd.DataFrame, rng.normal(size=(40, 3)), columns=["a", "b", "c"]
+            )
+            for s in ids
+        }
+    )
+    participants = pd.DataFrame(
+        {"participant_id": ids, "age": 60.0, "sex": ["F", "M"] * 3, "site": "1"}
+    )
+    series = dataset.load()
+    manifest, _ = ingest(
+        {k: ref.path for k, ref in series.items()},
+        participants,
+        IngestionConfig(layout="timeseries", workers=1),
+    )
+    splits = pd.DataFrame({"subject_id": ids, "split": ["pretrain"] * 4 + ["test"] * 2})
+    params = PreprocessingParams.model_validate({"timeseries": {"length": 16}, "workers": 1})
+
+    stack, labels = build_timeseries_split_arrays(manifest, splits, series, params, split="test")
+    assert stack.shape == (2, 3, 16) and labels["subject_id"].tolist() == ["sub-4", "sub-5"]

@@ -16,6 +16,7 @@ from monai.networks import nets as monai_nets
 from torch import nn
 
 from tlkedro.imaging.extraction import SliceConfig, VolumeConfig
+from tlkedro.imaging.timeseries import TimeseriesInputConfig
 from tlkedro.tl.architectures import (
     TLModel,
     create_architecture,
@@ -25,10 +26,12 @@ from tlkedro.tl.architectures import (
 from tlkedro.tl.architectures.base import check_architecture
 from tlkedro.tl.architectures.shapes import DEFAULT_IMG_SIZE
 from tlkedro.tl.registry import UnknownComponentError
+from tlkedro.tl.strategies import create_strategy
 
 # Spatial size of the test input per architecture: 32x32 slices (five stride-2 reductions; ViT patch 8
 # gives 16 tokens, Swin windows shrink to the feature maps), 16^3 volumes for the MONAI ResNets, 32^3 for
-# the 3D DenseNet (four poolings after a stride-2 stem), SFCN (five poolings) and the 3D ViTs (patch 16).
+# the 3D DenseNet (four poolings after a stride-2 stem), SFCN (five poolings) and the 3D ViTs (patch 16);
+# series of 64 time points for the 1D networks (transformer_1d: four patches of 16).
 TEST_IMG_SIZE = {
     "cbr_large_t": 32,
     "cbr_large_w": 32,
@@ -38,8 +41,10 @@ TEST_IMG_SIZE = {
     "densenet121": 32,
     "densenet121_3d": 32,
     "efficientnet_b0": 32,
+    "resnet10_1d": 64,
     "resnet10_3d": 16,
     "resnet18": 32,
+    "resnet18_1d": 64,
     "resnet18_3d": 16,
     "resnet34": 32,
     "resnet34_3d": 16,
@@ -48,6 +53,7 @@ TEST_IMG_SIZE = {
     "sfcn": 32,
     "swin_tiny": 32,
     "swin_3d": 32,
+    "transformer_1d": 64,
     "vit_small": 32,
     "vit_small_3d": 32,
     "vit_tiny": 32,
@@ -176,6 +182,29 @@ def test_spatial_dims_switches_between_slices_and_volumes(
         assert model(torch.randn(2, 1, *(size,) * spatial_dims)).shape == (2, 3)
 
 
+@pytest.mark.parametrize("name", ["resnet10_1d", "resnet18_1d", "transformer_1d"])
+def test_1d_networks_take_rois_as_channels_and_any_strategy(name: str) -> None:
+    torch.manual_seed(0)
+    source = create_architecture(name, in_channels=8, img_size=64, num_outputs=1)
+    series = torch.randn(3, 8, 64)
+    assert source.spatial_dims == 1 and source(series).shape == (3, 1)
+    stage = source.stage_names[len(source.stage_names) // 2]
+    layer = next(
+        n for n, m in source.encoder.get_submodule(stage).named_modules() if not list(m.children())
+    )
+    for strategy, kwargs in [
+        ("full", {}),
+        ("linear_probe", {}),
+        ("freeze_up_to", {"cut_at": f"{stage}.{layer}"}),
+        ("truncated", {"cut_at": stage}),
+    ]:
+        target = create_architecture(name, in_channels=8, img_size=64, num_outputs=2)
+        prepared = create_strategy(strategy, **kwargs).prepare(target, source.state_dict())
+        assert prepared(series).shape == (3, 2), strategy
+    with pytest.raises(ValueError, match="1 spatial dimensions|1 entries"):
+        create_architecture(name, in_channels=8, img_size=(64, 64))
+
+
 def test_sfcn_matches_the_published_parameter_count() -> None:
     # Peng et al.'s model: convolutions with bias, BatchNorm, and a 1x1 convolution to 40 age bins.
     convs = [(1, 32, 27), (32, 64, 27), (64, 128, 27), (128, 256, 27), (256, 256, 27), (256, 64, 1)]
@@ -257,7 +286,11 @@ def test_duplicate_registration_raises() -> None:
 
 @pytest.mark.parametrize("name", list_architectures())
 def test_without_img_size_the_model_input_is_the_preprocessing_default(name: str) -> None:
-    assert DEFAULT_IMG_SIZE == {2: SliceConfig().size, 3: VolumeConfig().shape}
+    assert DEFAULT_IMG_SIZE == {
+        1: (TimeseriesInputConfig().length,),
+        2: SliceConfig().size,
+        3: VolumeConfig().shape,
+    }
     with torch.device("meta"):
         model = create_architecture(name)
     assert model.input_size == DEFAULT_IMG_SIZE[model.spatial_dims]

@@ -315,6 +315,22 @@ def test_image_features_average_a_subjects_slices():
         evaluation.image_features(images, labels.iloc[:2])
 
 
+def test_series_features_are_their_roi_correlations():
+    rng = np.random.default_rng(0)
+    shared = rng.standard_normal((4, 1, 200))
+    noise = rng.standard_normal((4, 3, 200))
+    coupled = noise.copy()
+    coupled[:, :2] += 3 * shared  # ROIs 0 and 1 correlated, ROI 2 not
+    labels = pd.DataFrame({"subject_id": ["a", "b", "c", "d"]})
+
+    features = evaluation.image_features(coupled.astype(np.float32), labels)
+
+    assert features.shape == (4, 3)  # the upper triangle of 3 x 3
+    pair = features.to_numpy()[:, np.argmax(features.to_numpy().mean(axis=0))]
+    assert pair.min() > 0.8
+    assert np.abs(np.delete(features.to_numpy(), np.argmax(features.mean()), axis=1)).max() < 0.4
+
+
 def test_cross_validated_baselines_predict_every_subject_once_per_repeat(caplog):
     images, labels = _images_and_labels(40)
     subjects = labels.drop_duplicates("subject_id")

@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import nibabel as nib
+import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
 
 from tlkedro import provenance
@@ -29,6 +30,7 @@ MARKER = ".tlkedro-collection"
 COMPLETE = ".tlkedro-collection-complete"
 # nibabel's own default for .nii.gz: higher levels cost far more time than they save space.
 _GZIP_LEVEL = 1
+TABLE_SUFFIX = ".tsv"
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,9 @@ class NiftiCollectionDataset(AbstractDataset[Mapping[str, Any], dict[str, NiftiR
     Loading lists the files without opening them, so a damaged file reaches ingestion, which quarantines
     it, instead of failing the load. Saving takes ``{relative_path: image or recipe}``, where a recipe is
     a picklable zero-argument callable returning a nibabel image, or an image and a JSON-able dictionary
-    written beside it as its BIDS-style sidecar (``<name>.json``; :meth:`NiftiRef.sidecar` reads it back):
+    written beside it as its BIDS-style sidecar (``<name>.json``; :meth:`NiftiRef.sidecar` reads it back),
+    or, for a key ending in ``.tsv``, a recipe returning a ``pandas.DataFrame``, written tab-separated
+    without its index (the ROI time series of the synthetic cohort, docs/timeseries.md):
     recipes are evaluated in a process pool (see :mod:`tlkedro.parallel`) and each worker writes its own
     file, so memory stays bounded however many images there are. Every file is written to a temporary
     name in its folder and then renamed, so an interrupted run never leaves a half-written ``.nii.gz``.
@@ -187,9 +191,17 @@ class NiftiCollectionDataset(AbstractDataset[Mapping[str, Any], dict[str, NiftiR
                 f"that match the dataset's glob {self._glob!r} (otherwise loading would not find them "
                 "again). Do the catalog entry's glob and the layout of the data agree?"
             )
+        if key.endswith(TABLE_SUFFIX):
+            if not callable(item):
+                raise DatasetError(
+                    f"Cannot save {key!r} into {self._root}: a {TABLE_SUFFIX} file needs a recipe (a "
+                    f"zero-argument callable returning a DataFrame), got {type(item).__name__}."
+                )
+            return
         if not key.endswith((".nii", ".nii.gz")):
             raise DatasetError(
-                f"Cannot save {key!r} into {self._root}: the file name must end in .nii or .nii.gz."
+                f"Cannot save {key!r} into {self._root}: the file name must end in .nii, .nii.gz "
+                f"or {TABLE_SUFFIX}."
             )
         if not (isinstance(item, nib.Nifti1Image) or callable(item)):
             raise DatasetError(
@@ -247,6 +259,13 @@ class _WriteJob:
 
     def __call__(self) -> None:
         result = self.item if isinstance(self.item, nib.Nifti1Image) else self.item()
+        if self.path.name.endswith(TABLE_SUFFIX):
+            if not isinstance(result, pd.DataFrame):
+                raise DatasetError(
+                    f"The recipe for {self.path} returned {type(result).__name__}, not a DataFrame."
+                )
+            _write_atomically(self.path, result.to_csv(sep="\t", index=False).encode())
+            return
         image, sidecar = result if isinstance(result, tuple) else (result, None)
         if not isinstance(image, nib.Nifti1Image):
             raise DatasetError(

@@ -3,7 +3,8 @@
 ``ingest`` matches each image (UK Biobank or BIDS layout) to its subject's metadata record, checks every
 file that could be used (``nifti_checks.check_nifti``, in parallel worker processes) and returns (the
 ``folders`` layout of 2D images, one class folder or labels-table row each, is handled by
-:func:`tlkedro.imaging.images.ingest_images`, with the same two tables):
+:func:`tlkedro.imaging.images.ingest_images`, and the ``timeseries`` layout of ROI time series by
+:func:`tlkedro.imaging.timeseries.ingest_timeseries`, with the same two tables):
 
 - the manifest: one row per usable scan (columns in ``MANIFEST_COLUMNS``);
 - the quarantine: one row per rejected file or metadata record with a reason code and a sentence.
@@ -35,7 +36,7 @@ from tlkedro.parallel import imap_ordered, resolve_workers
 
 logger = logging.getLogger(__name__)
 
-Layout = Literal["ukb", "bids", "folders"]
+Layout = Literal["ukb", "bids", "folders", "timeseries"]
 ColumnRole = Literal["subject_id", "age", "sex", "site"]
 
 MANIFEST_COLUMNS: dict[str, str] = {
@@ -67,6 +68,8 @@ DEFAULT_COLUMNS: dict[Layout, dict[ColumnRole, str]] = {
     "ukb": {"subject_id": "eid", "age": "21003-2.0", "sex": "31-0.0", "site": "54-2.0"},
     "bids": {"subject_id": "participant_id", "age": "age", "sex": "sex", "site": "site"},
     "folders": {},  # 2D images: their columns are FolderConfig's
+    # ROI time series: a BIDS-style participants table, as bids
+    "timeseries": {"subject_id": "participant_id", "age": "age", "sex": "sex", "site": "site"},
 }
 # UK Biobank data coding 9 is 0 = female, 1 = male. BIDS recommends M/F (or male/female); numeric codes
 # are ambiguous there (0/1 and 1/2 are both common), so they are rejected unless `sex_codes` declares them.
@@ -74,6 +77,7 @@ DEFAULT_SEX_CODES: dict[Layout, dict[str, int]] = {
     "ukb": {"0": 0, "1": 1, "female": 0, "male": 1},
     "bids": {"f": 0, "m": 1, "female": 0, "male": 1},
     "folders": {},
+    "timeseries": {"f": 0, "m": 1, "female": 0, "male": 1},
 }
 _MAX_LISTED_IN_ERROR = 50
 # Starting a worker process costs about 2 s (imports); one core checks about 80 MB of gzipped NIfTI per
@@ -107,12 +111,29 @@ class FolderConfig(BaseModel):
     modes: tuple[str, ...] = ("L", "I;16", "I", "F", "RGB")
 
 
+class TimeseriesConfig(BaseModel):
+    """What the ``timeseries`` layout accepts (the ``ingestion.timeseries`` parameters).
+
+    Attributes:
+        rois: Columns (regions of interest) every series must have; ``None``: the number most series
+            of the cohort have. A series with another number is quarantined (``wrong_rois``).
+        min_timepoints: Fewest rows (time points) a series may have (fewer: ``too_short``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rois: int | None = Field(None, ge=1)
+    min_timepoints: int = Field(32, ge=2)
+
+
 class IngestionConfig(BaseModel):
     """Options of ``ingest``, validated once (the ``ingestion`` parameters key, less ``source``).
 
     Attributes:
         layout: ``ukb`` (``<eid>/...``), ``bids`` (``sub-<id>/[ses-<s>/]anat/<file>``) or ``folders``
-            (PNG/JPEG/TIFF images, ``<class>/<image>`` or listed in a labels table; see ``folders``).
+            (PNG/JPEG/TIFF images, ``<class>/<image>`` or listed in a labels table; see ``folders``) or
+            ``timeseries`` (``[<folder>/]<subject>_timeseries.tsv``, rows time points, columns ROIs, and
+            a participants table; see ``timeseries``).
         strict: Raise ``QuarantineError`` instead of returning a non-empty quarantine.
         age_range: Smallest and largest accepted age in years (inclusive).
         voxel_size_range: Smallest and largest plausible voxel size in mm (inclusive).
@@ -127,6 +148,7 @@ class IngestionConfig(BaseModel):
             manifest's ``age`` NaN and ``sex`` null, a nullable ``Int64``; a value given but invalid is
             still quarantined).
         folders: Options of the ``folders`` layout.
+        timeseries: Options of the ``timeseries`` layout.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -141,6 +163,7 @@ class IngestionConfig(BaseModel):
     sex_codes: dict[str | int, Literal[0, 1]] | None = None
     labels: Literal["required", "optional"] = "required"
     folders: FolderConfig = FolderConfig()
+    timeseries: TimeseriesConfig = TimeseriesConfig()
 
     @field_validator("age_range", "voxel_size_range")
     @classmethod
@@ -210,7 +233,9 @@ class _Rejections:
 
 
 @dataclass(frozen=True)
-class _Scan:
+class Scan:
+    """One file to ingest: its key in the image dataset, absolute path, subject and session ("" none)."""
+
     key: str
     path: Path
     subject_id: str
@@ -255,6 +280,10 @@ def ingest(
         from tlkedro.imaging.images import ingest_images  # it builds on this module
 
         return ingest_images(images, metadata, config, metadata_label=metadata_label)
+    if config.layout == "timeseries":
+        from tlkedro.imaging.timeseries import ingest_timeseries  # it builds on this module
+
+        return ingest_timeseries(images, metadata, config, metadata_label=metadata_label)
     rejected_files = _Rejections()
     rejected_records = _Rejections()
 
@@ -266,29 +295,10 @@ def ingest(
         except ValueError as exc:
             rejected_files.add(str(path), "", "bad_path", str(exc))
             continue
-        scans.append(_Scan(key, path, subject_id, session))
-    imaged = {scan.subject_id for scan in scans}
-    scans = _drop_duplicate_scans(scans, rejected_files)
-
-    records, bad_subjects = _read_metadata(
-        metadata, config, imaged, metadata_label, rejected_records
+        scans.append(Scan(key, path, subject_id, session))
+    candidates, records = match_metadata(
+        scans, metadata, config, metadata_label, rejected_files, rejected_records
     )
-    candidates = []
-    for scan in scans:
-        if scan.subject_id in bad_subjects:
-            code, reason = bad_subjects[scan.subject_id]
-            rejected_files.add(
-                str(scan.path),
-                scan.subject_id,
-                code,
-                f"its subject's metadata is unusable: {reason}",
-            )
-        elif scan.subject_id not in records and config.labels == "required":
-            reason = f"subject {scan.subject_id} has no metadata record in {metadata_label}"
-            rejected_files.add(str(scan.path), scan.subject_id, "no_metadata", reason)
-        else:
-            candidates.append(scan)
-
     paths = [scan.path for scan in candidates]
     check = functools.partial(check_nifti_result, voxel_size_range=config.voxel_size_range)
     workers = config.workers or _auto_workers(paths)
@@ -315,6 +325,41 @@ def ingest(
     if config.strict and len(quarantine):
         raise QuarantineError(quarantine)
     return manifest, quarantine
+
+
+def match_metadata(
+    scans: list[Scan],
+    metadata: pd.DataFrame,
+    config: IngestionConfig,
+    metadata_label: str,
+    rejected_files: _Rejections,
+    rejected_records: _Rejections,
+) -> tuple[list[Scan], dict[str, _Record]]:
+    """The scans that may be checked (one per subject and session, with a usable metadata record unless
+    labels are optional) and the valid records by subject id; every other scan and record is added to
+    the rejections with its reason."""
+    imaged = {scan.subject_id for scan in scans}
+    scans = _drop_duplicate_scans(scans, rejected_files)
+
+    records, bad_subjects = _read_metadata(
+        metadata, config, imaged, metadata_label, rejected_records
+    )
+    candidates = []
+    for scan in scans:
+        if scan.subject_id in bad_subjects:
+            code, reason = bad_subjects[scan.subject_id]
+            rejected_files.add(
+                str(scan.path),
+                scan.subject_id,
+                code,
+                f"its subject's metadata is unusable: {reason}",
+            )
+        elif scan.subject_id not in records and config.labels == "required":
+            reason = f"subject {scan.subject_id} has no metadata record in {metadata_label}"
+            rejected_files.add(str(scan.path), scan.subject_id, "no_metadata", reason)
+        else:
+            candidates.append(scan)
+    return candidates, records
 
 
 def parse_scan_key(key: str, layout: Layout) -> tuple[str, str]:
@@ -350,7 +395,7 @@ def parse_scan_key(key: str, layout: Layout) -> tuple[str, str]:
     return subject, session
 
 
-def _drop_duplicate_scans(scans: list[_Scan], rejected: _Rejections) -> list[_Scan]:
+def _drop_duplicate_scans(scans: list[Scan], rejected: _Rejections) -> list[Scan]:
     """Quarantine every image of a subject and session claimed by more than one image."""
     claims = Counter((s.subject_id, s.session) for s in scans)
     kept = []
@@ -472,7 +517,7 @@ def _label(value: Any, prefix: str = "") -> str:
     return prefix + text if text and not text.startswith(prefix) else text
 
 
-def _manifest_row(scan: _Scan, record: _Record, info: ScanInfo) -> dict[str, Any]:
+def _manifest_row(scan: Scan, record: _Record, info: ScanInfo) -> dict[str, Any]:
     return {
         "scan_id": scan.key,
         "subject_id": scan.subject_id,

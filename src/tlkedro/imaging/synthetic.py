@@ -18,6 +18,10 @@ parameterised size (docs/synthetic_cohort.md lists them with their defaults):
 The output images are like UK Biobank's ``T1_brain_to_MNI.nii.gz``: brain-extracted and linearly
 registered to the MNI grid. Every subject is drawn from its own seed (the cohort seed and its index), so
 a subject does not depend on the cohort size or on how many processes generate the cohort.
+
+With ``data_type: timeseries`` the same subjects get ROI time series instead of images
+(:mod:`tlkedro.imaging.synthetic_timeseries`), ``sub-<eid>_timeseries.tsv`` beside a BIDS-style
+``participants.tsv``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import ndimage, stats
 
 from tlkedro.imaging.anatomy import Template, control_points, interpolate_field, load_template
+from tlkedro.imaging.synthetic_timeseries import SERIES_PATH, SyntheticSeriesParams, generate_series
 
 UKB_COLUMNS = {"eid": "eid", "sex": "31-0.0", "age": "21003-2.0", "site": "54-2.0"}
 UKB_IMAGE = "{eid}/T1/T1_brain_to_MNI.nii.gz"
@@ -224,6 +229,9 @@ class SyntheticCohortParams(_Params):
             (``sub-<eid>/anat/sub-<eid>_T1w.nii.gz`` + ``participants.tsv``).
         voxel_size_mm: Isotropic voxel size of the MNI output grid (2 mm: 91 x 109 x 91).
         sites: Assessment centre code -> its scanner effects.
+        data_type: ``t1`` (the images) or ``timeseries`` (one ROI time series per subject, see
+            ``timeseries``; the metadata is then a BIDS-style participants table whatever ``layout``).
+        timeseries: The time series' parameters.
     """
 
     seed: int = 2024
@@ -237,6 +245,13 @@ class SyntheticCohortParams(_Params):
     variability: Variability = Variability()
     registration: Registration = Registration()
     sites: dict[int, SiteEffects] = Field(default_factory=_default_sites, min_length=1)
+    data_type: Literal["t1", "timeseries"] = "t1"
+    timeseries: SyntheticSeriesParams = SyntheticSeriesParams()
+
+    @property
+    def metadata_layout(self) -> Literal["ukb", "bids"]:
+        """The layout of the metadata table: ``layout``, or ``bids`` for time series."""
+        return "bids" if self.data_type == "timeseries" else self.layout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -622,8 +637,16 @@ def cohort_metadata(subjects: list[Subject], layout: str) -> pd.DataFrame:
 
 def cohort_recipes(
     subjects: list[Subject], params: SyntheticCohortParams
-) -> dict[str, Callable[[], nib.Nifti1Image]]:
-    """One lazy, picklable recipe per subject, keyed by its relative image path in ``params.layout``."""
+) -> dict[str, Callable[[], nib.Nifti1Image | pd.DataFrame]]:
+    """One lazy, picklable recipe per subject, keyed by its relative image path in ``params.layout``
+    (its image), or by ``sub-<eid>_timeseries.tsv`` with ``data_type: timeseries`` (its series)."""
+    if params.data_type == "timeseries":
+        return {
+            SERIES_PATH.format(eid=s.eid): functools.partial(
+                generate_series, params.timeseries, params.seed, s.index, s.brain_age, s.sex
+            )
+            for s in subjects
+        }
     return {
         image_path(params.layout, s.eid): functools.partial(generate_subject, s, params)
         for s in subjects

@@ -26,6 +26,7 @@ from tlkedro.imaging.normalisation import (
     normalisation_recipe,
     qc_mosaic,
 )
+from tlkedro.imaging.timeseries import TimeseriesInputConfig, build_timeseries_input
 
 
 class PreprocessingParams(ExtractionConfig):
@@ -41,6 +42,7 @@ class PreprocessingParams(ExtractionConfig):
     workers: PositiveInt | None = None
     spatial_normalisation: SpatialNormalisationConfig = SpatialNormalisationConfig()
     splits: splitting.SplitConfig = splitting.SplitConfig()
+    timeseries: TimeseriesInputConfig = TimeseriesInputConfig()
 
 
 class _HasPath(Protocol):
@@ -219,4 +221,30 @@ def build_image_split_arrays(
     files = resolve_scans(selected["scan_id"], images, "raw_images")
     return build_image_input(
         selected, params, files, workers=params.workers, desc=f"{split} images"
+    )
+
+
+def build_timeseries_split_arrays(
+    manifest: pd.DataFrame,
+    splits: pd.DataFrame,
+    series: Mapping[str, _HasPath],
+    params: PreprocessingParams,
+    *,
+    split: str,
+) -> tuple[LazyArrayStack, pd.DataFrame]:
+    """``build_split_arrays`` for ROI time series (``ingestion.layout: timeseries``).
+
+    Returns:
+        The ``(N, ROIs, timeseries.length)`` stack and one label row per series, see
+        :func:`tlkedro.imaging.timeseries.build_timeseries_input`.
+    """
+    selected = splitting.select_split(manifest, splits, split)
+    files = resolve_scans(selected["scan_id"], series, "raw_images")
+    return build_timeseries_input(
+        selected,
+        params.timeseries,
+        files,
+        dtype=params.dtype,
+        workers=params.workers,
+        desc=f"{split} series",
     )

@@ -1,5 +1,6 @@
 """The preprocessing pipeline: ``normalise_scans``, ``check_registration``, ``split_subjects``, then one
-``build_<split>_arrays`` node per split (for 2D images, ``split_subjects`` and the arrays only)."""
+``build_<split>_arrays`` node per split (for 2D images and time series, ``split_subjects`` and the arrays
+only)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ def _build_arrays_for(split: str, build=nodes.build_split_arrays) -> partial:
     return update_wrapper(partial(build, split=split), build)
 
 
-def _image_pipeline() -> Pipeline:
-    """2D images (``ingestion.layout: folders``): split the manifest, then each split's arrays."""
+def _unregistered_pipeline(build) -> Pipeline:
+    """2D images or time series (nothing to register): split the manifest, then each split's arrays."""
     return Pipeline(
         [
             Node(
@@ -30,7 +31,7 @@ def _image_pipeline() -> Pipeline:
             ),
             *(
                 Node(
-                    _build_arrays_for(split, nodes.build_image_split_arrays),
+                    _build_arrays_for(split, build),
                     inputs=["manifest", "splits", "raw_images", "params:preprocessing"],
                     outputs=[f"{split}_images", f"{split}_labels"],
                     name=f"build_{split}_arrays",
@@ -48,8 +49,8 @@ def create_pipeline(source: str = "raw", layout: str = "ukb") -> Pipeline:
         source: Which raw-image dataset the scans are read from, as for the ingestion pipeline
             (``raw``: ``raw_images``; ``synthetic``: ``synthetic_images``); the project's registry
             passes ``ingestion.source``.
-        layout: ``ingestion.layout``; ``folders`` (2D images) skips the spatial normalisation and its
-            checks, which are for 3D scans.
+        layout: ``ingestion.layout``; ``folders`` (2D images) and ``timeseries`` (ROI time series) skip
+            the spatial normalisation and its checks, which are for 3D scans.
 
     Raises:
         ValueError: ``source`` is not one of the ingestion pipeline's sources.
@@ -57,8 +58,12 @@ def create_pipeline(source: str = "raw", layout: str = "ukb") -> Pipeline:
     if source not in SOURCES:
         raise ValueError(f"ingestion.source must be one of {sorted(SOURCES)}, got {source!r}")
     images = SOURCES[source].get("raw_images", "raw_images")
-    if layout == "folders":
-        return Pipeline(_image_pipeline(), inputs={"raw_images": images})
+    unregistered = {
+        "folders": nodes.build_image_split_arrays,
+        "timeseries": nodes.build_timeseries_split_arrays,
+    }
+    if layout in unregistered:
+        return Pipeline(_unregistered_pipeline(unregistered[layout]), inputs={"raw_images": images})
     template = Pipeline(
         [
             Node(

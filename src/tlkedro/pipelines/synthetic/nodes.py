@@ -17,17 +17,17 @@ from tlkedro.imaging.synthetic import (
 
 def generate_synthetic_cohort(
     params: SyntheticCohortParams,
-) -> tuple[dict[str, Callable[[], nib.Nifti1Image]], pd.DataFrame]:
-    """Draw the cohort and describe its images, without rendering them.
+) -> tuple[dict[str, Callable[[], nib.Nifti1Image | pd.DataFrame]], pd.DataFrame]:
+    """Draw the cohort and describe its images (or time series), without rendering them.
 
     Args:
         params: The ``synthetic`` parameters.
 
     Returns:
-        One recipe per subject keyed by its relative image path (``synthetic_images`` renders and writes
+        One recipe per subject keyed by its relative image (or series) path (``synthetic_images`` renders and writes
         them in parallel), and the metadata table with the labels and the ground truth.
     """
     # Kedro validates typed parameters in a session; a bare runner hands over the raw dictionary.
     params = SyntheticCohortParams.model_validate(params)
     subjects = draw_cohort(params)
-    return cohort_recipes(subjects, params), cohort_metadata(subjects, params.layout)
+    return cohort_recipes(subjects, params), cohort_metadata(subjects, params.metadata_layout)

@@ -5,7 +5,7 @@
 every family module, which registers its builders. See docs/architectures.md.
 """
 
-from tlkedro.tl.architectures import cbr, monai3d, sfcn, swin3d, timm2d  # noqa: F401  (imported for their registrations)
+from tlkedro.tl.architectures import cbr, monai3d, sfcn, swin3d, timeseries1d, timm2d  # noqa: F401  (imported for their registrations)
 from tlkedro.tl.architectures.base import (
     TLModel,
     create_architecture,

@@ -8,9 +8,10 @@ from torch import nn
 
 from tlkedro.imaging.extraction import SliceConfig, VolumeConfig
 
-# The model input that preprocessing writes by default (its slice size and volume grid), so that a model
-# built without ``img_size`` fits the default data.
-DEFAULT_IMG_SIZE = {2: SliceConfig().size, 3: VolumeConfig().shape}
+# The model input that preprocessing writes by default (its series length, slice size and volume grid),
+# so that a model built without ``img_size`` fits the default data. The series length is
+# TimeseriesInputConfig().length, written out: importing the ingestion modules here would cost seconds.
+DEFAULT_IMG_SIZE = {1: (128,), 2: SliceConfig().size, 3: VolumeConfig().shape}
 
 
 def spatial_size(img_size: int | Sequence[int] | None, spatial_dims: int) -> tuple[int, ...]:
@@ -22,7 +23,7 @@ def spatial_size(img_size: int | Sequence[int] | None, spatial_dims: int) -> tup
         ValueError: If ``spatial_dims`` is not 2 or 3, or ``img_size`` has another number of entries.
     """
     if spatial_dims not in DEFAULT_IMG_SIZE:
-        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}")
     size = DEFAULT_IMG_SIZE[spatial_dims] if img_size is None else img_size
     if isinstance(size, int):
         return (size,) * spatial_dims

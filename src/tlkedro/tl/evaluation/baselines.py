@@ -7,7 +7,9 @@ Kinds (``BASELINE_KINDS``):
 - ``linear``: scikit-learn's ``RidgeCV`` (regression; leave-one-out choice of the penalty) or
   ``LogisticRegressionCV`` (classification; stratified inner k-fold) on standardised features of the
   downsampled model-input images: each image average-pooled to ``pooled_size`` voxels per spatial axis,
-  a subject's images (its slices) averaged.
+  a subject's images (its slices) averaged; for 1D ROI time series, ``(N, ROIs, T)``, on each series'
+  ROI correlation matrix (its upper triangle: the functional connectome, nilearn's
+  ``ConnectivityMeasure``), what a connectivity study would fit.
 - ``covariate``: the same linear models on one label column only, by default ``head_scale`` (the
   affine scale of the normalisation, a head-size proxy): what a model could learn from head size alone.
   Skipped, with a warning, where the labels lack the column.
@@ -67,19 +69,24 @@ def image_features(images: np.ndarray, labels: pd.DataFrame, pooled_size: int = 
     voxels per spatial axis and flattened; the rows of one subject are averaged. Memory-mapped arrays
     are read in chunks.
 
+    ROI time series, ``(N, ROIs, T)``, give their correlation matrices' upper triangles instead
+    (``pooled_size`` unused): pooling a z-scored series over time would leave nothing of its signal.
+
     Raises:
         ValueError: ``images`` and ``labels`` have different numbers of rows, or the images are not
-            ``(N, C, H, W)`` or ``(N, C, X, Y, Z)``.
+            ``(N, C, T)``, ``(N, C, H, W)`` or ``(N, C, X, Y, Z)``.
     """
     if len(images) != len(labels):
         raise ValueError(
             f"images have {len(images)} rows but the labels {len(labels)}: they must be row-aligned"
         )
     spatial = images.ndim - 2
-    if spatial not in (2, 3):
+    if spatial not in (1, 2, 3):
         raise ValueError(
-            f"images must be (N, C, H, W) or (N, C, X, Y, Z); got shape {images.shape}"
+            f"images must be (N, C, T), (N, C, H, W) or (N, C, X, Y, Z); got shape {images.shape}"
         )
+    if spatial == 1:
+        return _connectome_features(images, labels)
     pool = (
         torch.nn.functional.adaptive_avg_pool2d
         if spatial == 2
@@ -92,6 +99,16 @@ def image_features(images: np.ndarray, labels: pd.DataFrame, pooled_size: int = 
     features = pd.DataFrame(
         np.concatenate(chunks), index=labels["subject_id"].astype(str).to_numpy()
     )
+    return features.groupby(level=0).mean()
+
+
+def _connectome_features(series: np.ndarray, labels: pd.DataFrame) -> pd.DataFrame:
+    from nilearn.connectome import ConnectivityMeasure  # nilearn is slow to import
+
+    measure = ConnectivityMeasure(kind="correlation", vectorize=True, discard_diagonal=True)
+    # nilearn takes (time points, ROIs) per subject.
+    vectors = measure.fit_transform([np.asarray(s, dtype=np.float64).T for s in series])
+    features = pd.DataFrame(vectors, index=labels["subject_id"].astype(str).to_numpy())
     return features.groupby(level=0).mean()
 
 
