@@ -41,8 +41,9 @@ def head_size_status(
     if values.isna().all():
         images = (
             UNKNOWN,
-            "the pipeline did not register these images (`spatial_normalisation.method: none`, or 2D "
-            "image folders): unless they were affine-registered before ingestion, they show head size",
+            "the pipeline registered none of these inputs (`spatial_normalisation.method: none`, 2D "
+            "image folders, time series): unless scans were affine-registered before ingestion, they "
+            "show head size",
         )
     elif values.isna().any():
         images = (
