@@ -12,6 +12,7 @@ from tlkedro.tl.architectures import create_architecture
 from tlkedro.tl.checkpoint import make_checkpoint
 from tlkedro.tl.downstream import (
     PAPER_CLASSIFIERS,
+    auroc_interval,
     classifier_metrics,
     downstream_evaluation,
     extract_features,
@@ -69,6 +70,17 @@ def test_metrics_match_scikit_learn_and_an_unseen_class_gets_probability_zero() 
     assert three["accuracy"] <= 0.5  # class 1 predictions are never class 2
 
 
+def test_the_auroc_interval_covers_chance_for_uninformative_probabilities() -> None:
+    rng = np.random.default_rng(0)
+    targets = np.arange(60) % 2
+    noise = rng.uniform(size=60)
+    low, high = auroc_interval(np.stack([1 - noise, noise], axis=1), targets, 0.95, 500, seed=0)
+    assert low < 0.5 < high and high - low > 0.2  # 60 subjects: about +-0.15
+    separated = np.eye(3)[np.arange(30) % 3] * 0.7 + 0.1  # three classes, each ranked first
+    low, high = auroc_interval(separated, np.arange(30) % 3, 0.95, 500, seed=0)
+    assert low == pytest.approx(1.0) and high == pytest.approx(1.0)
+
+
 def test_downstream_evaluation_trains_both_paper_classifiers_and_reports_the_dip(
     checkpoint: dict,
 ) -> None:
@@ -94,6 +106,10 @@ def test_downstream_evaluation_trains_both_paper_classifiers_and_reports_the_dip
         expected = rows.loc[(name, "test"), "auroc"] - rows.loc[(name, "external"), "auroc"]
         assert rows.loc[(name, "dip"), "auroc"] == pytest.approx(expected)
     assert rows.loc[("mlp_64_32", "test"), "auroc"] > 0.8  # the sex signal is easy to see
+    evaluated = table[table["split"] != "dip"]
+    assert (evaluated["auroc_low"] <= evaluated["auroc"]).all()
+    assert (evaluated["auroc"] <= evaluated["auroc_high"]).all()
+    assert table.loc[table["split"] == "dip", ["auroc_low", "auroc_high"]].isna().all().all()
     with pytest.raises(ValueError, match="dip splits"):
         downstream_evaluation(
             checkpoint, split(4, 0, 5), {"test": split(4, 0, 6)}, "sex", PAPER_CLASSIFIERS, 0

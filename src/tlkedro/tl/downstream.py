@@ -10,7 +10,8 @@ the development test split and on an external site; the drop of each metric from
 Features are computed per image row and averaged per subject (the rows of a subject are its slices or
 sessions), so every subject counts once, as in ``tlkedro.tl.training.evaluate``. The classifiers are
 scikit-learn ``MLPClassifier``s (ReLU, Adam) behind a ``StandardScaler`` fitted on the training
-subjects; the metrics are the project's classification metrics (``tlkedro.tl.metrics``).
+subjects; the metrics are the project's classification metrics (``tlkedro.tl.metrics``), and each AUROC
+comes with its bootstrap interval over the split's subjects (``tlkedro.tl.evaluation.metric_interval``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from torch.utils.data import DataLoader
 
 from tlkedro.tl.checkpoint import build_model
 from tlkedro.tl.data import ArrayDataset, subject_labels
+from tlkedro.tl.evaluation import metric_interval
 from tlkedro.tl.labels import target_values
 from tlkedro.tl.metrics import metric_collection
 from tlkedro.tl.objectives import TaskInfo
@@ -115,16 +117,43 @@ def fit_classifier(
     return make_pipeline(StandardScaler(), classifier).fit(features, targets)
 
 
+def classifier_probabilities(
+    classifier: Pipeline, features: np.ndarray, num_classes: int
+) -> np.ndarray:
+    """``(n, num_classes)`` class probabilities; a class missing from the training subjects gets 0."""
+    probabilities = np.zeros((len(features), num_classes), dtype=np.float32)
+    probabilities[:, classifier.classes_.astype(int)] = classifier.predict_proba(features)
+    return probabilities
+
+
 def classifier_metrics(
     classifier: Pipeline, features: np.ndarray, targets: np.ndarray, num_classes: int
 ) -> dict[str, float]:
     """AUROC, AUPRC, accuracy, balanced accuracy and cross-entropy of ``classifier`` on ``features``."""
-    probabilities = np.zeros((len(features), num_classes), dtype=np.float32)
-    # A class missing from the training subjects has no column in predict_proba; it gets probability 0.
-    probabilities[:, classifier.classes_.astype(int)] = classifier.predict_proba(features)
+    probabilities = classifier_probabilities(classifier, features, num_classes)
     metrics = metric_collection(TaskInfo(task="classification", num_classes=num_classes), "eval")
     metrics.update(torch.from_numpy(probabilities), torch.from_numpy(targets.astype(np.int64)))
     return {name.removeprefix("eval/"): float(value) for name, value in metrics.compute().items()}
+
+
+def auroc_interval(
+    probabilities: np.ndarray, targets: np.ndarray, confidence: float, n_resamples: int, seed: int
+) -> tuple[float, float]:
+    """The AUROC's BCa interval over the subjects (one row each), resampled within each class."""
+    table = pd.DataFrame(
+        {
+            "subject_id": np.arange(len(targets)).astype(str),
+            "target": targets.astype(int),
+            "prediction": probabilities.argmax(axis=1),
+        }
+    )
+    if probabilities.shape[1] == 2:
+        table["probability"] = probabilities[:, 1]
+    else:
+        for k in range(probabilities.shape[1]):
+            table[f"probability_{k}"] = probabilities[:, k]
+    interval = metric_interval(table, "auroc", "classification", confidence, n_resamples, seed)
+    return interval.low, interval.high
 
 
 def downstream_evaluation(
@@ -137,6 +166,8 @@ def downstream_evaluation(
     dip: tuple[str, str] | None = ("test", "external"),
     max_iter: int = 500,
     batch_size: int = 64,
+    confidence: float = 0.95,
+    n_resamples: int = 1000,
 ) -> pd.DataFrame:
     """Train each MLP on the encoder's features of ``train`` and evaluate it on every split.
 
@@ -151,11 +182,14 @@ def downstream_evaluation(
             split ``dip``; ``None`` for none.
         max_iter: Upper bound on the classifiers' training epochs.
         batch_size: Images per forward pass of the encoder.
+        confidence: Confidence level of the AUROC intervals.
+        n_resamples: Bootstrap resamples per interval.
 
     Returns:
         One row per classifier and split (and ``dip``): ``classifier``, ``hidden_layers`` (e.g.
-        ``"64-32"``), ``split``, ``subjects`` and the metrics ``auroc``, ``auprc``, ``accuracy``,
-        ``balanced_accuracy``, ``cross_entropy``.
+        ``"64-32"``), ``split``, ``subjects``, the metrics ``auroc``, ``auprc``, ``accuracy``,
+        ``balanced_accuracy``, ``cross_entropy``, and ``auroc_low``, ``auroc_high`` (NaN for ``dip``,
+        a difference between two samples of subjects).
 
     Raises:
         ValueError: If a ``dip`` split is not among ``evaluations``.
@@ -180,9 +214,28 @@ def downstream_evaluation(
         scores = {}
         for split, (features, targets) in evaluated.items():
             scores[split] = classifier_metrics(classifier, features, targets, num_classes)
-            rows.append({**described, "split": split, "subjects": len(targets), **scores[split]})
+            low, high = auroc_interval(
+                classifier_probabilities(classifier, features, num_classes),
+                targets,
+                confidence,
+                n_resamples,
+                seed,
+            )
+            rows.append(
+                {
+                    **described,
+                    "split": split,
+                    "subjects": len(targets),
+                    **scores[split],
+                    "auroc_low": low,
+                    "auroc_high": high,
+                }
+            )
         if dip is not None:
             reference, shifted = (scores[split] for split in dip)
             gap = {metric: reference[metric] - shifted[metric] for metric in reference}
-            rows.append({**described, "split": "dip", "subjects": 0, **gap})
+            rows.append(
+                {**described, "split": "dip", "subjects": 0, **gap}
+                | {"auroc_low": np.nan, "auroc_high": np.nan}
+            )
     return pd.DataFrame(rows)

@@ -108,8 +108,17 @@ def summarise_dapt(
             if split == reference and f"{shifted}/{metric}" in metrics:
                 record[f"finetune/dip/{metric}"] = value - metrics[f"{shifted}/{metric}"]
     for row in downstream.itertuples(index=False):
-        for metric in ("auroc", "auprc", "accuracy", "balanced_accuracy"):
-            record[f"{row.classifier}/{row.split}/{metric}"] = getattr(row, metric)
+        for metric in (
+            "auroc",
+            "auroc_low",
+            "auroc_high",
+            "auprc",
+            "accuracy",
+            "balanced_accuracy",
+        ):
+            value = getattr(row, metric, np.nan)
+            if not pd.isna(value):
+                record[f"{row.classifier}/{row.split}/{metric}"] = value
     for row in phases.itertuples(index=False):
         for column in ("epochs", "trainable_params", "train_seconds", "energy_kwh"):
             record[f"{row.stage}/{row.phase}/{column}"] = getattr(row, column)
