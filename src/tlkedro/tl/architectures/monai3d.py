@@ -47,10 +47,11 @@ class TokenMeanPool(nn.Module):
         return outputs[0].mean(dim=1)
 
 
-def _resnet(
+def monai_resnet(
     block: str,
     layers: Sequence[int],
     *,
+    spatial_dims: int = 3,
     in_channels: int = 1,
     num_outputs: int = 1,
     dropout: float = 0.0,
@@ -59,7 +60,8 @@ def _resnet(
     shortcut_type: str = "B",
     bias_downsample: bool = True,
 ) -> TLModel:
-    """A MONAI 3D ResNet (Chen et al. 2019, Med3D); ``width_factors`` scales ``layer1``-``layer4``.
+    """A MONAI ResNet (Chen et al. 2019, Med3D), 3D or (time series) 1D; ``width_factors`` scales
+    ``layer1``-``layer4``.
 
     ``shortcut_type`` and ``bias_downsample`` are MONAI's; MedicalNet's published weights need the values
     of ``monai.networks.nets.resnet.get_medicalnet_pretrained_resnet_args`` (docs/architectures.md).
@@ -69,7 +71,7 @@ def _resnet(
         block,
         list(layers),
         list(widths.values()),
-        spatial_dims=3,
+        spatial_dims=spatial_dims,
         n_input_channels=in_channels,
         conv1_t_stride=2,
         feed_forward=False,
@@ -79,8 +81,8 @@ def _resnet(
     return TLModel(
         encoder,
         stage_names=_RESNET_SPEC,
-        spatial_dims=3,
-        input_size=spatial_size(img_size, 3),
+        spatial_dims=spatial_dims,
+        input_size=spatial_size(img_size, spatial_dims),
         in_channels=in_channels,
         num_outputs=num_outputs,
         dropout=dropout,
@@ -149,6 +151,6 @@ def _vit(
 
 
 for _name, (_block, _layers) in _RESNETS.items():
-    register_architecture(_name)(partial(_resnet, _block, _layers))
+    register_architecture(_name)(partial(monai_resnet, _block, _layers))
 for _name, (_hidden, _mlp, _heads) in _VITS.items():
     register_architecture(_name)(partial(_vit, _hidden, _mlp, _heads))

@@ -1,9 +1,10 @@
 """1D networks for ROI time series (``(B, ROIs, T)``: the ROIs are the channels): MONAI's, with ``spatial_dims=1``.
 
-- ``resnet10_1d`` and ``resnet18_1d`` are ``monai.networks.nets.ResNet`` with the block depths of MONAI's
-  ``resnet10``/``resnet18``, a kernel-7 stem convolution of stride 2 and ``feed_forward=False`` (the
-  encoder returns its pooled features), as the 3D ResNets of :mod:`tlkedro.tl.architectures.monai3d`;
-  ``width_factors`` scales ``layer1``-``layer4`` (and the stem, which has ``layer1``'s width).
+- ``resnet10_1d`` and ``resnet18_1d`` are the 3D ResNets' builder
+  (:func:`tlkedro.tl.architectures.monai3d.monai_resnet`) with ``spatial_dims=1``: the block depths of
+  MONAI's ``resnet10``/``resnet18``, a kernel-7 stem convolution of stride 2 and ``feed_forward=False``
+  (the encoder returns its pooled features); ``width_factors`` scales ``layer1``-``layer4`` (and the
+  stem, which has ``layer1``'s width).
 - ``transformer_1d`` is ``monai.networks.nets.ViT`` without a class token: the series is cut into
   ``patch_size`` time points per token (every ROI of them in one token), 4 blocks of width 64 with 4
   heads; the features are the mean of the output tokens. ``img_size`` must be the series length and a
@@ -16,51 +17,17 @@ full, linear_probe, freeze_*, truncated) applies unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from functools import partial
 
-from monai.networks.nets import ResNet, ViT
+from monai.networks.nets import ViT
 from torch import nn
 
 from tlkedro.tl.architectures.base import TLModel, register_architecture
-from tlkedro.tl.architectures.monai3d import TokenMeanPool
-from tlkedro.tl.architectures.shapes import scale_widths, spatial_size, stage_paths
+from tlkedro.tl.architectures.monai3d import TokenMeanPool, monai_resnet
+from tlkedro.tl.architectures.shapes import spatial_size, stage_paths
 
-_RESNET_SPEC = ("conv1", "bn1", "act", "maxpool", "layer1", "layer2", "layer3", "layer4")
-_RESNET_WIDTHS = {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
 _RESNETS = {"resnet10_1d": (1, 1, 1, 1), "resnet18_1d": (2, 2, 2, 2)}
-
-
-def _resnet(
-    layers: Sequence[int],
-    *,
-    in_channels: int = 1,
-    num_outputs: int = 1,
-    dropout: float = 0.0,
-    img_size: int | Sequence[int] | None = None,
-    width_factors: Mapping[str, float] | None = None,
-) -> TLModel:
-    """A MONAI 1D ResNet (basic blocks); ``in_channels`` is the number of ROIs."""
-    widths = scale_widths(_RESNET_WIDTHS, width_factors, _RESNET_SPEC)
-    encoder = ResNet(
-        "basic",
-        list(layers),
-        list(widths.values()),
-        spatial_dims=1,
-        n_input_channels=in_channels,
-        conv1_t_size=7,
-        conv1_t_stride=2,
-        feed_forward=False,
-    )
-    return TLModel(
-        encoder,
-        stage_names=_RESNET_SPEC,
-        spatial_dims=1,
-        input_size=spatial_size(img_size, 1),
-        in_channels=in_channels,
-        num_outputs=num_outputs,
-        dropout=dropout,
-    )
 
 
 @register_architecture("transformer_1d")
@@ -104,4 +71,4 @@ def transformer_1d(
 
 
 for _name, _layers in _RESNETS.items():
-    register_architecture(_name)(partial(_resnet, _layers))
+    register_architecture(_name)(partial(monai_resnet, "basic", _layers, spatial_dims=1))
