@@ -54,7 +54,7 @@ from tlkedro.imaging.ingest import (
     _label,
     _Rejections,
 )
-from tlkedro.imaging.nifti_checks import InvalidScanError
+from tlkedro.imaging.nifti_checks import InvalidScanError, check_readable
 from tlkedro.imaging.transforms import normalisation
 from tlkedro.parallel import imap_ordered
 
@@ -103,16 +103,7 @@ def check_image(path: str | os.PathLike[str], modes: Sequence[str]) -> ImageInfo
             ``multi_frame``, ``wrong_mode`` or ``constant`` (docs/data.md).
     """
     path = Path(path)
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as stream:
-            stream.read(1)
-    except OSError as exc:
-        raise InvalidScanError(
-            path, "unreadable", f"cannot be read ({exc.strerror or exc})"
-        ) from exc
-    if size == 0:
-        raise InvalidScanError(path, "zero_byte", "is empty (0 bytes)")
+    check_readable(path)
     expected = IMAGE_FORMATS.get(path.suffix.lower())
     if expected is None:
         raise InvalidScanError(

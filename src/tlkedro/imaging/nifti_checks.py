@@ -54,6 +54,24 @@ class InvalidScanError(ValueError):
         return type(self), (self.path, self.code, self.reason)
 
 
+def check_readable(path: Path) -> None:
+    """That a file opens and holds at least one byte (the first check of a 2D image or a series).
+
+    Raises:
+        InvalidScanError: With code ``unreadable`` or ``zero_byte``.
+    """
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as stream:
+            stream.read(1)
+    except OSError as exc:
+        raise InvalidScanError(
+            path, "unreadable", f"cannot be read ({exc.strerror or exc})"
+        ) from exc
+    if size == 0:
+        raise InvalidScanError(path, "zero_byte", "is empty (0 bytes)")
+
+
 @dataclass(frozen=True)
 class ScanInfo:
     """Geometry of a valid scan.

@@ -46,7 +46,7 @@ from tlkedro.imaging.ingest import (
     _Rejections,
     match_metadata,
 )
-from tlkedro.imaging.nifti_checks import InvalidScanError
+from tlkedro.imaging.nifti_checks import InvalidScanError, check_readable
 from tlkedro.parallel import imap_ordered
 
 logger = logging.getLogger(__name__)
@@ -103,16 +103,7 @@ def check_series(path: str | os.PathLike[str], min_timepoints: int) -> SeriesInf
             ``non_numeric``, ``missing_values``, ``too_short`` or ``constant_roi`` (docs/timeseries.md).
     """
     path = Path(path)
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as stream:
-            stream.read(1)
-    except OSError as exc:
-        raise InvalidScanError(
-            path, "unreadable", f"cannot be read ({exc.strerror or exc})"
-        ) from exc
-    if size == 0:
-        raise InvalidScanError(path, "zero_byte", "is empty (0 bytes)")
+    check_readable(path)
     try:
         table = read_series(path)
     except pd.errors.EmptyDataError:
