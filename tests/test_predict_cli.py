@@ -16,31 +16,20 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.shared_ixi import ixi_participants, link_scans, needs_ixi, read_scans_from
 from tests.test_end_to_end import PROJECT, copy_project, kedro
 
-IXI = PROJECT.parent / "shared" / "data" / "ixi_t1_2mm_bids"
 N_TRAIN, N_NEW = 10, 3
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not IXI.is_dir(), reason="shared IXI data absent (../shared/data)"),
+    needs_ixi,
 ]
-
-
-def _link_scans(folder: Path, participants: pd.DataFrame) -> None:
-    """A BIDS folder of shared IXI subjects, linked, not copied, with ``participants`` as its table."""
-    folder.mkdir()
-    for subject in participants["participant_id"]:
-        (folder / subject).symlink_to(IXI / subject)
-    participants.to_csv(folder / "participants.tsv", sep="\t", index=False)
 
 
 def _small_ixi(conf: Path, bids: Path) -> None:
     """conf/ixi on the linked scans: fixed splits (no folds), 1 epoch, finetune.full only, multitask."""
-    catalog = yaml.safe_load((conf / "ixi" / "catalog.yml").read_text())
-    catalog["raw_images"]["path"] = str(bids)
-    catalog["raw_metadata"]["filepath"] = str(bids / "participants.tsv")
-    (conf / "ixi" / "catalog.yml").write_text(yaml.safe_dump(catalog))
+    read_scans_from(conf, bids)
     parameters = yaml.safe_load((conf / "ixi" / "parameters.yml").read_text())
     parameters["preprocessing"]["spatial_normalisation"]["fast"] = True
     parameters["preprocessing"]["splits"].update(pretrain=0.5, finetune=0.5)
@@ -69,11 +58,11 @@ def _small_ixi(conf: Path, bids: Path) -> None:
 
 def test_predict_scores_new_scans_with_every_head_of_a_trained_variant(tmp_path: Path) -> None:
     root = copy_project(tmp_path / "project")
-    participants = pd.read_csv(IXI / "participants.tsv", sep="\t", dtype={"participant_id": str})
-    _link_scans(tmp_path / "train", participants.iloc[:N_TRAIN])
+    participants = ixi_participants()
+    link_scans(tmp_path / "train", participants.iloc[:N_TRAIN])
     new = participants.iloc[N_TRAIN : N_TRAIN + N_NEW][["participant_id", "age"]].copy()
     new.loc[new.index[1], "age"] = np.nan  # no sex at all, and one age unknown
-    _link_scans(tmp_path / "new", new)
+    link_scans(tmp_path / "new", new)
     _small_ixi(root / "conf", tmp_path / "train")
 
     kedro(root, "run", "--env", "ixi", "--pipelines", "data,pretrain,finetune")

@@ -13,33 +13,20 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.shared_ixi import ixi_participants, link_scans, needs_ixi, read_scans_from
 from tests.test_end_to_end import PROJECT, copy_project, kedro
 
-IXI = PROJECT.parent / "shared" / "data" / "ixi_t1_2mm_bids"
 N_SCANS = 16
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not IXI.is_dir(), reason="shared IXI data absent (../shared/data)"),
+    needs_ixi,
 ]
-
-
-def _few_scans(folder: Path) -> None:
-    """A BIDS folder with the first scans of the shared IXI subset, linked, not copied."""
-    participants = pd.read_csv(IXI / "participants.tsv", sep="\t", dtype={"participant_id": str})
-    chosen = participants.iloc[:N_SCANS]
-    folder.mkdir()
-    for subject in chosen["participant_id"]:
-        (folder / subject).symlink_to(IXI / subject)
-    chosen.to_csv(folder / "participants.tsv", sep="\t", index=False)
 
 
 def _small_ixi(conf: Path, bids: Path) -> None:
     """conf/ixi with the shared scans' copy and smaller sizes: 2 folds, 1 epoch, no ablation."""
-    catalog = yaml.safe_load((conf / "ixi" / "catalog.yml").read_text())
-    catalog["raw_images"]["path"] = str(bids)
-    catalog["raw_metadata"]["filepath"] = str(bids / "participants.tsv")
-    (conf / "ixi" / "catalog.yml").write_text(yaml.safe_dump(catalog))
+    read_scans_from(conf, bids)
     parameters = yaml.safe_load((conf / "ixi" / "parameters.yml").read_text())
     parameters["preprocessing"]["spatial_normalisation"]["fast"] = True
     parameters["cross_validation"]["folds"] = 2
@@ -58,7 +45,7 @@ def _small_ixi(conf: Path, bids: Path) -> None:
 
 def test_raw_scans_are_normalised_cross_validated_and_reported(tmp_path: Path) -> None:
     root = copy_project(tmp_path / "project")
-    _few_scans(tmp_path / "bids")
+    link_scans(tmp_path / "bids", ixi_participants().iloc[:N_SCANS])
     _small_ixi(root / "conf", tmp_path / "bids")
 
     kedro(root, "run", "--env", "ixi")
