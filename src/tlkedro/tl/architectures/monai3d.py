@@ -111,28 +111,31 @@ def densenet121_3d(
     )
 
 
-def _vit(
+def monai_vit(
     hidden_size: int,
     mlp_dim: int,
     num_heads: int,
     *,
+    spatial_dims: int = 3,
+    num_layers: int = 12,
     in_channels: int = 1,
     num_outputs: int = 1,
     dropout: float = 0.0,
     img_size: int | Sequence[int] | None = None,
     patch_size: int | Sequence[int] = 16,
 ) -> TLModel:
-    """A MONAI 3D Vision Transformer (Dosovitskiy et al. 2021), 12 blocks; stages are its blocks."""
-    size = spatial_size(img_size, 3)
+    """A MONAI Vision Transformer (Dosovitskiy et al. 2021), 3D or (time series) 1D; stages are its blocks."""
+    size = spatial_size(img_size, spatial_dims)
     encoder = ViT(
         in_channels=in_channels,
         img_size=size,
         patch_size=patch_size,
         hidden_size=hidden_size,
         mlp_dim=mlp_dim,
+        num_layers=num_layers,
         num_heads=num_heads,
         classification=False,
-        spatial_dims=3,
+        spatial_dims=spatial_dims,
     )
     for block in encoder.blocks:
         # MONAI builds this norm even without cross-attention; unused, it would only inflate the parameter
@@ -141,7 +144,7 @@ def _vit(
     return TLModel(
         encoder,
         stage_names=stage_paths(encoder, ("patch_embedding", "blocks*", "norm")),
-        spatial_dims=3,
+        spatial_dims=spatial_dims,
         input_size=size,
         in_channels=in_channels,
         num_outputs=num_outputs,
@@ -153,4 +156,4 @@ def _vit(
 for _name, (_block, _layers) in _RESNETS.items():
     register_architecture(_name)(partial(monai_resnet, _block, _layers))
 for _name, (_hidden, _mlp, _heads) in _VITS.items():
-    register_architecture(_name)(partial(_vit, _hidden, _mlp, _heads))
+    register_architecture(_name)(partial(monai_vit, _hidden, _mlp, _heads))

@@ -20,12 +20,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import partial
 
-from monai.networks.nets import ViT
-from torch import nn
-
 from tlkedro.tl.architectures.base import TLModel, register_architecture
-from tlkedro.tl.architectures.monai3d import TokenMeanPool, monai_resnet
-from tlkedro.tl.architectures.shapes import spatial_size, stage_paths
+from tlkedro.tl.architectures.monai3d import monai_resnet, monai_vit
 
 _RESNETS = {"resnet10_1d": (1, 1, 1, 1), "resnet18_1d": (2, 2, 2, 2)}
 
@@ -43,30 +39,17 @@ def transformer_1d(
     num_heads: int = 4,
 ) -> TLModel:
     """A small MONAI transformer encoder over patches of time points; stages are its blocks."""
-    size = spatial_size(img_size, 1)
-    encoder = ViT(
-        in_channels=in_channels,
-        img_size=size,
-        patch_size=(patch_size,),
-        hidden_size=hidden_size,
-        mlp_dim=2 * hidden_size,
+    return monai_vit(
+        hidden_size,
+        2 * hidden_size,
+        num_heads,
+        spatial_dims=1,
         num_layers=num_layers,
-        num_heads=num_heads,
-        classification=False,
-        spatial_dims=1,
-    )
-    for block in encoder.blocks:
-        # Built by MONAI even without cross-attention; unused, it would only sit in the optimizer.
-        block.norm_cross_attn = nn.Identity()
-    return TLModel(
-        encoder,
-        stage_names=stage_paths(encoder, ("patch_embedding", "blocks*", "norm")),
-        spatial_dims=1,
-        input_size=size,
         in_channels=in_channels,
         num_outputs=num_outputs,
         dropout=dropout,
-        pool=TokenMeanPool(),
+        img_size=img_size,
+        patch_size=(patch_size,),
     )
 
 
