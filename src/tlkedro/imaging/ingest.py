@@ -517,7 +517,8 @@ def _label(value: Any, prefix: str = "") -> str:
     return prefix + text if text and not text.startswith(prefix) else text
 
 
-def _manifest_row(scan: Scan, record: _Record, info: ScanInfo) -> dict[str, Any]:
+def scan_columns(scan: Scan, record: _Record) -> dict[str, Any]:
+    """The manifest columns every layout shares: the file's identity and its subject's labels."""
     return {
         "scan_id": scan.key,
         "subject_id": scan.subject_id,
@@ -526,6 +527,12 @@ def _manifest_row(scan: Scan, record: _Record, info: ScanInfo) -> dict[str, Any]
         "age": record.age,
         "sex": record.sex,
         "site": record.site,
+    }
+
+
+def _manifest_row(scan: Scan, record: _Record, info: ScanInfo) -> dict[str, Any]:
+    return {
+        **scan_columns(scan, record),
         **dict(zip(("dim_i", "dim_j", "dim_k"), info.shape, strict=True)),
         **dict(zip(("voxel_i", "voxel_j", "voxel_k"), info.voxel_mm, strict=True)),
         "orientation": info.orientation,

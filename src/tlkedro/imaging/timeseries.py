@@ -45,6 +45,7 @@ from tlkedro.imaging.ingest import (
     _frame,
     _Rejections,
     match_metadata,
+    scan_columns,
 )
 from tlkedro.imaging.nifti_checks import InvalidScanError, check_readable
 from tlkedro.parallel import imap_ordered
@@ -249,13 +250,7 @@ def _same_rois(
 
 def _manifest_row(scan: Scan, record: Any, info: SeriesInfo) -> dict[str, Any]:
     return {
-        "scan_id": scan.key,
-        "subject_id": scan.subject_id,
-        "session": scan.session,
-        "path": str(scan.path),
-        "age": record.age,
-        "sex": record.sex,
-        "site": record.site,
+        **scan_columns(scan, record),
         "dim_i": info.rois,
         "dim_j": info.timepoints,
         "dim_k": 1,
