@@ -103,3 +103,9 @@ def test_class_names_come_from_the_labels_name_column() -> None:
         "class 0",
         "class 1",
     ]
+
+
+def test_sex_classes_are_named_by_the_manifest_coding_when_the_labels_carry_no_names() -> None:
+    labels = pd.DataFrame({"sex": [1, 0, 1]})
+    assert reports.class_names(labels, "sex", 2) == ["female", "male"]
+    assert reports.class_names(None, "sex", 2) == ["female", "male"]

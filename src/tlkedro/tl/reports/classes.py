@@ -28,11 +28,15 @@ from tlkedro.tl.reports.tables import markdown_table
 CLASS_METRICS = ("recall", "precision", "auroc")
 """The per-class metrics given with an interval (``f1`` is given without)."""
 
+CODED_TARGETS = {"sex": ("female", "male")}
+"""Targets whose class indices the manifest fixes (docs/architecture.md: ``sex`` is 0 female, 1 male)."""
+
 
 def class_names(labels: pd.DataFrame | None, target: str, num_classes: int) -> list[str]:
     """The name of each class index: from the labels' ``<target>_name`` column where they have one
-    (2D images: ``label_name``), else ``class <k>``."""
-    names = [f"class {k}" for k in range(num_classes)]
+    (2D images: ``label_name``), else the manifest's coding (``CODED_TARGETS``), else ``class <k>``."""
+    coded = CODED_TARGETS.get(target, ())
+    names = [coded[k] if k < len(coded) else f"class {k}" for k in range(num_classes)]
     column = f"{target}_name"
     if labels is not None and column in labels and target in labels:
         pairs = labels[[target, column]].drop_duplicates()
