@@ -98,9 +98,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument(
-        "--subjects", type=int, nargs=3, default=(4000, 200, 200), help="pretrain, finetune, test"
+        "--subjects", type=int, nargs=3, default=(4000, 2000, 200), help="pretrain, finetune, test"
     )
-    parser.add_argument("--sizes", type=int, nargs="+", default=(40, 200), help="target subjects")
+    parser.add_argument("--sizes", type=int, nargs="+", default=(40, 200, 2000), help="target subjects")
     parser.add_argument("--epochs", type=int, nargs=2, default=(40, 30), help="pretrain, finetune")
     parser.add_argument("--lr", type=float, default=1e-3, help="of every model, pretrained or not")
     parser.add_argument("--length", type=int, default=128)
@@ -166,6 +166,10 @@ def main() -> None:
                 data={"val_fraction": 0.2},
             )
             result = fit(config, target_series, target_labels, source=checkpoint)
+            print(
+                f"  {name} on {size}: best val/loss {result.summary['best_val_loss']:.3f} at epoch "
+                f"{result.summary['best_epoch']} of {result.summary['epochs_run']}"
+            )
             _, tables[size, name] = evaluate(result.checkpoint, *test, target="sex", split="test")
         tables[size, "connectome"] = baseline_predictions(
             "linear", target_series, target_labels, *test, task="classification", target="sex"
