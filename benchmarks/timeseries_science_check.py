@@ -100,7 +100,9 @@ def main() -> None:
     parser.add_argument(
         "--subjects", type=int, nargs=3, default=(4000, 2000, 200), help="pretrain, finetune, test"
     )
-    parser.add_argument("--sizes", type=int, nargs="+", default=(40, 200, 2000), help="target subjects")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=(40, 200, 2000), help="target subjects"
+    )
     parser.add_argument("--epochs", type=int, nargs=2, default=(40, 30), help="pretrain, finetune")
     parser.add_argument("--lr", type=float, default=1e-3, help="of every model, pretrained or not")
     parser.add_argument("--length", type=int, default=128)
