@@ -2,7 +2,9 @@
 
 The synthetic cohort writes one series per subject; two are then damaged (one gets text in a cell, one
 loses an ROI column) and must be quarantined with their reasons; a 1D ResNet is pretrained on age and
-fine-tuned on sex from it, and the reports exist. Only the sizes are cut down (subjects, epochs).
+fine-tuned on sex from it (with the series augmentation of conf/timeseries), and the reports hold the
+series' sections (SVCCA per 1D stage, saliency per ROI, no head-size rows); the predict pipeline then
+scores new series with the fine-tuned model. Only the sizes are cut down (subjects, epochs).
 """
 
 from __future__ import annotations
@@ -92,4 +94,40 @@ def test_series_are_checked_then_pretrained_on_age_and_finetuned_on_sex(tmp_path
                 pd.read_parquet(data / "05_model_input" / "test" / "labels.parquet")
             )
         [report] = (data / "08_reporting" / f"{pipeline}_report.md").glob(f"*/{pipeline}_report.md")
-        assert "baseline.linear" in report.read_text()
+        text = report.read_text()
+        assert "baseline.linear" in text
+        assert "### Head size\n\nNot applicable: the inputs are ROI time series" in text
+        assert "`integrated_gradients` maps" in text and "| ROI 7 |" in text  # 8 ROIs ranked
+    assert "## SVCCA similarity to the source model per stage" in text  # the finetune report
+    assert not list(data.glob("*/*registration*"))  # nothing registered, no QC mosaic
+
+    # New subjects' series, labels unknown: two of the cohort's, one with a missing value.
+    new = root / "new"
+    new.mkdir()
+    accepted = [Path(p).name for p in manifest["path"].iloc[:2]]
+    for name in accepted:
+        (new / name).write_bytes((data / "01_raw" / "synthetic" / "timeseries" / name).read_bytes())
+    broken = pd.read_csv(new / accepted[0], sep="\t")
+    broken.iloc[7, 0] = np.nan
+    broken.to_csv(new / "sub-new_timeseries.tsv", sep="\t", index=False)
+    subjects = [
+        name.removesuffix("_timeseries.tsv") for name in (*accepted, "sub-new_timeseries.tsv")
+    ]
+    # Two columns: the catalog sniffs the separator, which misreads a one-column table.
+    participants = pd.DataFrame({"participant_id": subjects, "site": "new"})
+    participants.to_csv(new / "participants.tsv", sep="\t", index=False)
+    kedro(
+        root,
+        "run",
+        "--env",
+        "timeseries",
+        "--pipelines",
+        "predict",
+        "--params",
+        f"predict.model=finetune.full,predict.scans={new}",  # the glob: conf/timeseries's
+    )
+    predictions = pd.read_parquet(data / "07_model_output" / "predict" / "predictions.parquet")
+    assert sorted(predictions["subject_id"]) == sorted(subjects[:2])
+    assert predictions["probability"].between(0, 1).all() and predictions["target"].isna().all()
+    quarantine = pd.read_parquet(data / "02_intermediate" / "predict" / "quarantine.parquet")
+    assert quarantine["reason_code"].tolist() == ["missing_values"]

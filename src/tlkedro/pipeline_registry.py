@@ -100,5 +100,7 @@ def _build(plan: ExperimentPlan, parameters: dict[str, Any], source: str) -> dic
         "finetune": finetune.create_pipeline(plan),
         "reporting": reporting.create_pipeline(plan, parameters["reporting"]),
         "dapt": dapt.create_pipeline(plan),
-        "predict": predict.create_pipeline(plan, parameters.get("predict")),
+        "predict": predict.create_pipeline(
+            plan, parameters.get("predict"), layout=parameters["ingestion"].get("layout", "ukb")
+        ),
     }

@@ -198,3 +198,111 @@ def test_scans_outside_predict_scans_are_refused_and_linked_ones_accepted(tmp_pa
         ingest_new_scans(images.load(), metadata, ingestion, predict=elsewhere)
     with pytest.raises(ValueError, match=r"predict_scans holds no scan"):
         ingest_new_scans({}, metadata, ingestion, predict=linked)
+
+
+SERIES_TRAINED = {"timeseries": {"length": 48}, "dtype": "float32"}  # the model's series length
+SERIES_FINETUNE = {
+    **FINETUNE,
+    "architecture": {
+        "name": "resnet10_1d",
+        "kwargs": {"width_factors": {f"layer{i}": 0.125 for i in range(1, 5)}},
+    },
+    "objective": {"name": "cross_entropy"},
+    "variants": {"full": {}},
+}
+
+
+def _write_series(folder: Path) -> dict[str, Path]:
+    """New subjects' series: three of 6 ROIs (64, 48 and 40 time points), one of 5 ROIs, one with text."""
+    rng = np.random.default_rng(2)
+    folder.mkdir()
+    files = {}
+    for subject, (timepoints, rois) in {
+        "sub-a": (64, 6),
+        "sub-b": (48, 6),
+        "sub-c": (40, 6),
+        "sub-narrow": (64, 5),
+        "sub-text": (64, 6),
+    }.items():
+        table = pd.DataFrame(
+            1000 + 10 * rng.standard_normal((timepoints, rois)),
+            columns=[f"roi_{i}" for i in range(rois)],
+        )
+        if subject == "sub-text":
+            table = table.astype(object)
+            table.iloc[3, 1] = "n.a."
+        files[subject] = folder / f"{subject}_timeseries.tsv"
+        table.to_csv(files[subject], sep="\t", index=False)
+    return files
+
+
+def test_new_series_are_checked_and_scored_as_the_models_training_series(tmp_path) -> None:
+    from tlkedro.imaging.timeseries import series_input
+
+    plan = build_plan({"finetune": SERIES_FINETUNE})
+    rng = np.random.default_rng(1)
+    labels = pd.DataFrame(
+        {"subject_id": [f"t-{i}" for i in range(24)], "age": 60.0, "sex": np.arange(24) % 2}
+    )
+    trained = fit(
+        plan.variants["finetune.full"].config,
+        rng.normal(size=(24, 6, 48)).astype(np.float32),
+        labels,
+    ).checkpoint
+    files = _write_series(tmp_path / "new")
+    metadata = pd.DataFrame({"participant_id": list(files), "sex": ["F", None, "M", "F", "M"]})
+    catalog = DataCatalog(
+        {
+            "params:preprocessing": MemoryDataset({"workers": 1}),
+            "params:ingestion": MemoryDataset(
+                {"layout": "timeseries", "workers": 1, "timeseries": {"min_timepoints": 32}}
+            ),
+            "finetune.full.config": MemoryDataset(_record(plan, "finetune.full", SERIES_TRAINED)),
+            "finetune.full.model": MemoryDataset(trained, copy_mode="assign"),
+            "predict_scans": NiftiCollectionDataset(
+                path=str(tmp_path / "new"), glob="*_timeseries.tsv"
+            ),
+            "predict_metadata": MemoryDataset(metadata),
+            "predict_quarantine": ParquetDataset(filepath=str(tmp_path / "quarantine.parquet")),
+            "predict_images": NumpyArrayDataset(filepath=str(tmp_path / "images.npy")),
+            "predict_labels": ParquetDataset(filepath=str(tmp_path / "labels.parquet")),
+            "predictions": ParquetDataset(filepath=str(tmp_path / "predictions.parquet")),
+            "predict_report": MemoryDataset(),
+        }
+    )
+    pipeline = create_pipeline(plan, {"model": "finetune.full"}, layout="timeseries")
+    assert not any("registration" in name or "normalise" in name for name in pipeline.outputs())
+    SequentialRunner().run(pipeline, catalog)
+
+    quarantine = catalog.load("predict_quarantine")
+    assert dict(zip(quarantine["subject_id"], quarantine["reason_code"])) == {
+        "sub-narrow": "wrong_rois",  # the model takes 6 ROIs, its input channels
+        "sub-text": "non_numeric",
+    }
+    images = catalog.load("predict_images")
+    assert images.shape == (3, 6, 48)  # cropped (64), kept (48) and padded (40) to the model's 48
+    for row, subject in enumerate(["sub-a", "sub-b", "sub-c"]):
+        raw = pd.read_csv(files[subject], sep="\t").to_numpy()
+        np.testing.assert_allclose(images[row], series_input(raw, 48), rtol=1e-5, atol=1e-6)
+    table = catalog.load("predictions")
+    assert table["subject_id"].tolist() == ["sub-a", "sub-b", "sub-c"]
+    assert table["target"].tolist() == pytest.approx([0.0, np.nan, 1.0], nan_ok=True)
+    assert table["probability"].between(0, 1).all()
+    report = catalog.load("predict_report")
+    assert "3 subjects scored; 2 files or records quarantined at ingestion (" in report
+    assert "cropped or zero padded to 48 time points" in report and "registration" not in report
+
+
+def test_series_of_another_roi_count_than_the_models_are_refused_before_ingestion(tmp_path) -> None:
+    from tlkedro.pipelines.predict.nodes import ingest_new_series
+
+    files = _write_series(tmp_path / "new")
+    series = NiftiCollectionDataset(path=str(tmp_path / "new"), glob="*_timeseries.tsv").load()
+    metadata = pd.DataFrame({"participant_id": list(files)})
+    ingestion = {"layout": "timeseries", "workers": 1}
+    six, five = {"config": {"in_channels": 6}}, {"config": {"in_channels": 5}}
+    with pytest.raises(ValueError, match=r"series of \[5, 6\] ROIs"):
+        ingest_new_series(series, metadata, ingestion, six, five, predict=PredictParams())
+    asked = {**ingestion, "timeseries": {"rois": 5}}
+    with pytest.raises(ValueError, match=r"rois is 5, but the models were trained on series of 6"):
+        ingest_new_series(series, metadata, asked, six, predict=PredictParams())

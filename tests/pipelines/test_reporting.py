@@ -437,7 +437,7 @@ def test_the_head_size_section_knows_each_variants_covariates() -> None:
     finetune = {**FINETUNE, "variants": {"full_head_scale": {"covariates": ["head_scale"]}}}
     pipeline = create_reporting_pipeline({**PARAMETERS, "finetune": finetune})
     [node] = [n for n in pipeline.nodes if n.name == "report_finetune_head_size"]
-    assert node.inputs == ["finetune_labels", "finetune_evaluation"]
+    assert node.inputs == ["finetune_labels", "finetune_evaluation", "finetune_images"]
     [report] = [n for n in pipeline.nodes if n.name == "write_finetune_report"]
     assert "finetune_head_size_markdown" in report.inputs
     labels = pd.DataFrame({"subject_id": ["a", "b"], "head_scale": [0.6, 0.7]})
@@ -451,9 +451,14 @@ def test_the_head_size_section_knows_each_variants_covariates() -> None:
             "confidence": 0.95,
         }
     )
-    markdown = node.run({"finetune_labels": labels, "finetune_evaluation": table})[
-        "finetune_head_size_markdown"
-    ]
+    inputs = {"finetune_labels": labels, "finetune_evaluation": table}
+    slices = np.zeros((2, 1, 8, 8), dtype=np.float32)
+    markdown = node.run({**inputs, "finetune_images": slices})["finetune_head_size_markdown"]
     assert "| finetune.full_0 | **controlled** |" in markdown
     assert "| finetune.full_head_scale | **not controlled** |" in markdown
     assert "| baseline.covariate | the only input |" in markdown
+    # ROI time series (N, ROIs, T) have no head: the section says so instead of "unknown" rows.
+    series = np.zeros((2, 8, 32), dtype=np.float32)
+    markdown = node.run({**inputs, "finetune_images": series})["finetune_head_size_markdown"]
+    assert markdown.startswith("### Head size\n\nNot applicable: the inputs are ROI time series")
+    assert "**controlled**" not in markdown and "baseline.covariate" not in markdown

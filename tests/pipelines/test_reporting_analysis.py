@@ -6,6 +6,8 @@ structure is checked on plans with and without cross-validation and with the ana
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -74,25 +76,26 @@ CROSS_VALIDATED = deep_merge(
 )
 
 
-def _model(num_outputs: int, seed: int) -> torch.nn.Module:
+def _model(num_outputs: int, seed: int, architecture: dict = ARCHITECTURE) -> torch.nn.Module:
     torch.manual_seed(seed)
     return create_architecture(
-        ARCHITECTURE["name"], num_outputs=num_outputs, **ARCHITECTURE["kwargs"]
+        architecture["name"], num_outputs=num_outputs, **architecture["kwargs"]
     )
 
 
-def _checkpoints() -> dict[str, dict]:
-    """A source regression model; ``full`` shares its whole encoder, ``moved`` only layer1 and layer2."""
-    source = _model(1, 0)
+def _checkpoints(architecture: dict = ARCHITECTURE) -> dict[str, dict]:
+    """A source regression model; ``full`` shares its whole encoder, ``moved`` only its stages up to layer2."""
+    source = _model(1, 0, architecture)
     models = {"pretrain.default": source}
     for name, shared in (("full", 4), ("moved", 2)):
-        model = _model(2, 1)
-        for stage in [f"layer{i}" for i in range(1, shared + 1)]:
+        model = _model(2, 1, architecture)
+        stages = list(model.stage_names)  # a stem (a ResNet's conv1, bn1, ...) goes with layer1
+        for stage in stages[: stages.index(f"layer{shared}") + 1]:
             model.encoder.get_submodule(stage).load_state_dict(
                 source.encoder.get_submodule(stage).state_dict()
             )
         models[f"finetune.{name}"] = model
-    models["finetune.scratch"] = _model(2, 2)
+    models["finetune.scratch"] = _model(2, 2, architecture)
     return {f"{name}.model": make_checkpoint(m, {}) for name, m in models.items()}
 
 
@@ -128,9 +131,10 @@ def _run(name: str, strategy: str, seconds: float) -> dict:
     }
 
 
-def _inputs() -> dict:
-    images, labels = _split(48, 0)
-    data = {"test_images": images, "test_labels": labels, **_checkpoints()}
+def _inputs(images: np.ndarray | None = None, architecture: dict = ARCHITECTURE) -> dict:
+    split_images, labels = _split(48, 0)
+    images = split_images if images is None else images
+    data = {"test_images": images, "test_labels": labels, **_checkpoints(architecture)}
     for name, target in (
         ("pretrain.default", "age"),
         *((f"finetune.{v}", "sex") for v in ("scratch", "full", "moved")),
@@ -398,3 +402,57 @@ def test_by_default_only_variants_evaluated_on_a_split_are_explained():
     )
     with pytest.raises(PlanError, match="pretrain.default is evaluated on no split"):
         analysis_nodes(build_plan(parameters), named)
+
+
+def test_series_get_svcca_per_1d_stage_and_saliency_per_roi_and_time(single_thread) -> None:
+    """ROI time series, (N, ROIs, T), through the same analysis nodes with a 1D ResNet."""
+    rois, length = 6, 32
+    architecture = {
+        "name": "resnet10_1d",
+        "kwargs": {
+            "in_channels": rois,
+            "img_size": [length],
+            "width_factors": {f"layer{i}": 0.125 for i in range(1, 5)},
+        },
+    }
+    parameters = deep_merge(
+        PARAMETERS,
+        {
+            "pretrain": {"architecture": architecture},
+            "finetune": {"architecture": architecture},
+            "reporting": {
+                "analysis": {"saliency": {"method": "integrated_gradients", "layer": None}}
+            },
+        },
+    )
+    series = np.random.default_rng(5).normal(size=(48, rois, length)).astype(np.float32)
+    outputs = _outputs(
+        analysis_nodes(build_plan(parameters), parameters["reporting"]),
+        _inputs(series, architecture),
+    )
+    svcca = outputs["finetune_svcca"].set_index(["variant", "stage"])["similarity"]
+    stages = ["conv1", "bn1", "act", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+    assert list(outputs["finetune_svcca"]["stage"].unique()) == stages
+    assert svcca["finetune.full"].to_numpy() == pytest.approx(1.0)  # the source's whole encoder
+    assert svcca["finetune.moved", "layer4"] < 0.99  # reinitialised after layer2
+    overlay = outputs["finetune_saliency_plot"]
+    assert len(overlay.axes) == 4 and overlay.axes[0].get_ylabel() == "ROI"
+    assert overlay.axes[0].get_images()[1].get_array().shape == (rois, length)
+    text = outputs["finetune_saliency_markdown"]
+    assert "`integrated_gradients` maps" in text and "Per ROI (mean scaled saliency" in text
+    assert len(re.findall(r"^\| ROI \d \|", text, flags=re.M)) == rois
+    assert "Per ROI (mean correlation over time" in outputs["pretrain_saliency_markdown"]
+    bars = [a for a in outputs["finetune_saliency_mean_plot"].axes if a.patches]
+    assert len(bars) == 2 and all(len(b.patches) == rois for b in bars)  # one per class
+    with pytest.raises(ValueError, match="no ROI axis"):
+        compute_saliency(
+            _checkpoints(architecture)["finetune.full.model"],
+            series[:4],
+            _split(4, 0)[1],
+            _predictions(_split(4, 0)[1], "sex", "test"),
+            variant="finetune.full",
+            fold=None,
+            task="classification",
+            target="sex",
+            params=SaliencyParams(layer="layer2"),
+        )

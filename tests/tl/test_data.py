@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
+from tlkedro.tl.augmentation import RandTimeShift
 from tlkedro.tl.config import AugmentationConfig
 from tlkedro.tl.data import (
     ArrayDataset,
@@ -174,3 +176,38 @@ def test_a_validation_split_too_small_for_every_class_says_what_to_change() -> N
         ValueError, match=r"val_fraction 0.2 of 5 training subjects gives 1 .*2 classes"
     ):
         subject_split(subjects, 0.2, seed=0, targets=np.array([0, 1, 0, 1, 0]))
+
+
+def test_the_series_augmentation_of_conf_timeseries_keeps_the_shape_and_is_seeded() -> None:
+    conf = Path(__file__).parents[2] / "conf" / "timeseries" / "parameters.yml"
+    parameters = yaml.safe_load(conf.read_text())
+    specs = [AugmentationConfig(**spec) for spec in parameters["finetune"]["data"]["augmentation"]]
+    assert specs == [
+        AugmentationConfig(**spec) for spec in parameters["pretrain"]["data"]["augmentation"]
+    ]
+    series = np.random.default_rng(0).standard_normal((6, 8, 96)).astype(np.float32)
+    dataset = ArrayDataset(series, np.zeros(6), transform=compose_augmentation(specs), seed=3)
+    first = [dataset[row][0] for row in range(6)]
+    assert all(item.shape == (8, 96) and item.dtype == torch.float32 for item in first)
+    assert all(torch.equal(item, dataset[row][0]) for row, item in enumerate(first))  # seeded
+    assert sum(not torch.allclose(item, torch.from_numpy(s)) for item, s in zip(first, series)) > 3
+    dataset.set_epoch(1)
+    assert not all(torch.equal(item, dataset[row][0]) for row, item in enumerate(first))
+
+
+def test_rand_time_shift_starts_later_and_pads_with_zeros() -> None:
+    series = torch.arange(2 * 10, dtype=torch.float32).reshape(2, 10) + 1
+    shift = augmentation_transform("RandTimeShift", {"max_shift": 4})
+    shifts = set()
+    for seed in range(20):
+        shift.set_random_state(seed=seed)
+        shifted = shift(series)
+        s = int((shifted == 0).all(dim=0).sum())
+        shifts.add(s)
+        assert shifted.shape == series.shape
+        torch.testing.assert_close(shifted[:, : 10 - s], series[:, s:])
+    assert shifts == {0, 1, 2, 3, 4}
+    with pytest.raises(ValueError, match="leaves nothing of a series of 4"):
+        RandTimeShift(max_shift=4)(series[:, :4])
+    with pytest.raises(ValueError, match=r"takes a \(ROIs, T\) series"):
+        RandTimeShift()(series[None])

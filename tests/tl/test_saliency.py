@@ -24,6 +24,7 @@ from tlkedro.tl.analysis.saliency import (
     mid_slices,
     plot_mean_maps,
     plot_saliency_overlays,
+    roi_importance,
     saliency_maps,
 )
 from tlkedro.tl.architectures import create_architecture
@@ -244,3 +245,49 @@ def test_figures_show_one_row_per_subject_or_map() -> None:
     assert len(slices.axes) == 2
     with pytest.raises(ValueError, match="differ in shape"):
         plot_saliency_overlays(images, maps[:, :4])
+
+
+def _series(n: int, seed: int, rois: int = 6, length: int = 48):
+    """Noise series whose label is the sign of ROI 2's level; ROI 4 has a level of a random sign (a
+    distractor of the same contrast)."""
+    rng = np.random.default_rng(seed)
+    series = rng.standard_normal((n, rois, length)).astype(np.float32)
+    labels = rng.integers(0, 2, n)
+    series[:, 2] += np.where(labels, 0.8, -0.8)[:, None]
+    series[:, 4] += rng.choice([-0.8, 0.8], n)[:, None]
+    return torch.from_numpy(series), torch.from_numpy(labels)
+
+
+def test_series_maps_are_per_roi_and_time_and_weight_the_label_roi_most() -> None:
+    torch.manual_seed(0)
+    model = create_architecture("resnet10_1d", in_channels=6, num_outputs=2, img_size=[48])
+    _train(model, *_series(256, 0), epochs=4)
+    series, labels = _series(64, 1)
+    assert (model(series).argmax(1) == labels).float().mean() > 0.9  # it learnt the task
+    maps = saliency_maps(model, series, "integrated_gradients", n_steps=8)
+    assert maps.shape == (64, 6, 48) and (maps >= 0).all()  # one map per ROI and time point
+    importance = roi_importance(class_mean_maps(maps, labels.numpy()))
+    assert list(importance.index) == [f"ROI {i}" for i in range(6)]
+    per_roi = importance.mean(axis=1)
+    assert per_roi.idxmax() == "ROI 2"
+    assert (
+        per_roi["ROI 2"] > 1.5 * per_roi["ROI 4"]
+        and per_roi["ROI 2"] > 1.5 * per_roi.drop(["ROI 2"]).max()
+    )
+    with pytest.raises(ValueError, match="no ROI axis"):
+        saliency_maps(model, series[:2], "grad_cam", layer="layer2")
+
+
+def test_series_figures_show_rois_by_time_and_a_per_roi_bar() -> None:
+    rng = np.random.default_rng(0)
+    series, maps = rng.standard_normal((2, 5, 20)), rng.random((2, 5, 20))
+    figure = plot_saliency_overlays(series, maps, titles=["sub-1", "sub-2"], series=True)
+    assert len(figure.axes) == 2
+    assert figure.axes[0].get_images()[1].get_array().shape == (5, 20)  # ROIs down, time across
+    assert figure.axes[0].get_ylabel() == "ROI"
+    figure = plot_mean_maps({"female (n=1)": maps[0], "male (n=1)": maps[1]}, series=True)
+    bars = [a for a in figure.axes if a.patches]
+    assert len(bars) == 2 and len(bars[0].patches) == 5
+    np.testing.assert_allclose([p.get_width() for p in bars[0].patches], maps[0].mean(axis=1))
+    with pytest.raises(ValueError, match=r"\(ROIs, T\) maps"):
+        roi_importance({"volume": np.zeros((2, 2, 2))})

@@ -13,6 +13,10 @@ sequences and sites) and Gaussian noise (thermal noise). Crops, small rotations 
 head position and size in the scanner. Flips are left-right only: the brain is close to mirror-symmetric
 across the midline and age and sex are not lateralised, whereas an upside-down or back-to-front brain is
 anatomy no scan shows, and would teach the encoder to ignore orientation that the targets depend on.
+
+``RandTimeShift`` is the ROI time series' own (``(ROIs, T)`` inputs, docs/timeseries.md): the data
+module's augmentation takes it by name beside MONAI's transforms, which work on 1D channel-first arrays
+as they are (``RandGaussianNoise``, ``RandScaleIntensity``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from monai.transforms import (
     RandCoarseDropout,
     RandFlip,
     RandGaussianNoise,
+    RandomizableTransform,
     RandScaleCrop,
     RandScaleIntensity,
     RandShiftIntensity,
@@ -39,6 +44,49 @@ from monai.transforms import (
 
 # Left-right in axial and coronal slices and in volumes on the RAS grid (see the module docstring).
 LEFT_RIGHT_AXIS = 0
+
+
+class RandTimeShift(RandomizableTransform):
+    """Start a ``(ROIs, T)`` series a random number of time points later, keeping its length.
+
+    The first ``s`` time points (``s`` uniform in ``0..max_shift``) are dropped and ``s`` zeros appended,
+    as preprocessing pads a short series (zero is each ROI's mean after its z-score). A resting-state
+    series has no time origin, so its ROI correlations, what the targets depend on, are those of a
+    slightly shorter window. Written here because MONAI's crops and pads take absolute sizes, which
+    would tie the recipe to one ``preprocessing.timeseries.length``.
+
+    Args:
+        max_shift: The largest shift in time points; must leave at least one.
+        prob: Probability of shifting an item.
+    """
+
+    def __init__(self, max_shift: int = 16, prob: float = 1.0) -> None:
+        if max_shift < 0:
+            raise ValueError(f"max_shift must be >= 0; got {max_shift!r}")
+        super().__init__(prob)
+        self.max_shift = max_shift
+        self._shift = 0
+
+    def randomize(self, data: object = None) -> None:
+        super().randomize(None)
+        self._shift = int(self.R.randint(0, self.max_shift + 1))
+
+    def __call__(self, series: torch.Tensor, randomize: bool = True) -> torch.Tensor:
+        if series.ndim != 2:
+            raise ValueError(
+                f"RandTimeShift takes a (ROIs, T) series; got shape {tuple(series.shape)}"
+            )
+        if series.shape[-1] <= self.max_shift:
+            raise ValueError(
+                f"RandTimeShift max_shift {self.max_shift} leaves nothing of a series of "
+                f"{series.shape[-1]} time points"
+            )
+        series = torch.as_tensor(series)
+        if randomize:
+            self.randomize()
+        if not self._do_transform or self._shift == 0:
+            return series
+        return torch.cat([series[:, self._shift :], series.new_zeros(len(series), self._shift)], 1)
 
 
 def _as_tensor() -> Transform:

@@ -28,6 +28,7 @@ from sklearn.model_selection import GroupShuffleSplit, StratifiedShuffleSplit
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from tlkedro.tl.augmentation import RandTimeShift
 from tlkedro.tl.labels import covariate_values, optional_values, target_values
 from tlkedro.tl.objectives import UNLABELLED, Task
 
@@ -37,14 +38,20 @@ COVARIATES = "covariates"
 if TYPE_CHECKING:
     from tlkedro.tl.config import ComponentConfig
 
+# tlkedro's own array transforms, taken by name beside MONAI's: for ROI time series.
+SERIES_TRANSFORMS = {"RandTimeShift": RandTimeShift}
+
 
 def _array_transform_names() -> list[str]:
     return sorted(
-        name
-        for name, value in vars(monai.transforms).items()
-        if inspect.isclass(value)
-        and issubclass(value, Transform)
-        and not issubclass(value, MapTransform)
+        [
+            name
+            for name, value in vars(monai.transforms).items()
+            if inspect.isclass(value)
+            and issubclass(value, Transform)
+            and not issubclass(value, MapTransform)
+        ]
+        + list(SERIES_TRANSFORMS)
     )
 
 
@@ -52,14 +59,15 @@ def augmentation_transform(name: str, kwargs: dict[str, Any]) -> Transform:
     """Build one MONAI array transform (``RandAffine``, ``RandFlip``, ...) from its class name.
 
     Args:
-        name: A class of ``monai.transforms`` that works on arrays (not the dictionary ``...d`` ones).
+        name: A class of ``monai.transforms`` that works on arrays (not the dictionary ``...d`` ones),
+            or one of ``SERIES_TRANSFORMS`` (``RandTimeShift``).
         kwargs: Its keyword arguments.
 
     Raises:
         ValueError: For an unknown name (with the closest array transform names) or arguments the
             transform rejects.
     """
-    cls = getattr(monai.transforms, name, None)
+    cls = SERIES_TRANSFORMS.get(name) or getattr(monai.transforms, name, None)
     if not (inspect.isclass(cls) and issubclass(cls, Transform)) or issubclass(cls, MapTransform):
         close = difflib.get_close_matches(name, _array_transform_names(), n=3)
         hint = f" Closest: {', '.join(close)}." if close else ""

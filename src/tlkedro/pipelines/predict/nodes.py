@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from tlkedro.imaging.extraction import LazyArrayStack, build_model_input
 from tlkedro.imaging.ingest import ingest
+from tlkedro.imaging.timeseries import build_timeseries_input
 from tlkedro.pipelines.ingestion.nodes import IngestionParams
 from tlkedro.pipelines.preprocessing.nodes import (
     PreprocessingParams,
@@ -196,6 +197,70 @@ def ingest_new_scans(
     return ingest(paths, metadata, params, metadata_label="predict_metadata")
 
 
+def ingest_new_series(
+    series: Mapping[str, _HasPath],
+    metadata: pd.DataFrame,
+    ingestion: Mapping[str, Any],
+    *checkpoints: dict,
+    predict: PredictParams,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``ingest_new_scans`` for ROI time series (``ingestion.layout: timeseries``): the same checks and
+    quarantine as the training series, with the ROI count the models take as input channels, so that
+    a new series with other ROIs is quarantined (``wrong_rois``) instead of failing the scoring.
+
+    Args:
+        series: The ``predict_scans`` dataset (``<subject>_timeseries.tsv`` files).
+        metadata: The ``predict_metadata`` table (at least the subject id column).
+        ingestion: The ``ingestion`` parameters, updated with ``predict.ingestion``.
+        checkpoints: Each selected model's checkpoint (its first run's).
+        predict: The ``predict`` parameters.
+
+    Raises:
+        ValueError: The models take different ROI counts, or ``ingestion.timeseries.rois`` asks for
+            another one than they take.
+    """
+    counts = {int(checkpoint["config"]["in_channels"]) for checkpoint in checkpoints}
+    if len(counts) != 1:
+        raise ValueError(
+            f"the selected models take series of {sorted(counts)} ROIs: one predict run scores series "
+            "of one ROI count; run predict once per model"
+        )
+    [rois] = counts
+    asked = deep_merge(ingestion, predict.ingestion).get("timeseries", {}).get("rois")
+    if asked is not None and asked != rois:
+        raise ValueError(
+            f"ingestion.timeseries.rois is {asked}, but the models were trained on series of {rois} "
+            "ROIs (their input channels); set it to null or to that count"
+        )
+    ingestion = deep_merge(ingestion, {"timeseries": {"rois": rois}})
+    return ingest_new_scans(series, metadata, ingestion, predict=predict)
+
+
+def build_predict_series(
+    manifest: pd.DataFrame, series: Mapping[str, _HasPath], params: PreprocessingParams
+) -> tuple[LazyArrayStack, pd.DataFrame]:
+    """The model input of every new series that passed ingestion: z-scored per ROI and cropped or
+    padded to the models' ``preprocessing.timeseries.length``, as their training series were.
+
+    Raises:
+        ValueError: Every new series was quarantined.
+    """
+    if manifest.empty:
+        raise ValueError(
+            "every new series was quarantined: see predict_quarantine (data/02_intermediate/predict/)"
+        )
+    manifest = manifest.sort_values(["subject_id", "session", "scan_id"], ignore_index=True)
+    files = resolve_scans(manifest["scan_id"], series, "predict_scans")
+    return build_timeseries_input(
+        manifest,
+        params.timeseries,
+        files,
+        dtype=params.dtype,
+        workers=params.workers,
+        desc="predict series",
+    )
+
+
 def build_predict_arrays(
     scans: pd.DataFrame,
     images: Mapping[str, _HasPath],
@@ -256,6 +321,29 @@ def report_predictions(
     preprocessing: PreprocessingParams,
 ) -> str:
     """The predict report: per model and head, the subjects scored, the correction applied and the gap."""
+    normalisation = preprocessing.spatial_normalisation
+    return _report(
+        predictions,
+        f"{len(quarantine)} files or records quarantined at ingestion, "
+        f"{len(registration_quarantine)} at registration QC",
+        f"spatial normalisation `{normalisation.method}`, `{preprocessing.mode}` input, "
+        f"{list(preprocessing.spacing_mm)} mm, intensity `{preprocessing.normalisation.name}`",
+    )
+
+
+def report_series_predictions(
+    predictions: pd.DataFrame, quarantine: pd.DataFrame, preprocessing: PreprocessingParams
+) -> str:
+    """``report_predictions`` for ROI time series, which have no registration to report."""
+    return _report(
+        predictions,
+        f"{len(quarantine)} files or records quarantined at ingestion",
+        "ROI time series, each ROI z-scored over its time points, cropped or zero padded to "
+        f"{preprocessing.timeseries.length} time points",
+    )
+
+
+def _report(predictions: pd.DataFrame, quarantined: str, preprocessed: str) -> str:
     rows = []
     for (model, head), table in predictions.groupby(["model", "head"], sort=False):
         gaps = table["gap"].dropna()
@@ -270,19 +358,15 @@ def report_predictions(
                 "bias correction": table["bias_correction"].iloc[0],
             }
         )
-    normalisation = preprocessing.spatial_normalisation
     return "\n".join(
         [
             "# Predictions on new scans",
             "",
-            f"{predictions['subject_id'].nunique()} subjects scored; {len(quarantine)} files or "
-            f"records quarantined at ingestion, {len(registration_quarantine)} at registration QC "
+            f"{predictions['subject_id'].nunique()} subjects scored; {quarantined} "
             "(data/02_intermediate/predict/). Table: `predictions` "
             "(data/07_model_output/predict/predictions.parquet).",
             "",
-            f"Preprocessed as the models were trained: spatial normalisation "
-            f"`{normalisation.method}`, `{preprocessing.mode}` input, "
-            f"{list(preprocessing.spacing_mm)} mm, intensity `{preprocessing.normalisation.name}`.",
+            f"Preprocessed as the models were trained: {preprocessed}.",
             "",
             "The gap is the corrected prediction minus the known target (for an age head, the "
             "brain-age gap); its mean rests on the subjects with a known target.",

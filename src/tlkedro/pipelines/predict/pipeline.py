@@ -43,8 +43,14 @@ def scoring_models(plan: ExperimentPlan, params: nodes.PredictParams) -> list[no
     return models
 
 
-def create_pipeline(plan: ExperimentPlan, parameters: Mapping[str, Any] | None) -> Pipeline:
+def create_pipeline(
+    plan: ExperimentPlan, parameters: Mapping[str, Any] | None, layout: str = "ukb"
+) -> Pipeline:
     """The predict pipeline for the models of ``parameters`` (the ``predict`` section).
+
+    ``layout`` is ``ingestion.layout`` (``predict.ingestion.layout`` overrides it): ROI time series
+    (``timeseries``) are checked, quarantined and turned into model input as the training series were,
+    with no registration.
 
     Raises:
         PlanError: An invalid ``predict`` key or an unknown model, before any node runs.
@@ -59,14 +65,30 @@ def create_pipeline(plan: ExperimentPlan, parameters: Mapping[str, Any] | None) 
     if not models:  # predict.model null and no finetune variant: nothing to score with
         return Pipeline([])
     preprocessing = "predict_preprocessing"
+    model_preprocessing = Node(
+        bind(nodes.model_preprocessing, models=[m.runs[0] for m in models]),
+        ["params:preprocessing", *[f"{m.runs[0]}.config" for m in models]],
+        preprocessing,
+        name="predict_model_preprocessing",
+    )
+    scoring = Node(
+        bind(nodes.score_new_scans, models=models),
+        [
+            "predict_images",
+            "predict_labels",
+            *[f"{run}.model" for m in models for run in m.runs],
+        ],
+        "predictions",
+        name="predict_score",
+    )
+    if params.ingestion.get("layout", layout) == "timeseries":
+        return Pipeline(
+            [model_preprocessing, *_series_nodes(models, params, preprocessing), scoring],
+            tags={"predict"},
+        )
     return Pipeline(
         [
-            Node(
-                bind(nodes.model_preprocessing, models=[m.runs[0] for m in models]),
-                ["params:preprocessing", *[f"{m.runs[0]}.config" for m in models]],
-                preprocessing,
-                name="predict_model_preprocessing",
-            ),
+            model_preprocessing,
             Node(
                 bind(nodes.ingest_new_scans, predict=params),
                 ["predict_scans", "predict_metadata", "params:ingestion"],
@@ -101,16 +123,7 @@ def create_pipeline(plan: ExperimentPlan, parameters: Mapping[str, Any] | None) 
                 ["predict_images", "predict_labels"],
                 name="predict_build_arrays",
             ),
-            Node(
-                bind(nodes.score_new_scans, models=models),
-                [
-                    "predict_images",
-                    "predict_labels",
-                    *[f"{run}.model" for m in models for run in m.runs],
-                ],
-                "predictions",
-                name="predict_score",
-            ),
+            scoring,
             Node(
                 nodes.report_predictions,
                 [
@@ -125,3 +138,34 @@ def create_pipeline(plan: ExperimentPlan, parameters: Mapping[str, Any] | None) 
         ],
         tags={"predict"},
     )
+
+
+def _series_nodes(
+    models: list[nodes.ScoringModel], params: nodes.PredictParams, preprocessing: str
+) -> list[Node]:
+    """Ingestion, model input and report of new ROI time series: nothing to register."""
+    return [
+        Node(
+            bind(nodes.ingest_new_series, predict=params),
+            [
+                "predict_scans",
+                "predict_metadata",
+                "params:ingestion",
+                *[f"{m.runs[0]}.model" for m in models],
+            ],
+            ["predict_manifest", "predict_quarantine"],
+            name="predict_ingest_scans",
+        ),
+        Node(
+            nodes.build_predict_series,
+            ["predict_manifest", "predict_scans", preprocessing],
+            ["predict_images", "predict_labels"],
+            name="predict_build_arrays",
+        ),
+        Node(
+            nodes.report_series_predictions,
+            ["predictions", "predict_quarantine", preprocessing],
+            "predict_report",
+            name="predict_write_report",
+        ),
+    ]

@@ -43,6 +43,7 @@ from tlkedro.tl.analysis.saliency import (
     label_correlation_map,
     plot_mean_maps,
     plot_saliency_overlays,
+    roi_importance,
     saliency_maps,
 )
 from tlkedro.tl.analysis.svcca import (
@@ -346,8 +347,9 @@ def compute_saliency(
 
     Returns:
         ``images``, ``maps`` and ``titles`` of the subjects overlaid; ``mean_maps`` (``name -> map``,
-        each name saying how many images it rests on), ``background`` (the mean image) and ``signed``
-        (whether the mean maps are correlations).
+        each name saying how many images it rests on), ``background`` (the mean image; ``None`` for
+        ROI time series, whose mean is flat), ``signed`` (whether the mean maps are correlations) and
+        ``series`` (whether the inputs are ``(N, ROIs, T)`` series, whose maps are ``(ROIs, T)``).
 
     Raises:
         ValueError: If ``layer`` is not a stage of the model, or a correlation map has too few subjects.
@@ -395,13 +397,17 @@ def compute_saliency(
                 maps, values[averaged]
             )
         }
+    series = images.ndim == 3  # (N, ROIs, T): z-scored series average to a flat line
     return {
         "images": np.asarray(images[overlay]),
         "maps": saliency_maps(model, images[overlay], **explain),
         "titles": [f"{short} {title}" for title in titles],
         "mean_maps": mean_maps,
-        "background": np.asarray(images[averaged], dtype=np.float64).mean(axis=0)[0],
+        "background": None
+        if series
+        else np.asarray(images[averaged], dtype=np.float64).mean(axis=0)[0],
         "signed": task == "regression",
+        "series": series,
     }
 
 
@@ -415,13 +421,16 @@ def report_saliency(
             f"{pipeline}: the saliency variants {variants} mix classification and regression; "
             "choose variants of one task in reporting.analysis.saliency.variants"
         )
+    series = results[0].get("series", False)
     overlays = plot_saliency_overlays(
         np.concatenate([r["images"] for r in results]),
         np.concatenate([r["maps"] for r in results]),
         [title for r in results for title in r["titles"]],
+        series=series,
     )
     mean_maps = {name: m for r in results for name, m in r["mean_maps"].items()}
-    means = plot_mean_maps(mean_maps, results[0]["background"], diverging=signed.pop())
+    diverging = signed.pop()
+    means = plot_mean_maps(mean_maps, results[0]["background"], diverging=diverging, series=series)
     layer = f" at stage `{params.layer or 'last'}`" if params.method == "grad_cam" else ""
     text = [
         "## Saliency maps",
@@ -437,7 +446,23 @@ def report_saliency(
         "where the images share one space (docs/saliency.md).",
         "",
     ]
+    if series:
+        text += _roi_importance_text(mean_maps, diverging)
     return overlays, means, "\n".join(text)
+
+
+def _roi_importance_text(mean_maps: Mapping[str, np.ndarray], signed: bool) -> list[str]:
+    """The per-ROI summary of series maps: each mean map's mean over time, ROIs ranked by the first."""
+    table = roi_importance(mean_maps)
+    ranked = table.sort_values(table.columns[0], ascending=False, kind="stable")
+    what = "mean correlation over time" if signed else "mean scaled saliency over time"
+    return [
+        f"Per ROI ({what}; ROIs numbered by their column in the series files, ranked by the first "
+        "map; the right-hand bars of the mean-map figure):",
+        "",
+        reports.markdown_table(ranked.reset_index()),
+        "",
+    ]
 
 
 # --- pipeline -------------------------------------------------------------------------------------

@@ -444,6 +444,7 @@ def report_classes(
 def report_head_size(
     labels: pd.DataFrame,
     evaluation_table: pd.DataFrame,
+    images: np.ndarray | None = None,
     *,
     covariates: dict[str, list[str]],
     evaluation_params: dict[str, Any],
@@ -453,9 +454,17 @@ def report_head_size(
     Args:
         labels: The variants' training labels (``head_scale`` tells how the scans were registered).
         evaluation_table: ``report_evaluation``'s table.
+        images: The variants' training images: ``(N, ROIs, T)`` ROI time series skip the section, with
+            a line saying why.
         covariates: Each variant's ``covariates``, by name.
         evaluation_params: ``reporting.evaluation`` (its ``covariate`` column).
     """
+    if images is not None and images.ndim == 3:
+        return (
+            "### Head size\n\nNot applicable: the inputs are ROI time series (`(subjects, ROIs, time "
+            "points)`), which show no head and carry no head scale (`head_scale` is empty), so there "
+            "is nothing to control and no head-size baseline.\n"
+        )
     column = EvaluationParams.model_validate(evaluation_params).covariate
     head_scale = labels[column] if column in labels else np.full(len(labels), np.nan)
     status = evaluation.head_size_status(head_scale, covariates, column)

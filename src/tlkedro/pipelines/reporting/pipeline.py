@@ -148,7 +148,7 @@ def _evaluation_nodes(
                 covariates={name: list(by_name[name].config.covariates) for name in compared},
                 evaluation_params=evaluation,
             ),
-            [f"{config.train_on}_labels", f"{out}evaluation"],
+            [f"{config.train_on}_labels", f"{out}evaluation", f"{config.train_on}_images"],
             f"{out}head_size_markdown",
             name=f"report_{pipeline_name}_head_size",
         ),

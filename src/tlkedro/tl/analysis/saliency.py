@@ -1,4 +1,4 @@
-"""Saliency maps of 2D and 3D ``TLModel``\\ s with captum: Grad-CAM and Integrated Gradients.
+"""Saliency maps of 2D, 3D and 1D (time series) ``TLModel``\\ s with captum: Grad-CAM and Integrated Gradients.
 
 - ``grad_cam`` (Selvaraju et al. 2017; captum ``LayerGradCam``): the stage's feature maps weighted by
   the spatial mean of the target output's gradient, summed over channels, rectified (the original
@@ -15,6 +15,11 @@ regression. The maps of several subjects can be averaged per class (``class_mean
 with a continuous label such as age (``label_correlation_map``); both only mean something when the scans
 are in a common space (template-registered volumes or slices of them), where a voxel is the same place
 in every subject. docs/saliency.md says what the maps do and do not show.
+
+ROI time series (1D models, ``(N, ROIs, T)`` inputs, the ROIs as channels) keep the channel axis: a
+series' map is ``(ROIs, T)``, Integrated Gradients' absolute attribution per ROI and time point, and
+``roi_importance`` sums it up per ROI (its mean over time). Grad-CAM is refused there: its map is a
+stage's, after the first convolution has mixed the ROIs, so it has a time axis but no ROI axis.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam
 from matplotlib.figure import Figure
@@ -62,11 +68,13 @@ def saliency_maps(
 
     Returns:
         ``(N, *spatial)`` float32 maps; larger means more salient. Grad-CAM maps are non-negative and
-        Integrated Gradients maps absolute values, both in the units of their method.
+        Integrated Gradients maps absolute values, both in the units of their method. A 1D model's
+        maps keep the channels (the ROIs of a series): ``(N, ROIs, T)``.
 
     Raises:
         ValueError: If ``method`` is unknown, ``images`` do not have the model's dimensions, ``target``
-            is not an output of the head, or Grad-CAM's layer does not give a spatial feature map.
+            is not an output of the head, Grad-CAM's layer does not give a spatial feature map, or
+            Grad-CAM is asked of a 1D model.
     """
     if method not in SALIENCY_METHODS:
         raise ValueError(f"unknown saliency method {method!r}; the methods are {SALIENCY_METHODS}")
@@ -80,6 +88,13 @@ def saliency_maps(
         )
     if target is not None and not 0 <= target < model.num_outputs:
         raise ValueError(f"target {target} is not an output of a head with {model.num_outputs}")
+    series = model.spatial_dims == 1
+    if series and method == "grad_cam":
+        raise ValueError(
+            "Grad-CAM of a 1D model (ROI time series) has no ROI axis: its stage's feature maps come "
+            "after the first convolution has mixed the ROIs; use integrated_gradients, which keeps one "
+            "map per ROI"
+        )
     device = next(model.parameters()).device
     maps = []
     with eval_mode(model):
@@ -102,7 +117,8 @@ def saliency_maps(
                 attributed = attribution.attribute(
                     batch, baselines=baseline, target=targets, n_steps=n_steps
                 )
-                maps.append(attributed.abs().sum(dim=1))
+                # A series keeps its channels, the ROIs; an image's channels are summed.
+                maps.append(attributed.abs() if series else attributed.abs().sum(dim=1))
     return torch.cat(maps).detach().float().cpu().numpy()
 
 
@@ -174,6 +190,37 @@ def label_correlation_map(maps: np.ndarray, values: Sequence[float]) -> np.ndarr
     return np.divide(covariance, spread, out=np.zeros_like(covariance), where=spread > 0)
 
 
+def roi_importance(mean_maps: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Per ROI, the mean over time of each ``(ROIs, T)`` map of series (a class mean, a correlation).
+
+    Returns:
+        One row per ROI (index: its position among the input channels, ``ROI 0`` ...), one column per
+        map.
+
+    Raises:
+        ValueError: A map is not ``(ROIs, T)``, or the maps differ in ROI count.
+    """
+    shapes = {np.shape(m) for m in mean_maps.values()}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+        raise ValueError(f"roi_importance needs (ROIs, T) maps of one shape; got {sorted(shapes)}")
+    columns = {name: np.asarray(m, dtype=np.float64).mean(axis=1) for name, m in mean_maps.items()}
+    rois = len(next(iter(columns.values())))
+    return pd.DataFrame(columns, index=pd.Index([f"ROI {i}" for i in range(rois)], name="ROI"))
+
+
+def _planes(array: np.ndarray, series: bool) -> list[tuple[str, np.ndarray]]:
+    """What a figure shows of one map or input: a series' ``(ROIs, T)`` as it is, else ``mid_slices``."""
+    return [("", np.asarray(array))] if series else mid_slices(array)
+
+
+def _series_axes(axis, series: bool) -> None:
+    if series:  # ROIs down, time across
+        axis.set_xlabel("time point", fontsize="small")
+        axis.set_ylabel("ROI", fontsize="small")
+    else:
+        axis.set_axis_off()
+
+
 def mid_slices(volume: np.ndarray) -> list[tuple[str, np.ndarray]]:
     """The sagittal, coronal and axial mid-slices of a RAS ``(X, Y, Z)`` volume, superior/anterior up;
     a 2D image gives itself, rotated the same way."""
@@ -189,36 +236,46 @@ def mid_slices(volume: np.ndarray) -> list[tuple[str, np.ndarray]]:
 
 
 def plot_saliency_overlays(
-    images: np.ndarray, maps: np.ndarray, titles: Sequence[str] | None = None, alpha: float = 0.5
+    images: np.ndarray,
+    maps: np.ndarray,
+    titles: Sequence[str] | None = None,
+    alpha: float = 0.5,
+    *,
+    series: bool = False,
 ) -> Figure:
-    """One row per subject: its image (3D: three mid-slices) with its map overlaid.
+    """One row per subject: its image (3D: three mid-slices; a series: ROIs x time) with its map overlaid.
 
     Args:
-        images: ``(N, C, *spatial)`` inputs (the first channel is shown) or ``(N, *spatial)``.
-        maps: ``(N, *spatial)`` maps from ``saliency_maps``; each is scaled to its own maximum.
+        images: ``(N, C, *spatial)`` inputs (the first channel is shown) or ``(N, *spatial)``; series:
+            ``(N, ROIs, T)``.
+        maps: ``(N, *spatial)`` maps from ``saliency_maps`` (series: ``(N, ROIs, T)``); each is scaled
+            to its own maximum.
         titles: One title per subject (e.g. its ID, label and prediction).
         alpha: Opacity of the map at its maximum.
+        series: The inputs are ROI time series, shown with the ROIs down and time across.
     """
     images = np.asarray(images)
     maps = np.asarray(maps)
-    if images.ndim == maps.ndim + 1:
+    if images.ndim == maps.ndim + 1 and not series:
         images = images[:, 0]
     if images.shape != maps.shape:
         raise ValueError(f"images {images.shape} and maps {maps.shape} differ in shape")
     if titles is not None and len(titles) != len(maps):
         raise ValueError(f"{len(maps)} maps but {len(titles)} titles")
     normalised = _normalised(maps)
-    views = len(mid_slices(images[0]))
-    figure = Figure(figsize=(2.6 * views, 2.6 * len(maps)), layout="constrained")
+    views = len(_planes(images[0], series))
+    width = 6.0 if series else 2.6 * views
+    figure = Figure(figsize=(width, 2.6 * len(maps)), layout="constrained")
     axes = figure.subplots(len(maps), views, squeeze=False)
+    shape = {"aspect": "auto", "interpolation": "nearest"} if series else {}
     for row, (image, saliency) in enumerate(zip(images, normalised, strict=True)):
         for column, ((view, plane), (_, heat)) in enumerate(
-            zip(mid_slices(image), mid_slices(saliency), strict=True)
+            zip(_planes(image, series), _planes(saliency, series), strict=True)
         ):
             axis = axes[row, column]
-            axis.imshow(plane, cmap="gray")
-            axis.imshow(heat, cmap="jet", vmin=0, vmax=1, alpha=alpha * heat)
-            axis.set_axis_off()
+            axis.imshow(plane, cmap="gray", **shape)
+            axis.imshow(heat, cmap="jet", vmin=0, vmax=1, alpha=alpha * heat, **shape)
+            _series_axes(axis, series)
             label = titles[row] if titles is not None and column == 0 else ""
             axis.set_title(f"{label} {view}".strip() if views > 1 else label, fontsize="small")
     return figure
@@ -230,6 +287,7 @@ def plot_mean_maps(
     *,
     diverging: bool = False,
     alpha: float = 0.6,
+    series: bool = False,
 ) -> Figure:
     """One row per map (a class mean or a label correlation), over ``background`` (e.g. the mean image).
 
@@ -239,13 +297,22 @@ def plot_mean_maps(
         diverging: Signed maps (``label_correlation_map``): a symmetric blue-red scale; otherwise each
             map is scaled to its maximum.
         alpha: Opacity of the maps.
+        series: ``(ROIs, T)`` maps of ROI time series: each row adds, on the right, the map's mean over
+            time per ROI (``roi_importance``).
     """
     if not mean_maps:
         raise ValueError("no maps to plot")
     first = np.asarray(next(iter(mean_maps.values())))
-    views = len(mid_slices(first))
-    figure = Figure(figsize=(2.8 * views + 0.8, 2.6 * len(mean_maps)), layout="constrained")
-    axes = figure.subplots(len(mean_maps), views, squeeze=False)
+    views = len(_planes(first, series))
+    width = 8.0 if series else 2.8 * views + 0.8
+    figure = Figure(figsize=(width, 2.6 * len(mean_maps)), layout="constrained")
+    axes = figure.subplots(
+        len(mean_maps),
+        views + series,
+        squeeze=False,
+        width_ratios=[3, 1] if series else None,
+    )
+    shape = {"aspect": "auto", "interpolation": "nearest"} if series else {}
     for row, (name, saliency) in enumerate(mean_maps.items()):
         saliency = np.asarray(saliency, dtype=np.float64)
         if diverging:
@@ -253,14 +320,23 @@ def plot_mean_maps(
             scale = {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit}
         else:
             scale = {"cmap": "jet", "vmin": 0.0, "vmax": float(saliency.max()) or 1.0}
-        planes = mid_slices(saliency)
-        backgrounds = mid_slices(background) if background is not None else [None] * len(planes)
+        planes = _planes(saliency, series)
+        backgrounds = (
+            _planes(background, series) if background is not None else [None] * len(planes)
+        )
         for column, ((view, heat), under) in enumerate(zip(planes, backgrounds, strict=True)):
             axis = axes[row, column]
             if under is not None:
-                axis.imshow(under[1], cmap="gray")
-            shown = axis.imshow(heat, alpha=alpha if under is not None else 1.0, **scale)
-            axis.set_axis_off()
+                axis.imshow(under[1], cmap="gray", **shape)
+            shown = axis.imshow(heat, alpha=alpha if under is not None else 1.0, **shape, **scale)
+            _series_axes(axis, series)
             axis.set_title(f"{name} {view}" if views > 1 else str(name), fontsize="small")
-        figure.colorbar(shown, ax=axes[row, -1], shrink=0.8)
+        figure.colorbar(shown, ax=axes[row, views - 1], shrink=0.8)
+        if series:
+            profile = roi_importance({name: saliency})[name]
+            bars = axes[row, views]
+            bars.barh(np.arange(len(profile)), profile.to_numpy(), color="tab:red")
+            bars.set_ylim(len(profile) - 0.5, -0.5)  # ROI 0 at the top, as in the map
+            bars.set_xlabel("mean over time", fontsize="small")
+            bars.set_yticks(np.arange(len(profile)))
     return figure
