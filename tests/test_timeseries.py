@@ -113,8 +113,8 @@ def test_series_are_checked_then_pretrained_on_age_and_finetuned_on_sex(tmp_path
     subjects = [
         name.removesuffix("_timeseries.tsv") for name in (*accepted, "sub-new_timeseries.tsv")
     ]
-    # Two columns: the catalog sniffs the separator, which misreads a one-column table.
-    participants = pd.DataFrame({"participant_id": subjects, "site": "new"})
+    # The minimal BIDS table: the subject id column alone.
+    participants = pd.DataFrame({"participant_id": subjects})
     participants.to_csv(new / "participants.tsv", sep="\t", index=False)
     kedro(
         root,
