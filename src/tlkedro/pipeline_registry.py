@@ -18,11 +18,19 @@ from kedro.framework.project import settings
 from kedro.pipeline import Pipeline
 
 from tlkedro.configuration import CONFIG_LOADER_ARGS
-from tlkedro.pipelines import cross_validation, dapt, finetune, predict, pretrain, reporting
+from tlkedro.pipelines import (
+    cross_validation,
+    dapt,
+    finetune,
+    predict,
+    pretrain,
+    reporting,
+    segment,
+)
 from tlkedro.pipelines.ingestion import create_pipeline as create_ingestion_pipeline
 from tlkedro.pipelines.preprocessing import create_pipeline as create_preprocessing_pipeline
 from tlkedro.pipelines.synthetic import create_pipeline as create_synthetic_pipeline
-from tlkedro.plan import ExperimentPlan, build_plan
+from tlkedro.plan import ExperimentPlan, build_plan, segment_variants
 
 
 def _project_root() -> Path:
@@ -63,8 +71,9 @@ def register_pipelines() -> dict[str, Pipeline]:
         ``synthetic``, ``ingestion``, ``preprocessing``, ``cross_validation`` (the folds, when
         ``cross_validation`` is set), ``pretrain``, ``finetune``, ``reporting``, ``dapt``
         (domain-adaptive pre-training variants, from ``pretrain.default``), ``data`` (ingestion to
-        model input and folds), ``predict`` (new scans scored by the ``predict.model`` variants) and
-        ``__default__`` (cohort to report, without ``dapt`` and ``predict``).
+        model input and folds), ``predict`` (new scans scored by the ``predict.model`` variants),
+        ``segment`` (tissue segmentation variants, with a ``segment`` section) and ``__default__``
+        (cohort to report, without ``dapt``, ``predict`` and ``segment``).
 
     Raises:
         PlanError: An invalid parameter of a variant, named with its key, before any node runs.
@@ -101,4 +110,7 @@ def _build(plan: ExperimentPlan, parameters: dict[str, Any], source: str) -> dic
         "reporting": reporting.create_pipeline(plan, parameters["reporting"]),
         "dapt": dapt.create_pipeline(plan),
         "predict": predict.create_pipeline(plan, parameters.get("predict")),
+        # Segmentation on a transferred encoder (conf/segmentation, docs/segmentation.md); empty
+        # without a `segment` section.
+        "segment": segment.create_pipeline(segment_variants(parameters, plan)),
     }
