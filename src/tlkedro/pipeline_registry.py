@@ -90,7 +90,9 @@ def register_pipelines() -> dict[str, Pipeline]:
 
 def _build(plan: ExperimentPlan, parameters: dict[str, Any], source: str) -> dict[str, Pipeline]:
     return {
-        "synthetic": create_synthetic_pipeline(),
+        "synthetic": create_synthetic_pipeline(
+            label_maps=bool(parameters.get("synthetic", {}).get("label_maps", False))
+        ),
         "ingestion": create_ingestion_pipeline(source=source),
         "preprocessing": create_preprocessing_pipeline(
             source=source, layout=parameters["ingestion"].get("layout", "ukb")
