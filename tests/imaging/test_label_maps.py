@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from tests.shared_ixi import IXI, needs_ixi
 from tlkedro.imaging.extraction import ExtractionConfig, build_mask_input, build_model_input
 from tlkedro.imaging.ingest import IngestionConfig, ingest
 from tlkedro.imaging.labels import TISSUE_LABELS, LabelMapParams
@@ -23,6 +24,7 @@ from tlkedro.imaging.synthetic import (
 
 COHORT = SyntheticCohortParams(seed=5, n_subjects=6, voxel_size_mm=4.0, label_maps=True)
 LABEL = {name: value for value, name in TISSUE_LABELS.items()}
+SPACING = (2.0, 2.0, 2.0)
 
 
 def _write_cohort(root: Path, layout: str = "ukb") -> tuple[dict, dict, object]:
@@ -160,3 +162,35 @@ def test_masks_line_up_with_the_images_row_for_row(tmp_path, extraction):
         assert means["white_matter"] > means["grey_matter"] > means.get("csf", -np.inf)
     # Rows of a scan and of the next differ: the masks are not one repeated map.
     assert not np.array_equal(mask[0], mask[len(mask) // len(manifest)])
+
+
+@pytest.mark.slow
+@needs_ixi
+def test_an_affine_normalisation_carries_a_label_map_onto_the_normalised_brain():
+    from tlkedro.imaging.normalisation import (
+        SpatialNormalisationConfig,
+        _crude_brain_mask,
+        _to_ants,
+        normalise_label_map,
+        normalise_scan,
+    )
+    from tlkedro.imaging.transforms import read_nifti
+
+    scan = read_nifti(sorted(IXI.glob("sub-*/anat/*_T1w.nii.gz"))[0])
+    # A label map made from the scan itself: its crude brain mask (the strip that stage 1 starts from).
+    brain = _crude_brain_mask(_to_ants(scan), 6.0).numpy() > 0
+    label_map = nib.Nifti1Image(
+        np.where(brain, LABEL["white_matter"], 0).astype(np.uint8), scan.affine
+    )
+
+    image, qc = normalise_scan(scan, SpatialNormalisationConfig(method="affine"), SPACING)
+    warped = normalise_label_map(label_map, qc.transform, SPACING)
+
+    assert warped.shape == image.shape and np.allclose(warped.affine, image.affine)
+    labels = np.asarray(warped.dataobj)
+    assert labels.dtype == np.uint8 and set(np.unique(labels)) == {0, LABEL["white_matter"]}
+    normalised_brain = np.asarray(image.dataobj) != 0
+    dice = (
+        2 * (normalised_brain & (labels > 0)).sum() / (normalised_brain.sum() + (labels > 0).sum())
+    )
+    assert dice > 0.8

@@ -58,6 +58,10 @@ class LabelMapParams(BaseModel):
             )
         return dict(sorted(labels.items()))
 
+    def __hash__(self) -> int:
+        # Part of the frozen, hashable preprocessing parameters that workers cache transforms by.
+        return hash(tuple(self.labels.items()))
+
 
 def parse_label_maps(value: LabelMapParams | Mapping[str, Any] | None) -> LabelMapParams | None:
     """``preprocessing.label_maps`` validated: ``None`` (off), or the label scheme."""
