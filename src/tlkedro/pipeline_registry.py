@@ -98,11 +98,17 @@ def register_pipelines() -> dict[str, Pipeline]:
 
 
 def _build(plan: ExperimentPlan, parameters: dict[str, Any], source: str) -> dict[str, Pipeline]:
+    # `preprocessing.label_maps` set: ingestion and preprocessing carry a label map per scan.
+    label_maps = parameters.get("preprocessing", {}).get("label_maps") is not None
     return {
-        "synthetic": create_synthetic_pipeline(),
-        "ingestion": create_ingestion_pipeline(source=source),
+        "synthetic": create_synthetic_pipeline(
+            label_maps=bool(parameters.get("synthetic", {}).get("label_maps", False))
+        ),
+        "ingestion": create_ingestion_pipeline(source=source, label_maps=label_maps),
         "preprocessing": create_preprocessing_pipeline(
-            source=source, layout=parameters["ingestion"].get("layout", "ukb")
+            source=source,
+            layout=parameters["ingestion"].get("layout", "ukb"),
+            label_maps=label_maps,
         ),
         "cross_validation": cross_validation.create_pipeline(plan),
         "pretrain": pretrain.create_pipeline(plan),
