@@ -37,6 +37,7 @@ from tlkedro.imaging.synthetic import (
 )
 from tlkedro.imaging.transforms import zscore_brain
 from tlkedro.tl.config import TrainConfig
+from tlkedro.tl.evaluation.scores import metric_interval
 from tlkedro.tl.segmentation import (
     DICE_MEAN,
     HD95,
@@ -47,7 +48,7 @@ from tlkedro.tl.segmentation import (
     predict_masks,
     subject_metrics,
 )
-from tlkedro.tl.training import fit
+from tlkedro.tl.training import evaluate, fit
 
 PAD = ((0, 0), (1, 1), (0, 1))  # 46 x 55 -> 48 x 56: every resnet18 stage halves it evenly
 
@@ -96,7 +97,8 @@ def main() -> None:
         "test": subjects[n_pre + n_fine :],
     }
     rows = {name: np.flatnonzero(labels["subject_id"].isin(s)) for name, s in parts.items()}
-    print(f"cohort: {len(subjects)} subjects x {args.slices} slices ({time.time() - start:.0f} s)")
+    elapsed = time.time() - start
+    print(f"cohort: {len(subjects)} subjects x {args.slices} slices ({elapsed:.0f} s)", flush=True)
     trainer = {"batch_size": 32, "accelerator": "cpu", "enable_progress_bar": False}
     pretrain = TrainConfig.model_validate(
         {
@@ -111,15 +113,25 @@ def main() -> None:
     )
     r = rows["pretrain"]
     source = fit(pretrain, images[r], labels.iloc[r].reset_index(drop=True)).checkpoint
-    print(f"pretrained on age, best epoch {source['meta']['best_epoch']} ({time.time() - start:.0f} s)")
     subsets = nested_subsets(parts["finetune"], list(args.sizes), seed=0)
     test = rows["test"]
     test_labels = labels.iloc[test].reset_index(drop=True)
+    _, ages = evaluate(source, images[test], test_labels, "age", "test")
+    mae = metric_interval(ages, "mae", "regression")
+    spread = (ages["target"] - ages["target"].mean()).abs().mean()
+    print(
+        f"pretrained on age: test MAE {mae.estimate:.2f} [{mae.low:.2f}, {mae.high:.2f}] years over "
+        f"{mae.n} subjects (predicting the mean age: {spread:.2f}) ({time.time() - start:.0f} s)",
+        flush=True,
+    )
     results = []
     for size in args.sizes:
         train = np.flatnonzero(labels["subject_id"].isin(subsets[size]))
         tables = {}
-        for name, strategy, from_source in (("scratch", "scratch", None), ("pretrained", "full", source)):
+        for name, strategy, from_source in (
+            ("scratch", "scratch", None),
+            ("pretrained", "full", source),
+        ):
             config = SegmentConfig.model_validate(
                 {
                     "seed": 0,
@@ -127,7 +139,11 @@ def main() -> None:
                     "architecture": {"name": "resnet18"},
                     "strategy": {"name": strategy},
                     "optimizer": {"lr": 1e-3, "weight_decay": 1e-4},
-                    "trainer": {**trainer, "max_epochs": args.epochs[1], "early_stopping_patience": 6},
+                    "trainer": {
+                        **trainer,
+                        "max_epochs": args.epochs[1],
+                        "early_stopping_patience": 6,
+                    },
                 }
             )
             fitted = fit_segmentation(

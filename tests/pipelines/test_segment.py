@@ -102,6 +102,8 @@ def test_every_variant_is_trained_evaluated_and_compared_with_scratch_of_its_siz
     assert row.loc["segment.scratch", "baseline"] == ""
     assert (row["dice_mean_low"] <= row["dice_mean"]).all() and (row["n_subjects"] == 5).all()
     assert "| segment.full | full | all | 5 |" in run["segment_report"]
+    assert "| segment.small_full | full | 4 | 5 |" in run["segment_report"]
+    assert run["segment_report"].count("| baseline |") == 2  # scratch and small_scratch
     assert isinstance(run["segment_masks_plot"], Figure)
 
 

@@ -182,11 +182,16 @@ def test_hd95_of_a_shifted_mask_is_the_shift() -> None:
     assert scores["hd95"] == pytest.approx(3.0)
 
 
-def test_a_class_absent_from_both_maps_is_undefined_not_perfect() -> None:
+def test_a_class_absent_from_both_maps_is_undefined_and_a_false_positive_class_scores_zero() -> None:
     truth = np.zeros((4, 8, 8), dtype=np.uint8)
     truth[:, :4] = 1
     scores = subject_scores(truth, truth, CLASSES)
     assert np.isnan(scores["dice_bright"]) and scores["dice_mean"] == 1.0
+    predicted = truth.copy()
+    predicted[:, 6:] = 2  # a class the truth does not have: a false positive, Dice 0
+    scores = subject_scores(predicted, truth, CLASSES)
+    assert scores["dice_bright"] == 0.0 and scores["dice_mean"] == pytest.approx(0.5)
+    assert scores["hd95"] == 0.0  # the bright class has no HD95 without a true region: left out
 
 
 def test_slices_are_stacked_per_subject_in_slice_order() -> None:

@@ -88,6 +88,13 @@ def _interval(row: pd.Series, metric: str) -> str:
     return f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 
+def _size(train_size: object) -> str:
+    """``all`` for no ``train_size``; a count without the float that a column with gaps made of it."""
+    if train_size is None or pd.isna(train_size):
+        return "all"
+    return f"{train_size:g}"
+
+
 def _markdown(comparison: pd.DataFrame, split: str) -> str:
     lines = [
         "# Segmentation",
@@ -99,14 +106,16 @@ def _markdown(comparison: pd.DataFrame, split: str) -> str:
         "| variant | strategy | train size | subjects | Dice | HD95 | Dice − baseline | verdict |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    baselines = set(comparison["baseline"])
     for _, row in comparison.iterrows():
-        has_baseline = bool(row["baseline"])
-        difference = _interval(row, "dice_difference") if has_baseline else ""
-        size = "all" if pd.isna(row["train_size"]) else row["train_size"]
+        if row["baseline"]:
+            difference, verdict = _interval(row, "dice_difference"), row["verdict"]
+        else:
+            difference, verdict = "", "baseline" if row["variant"] in baselines else ""
         lines.append(
-            f"| {row['variant']} | {row['strategy']} | {size} | {row['n_subjects']} | "
-            f"{_interval(row, DICE_MEAN)} | {_interval(row, HD95)} | {difference} | "
-            f"{row['verdict'] if has_baseline else 'baseline' if (comparison['baseline'] == row['variant']).any() else ''} |"
+            f"| {row['variant']} | {row['strategy']} | {_size(row['train_size'])} | "
+            f"{row['n_subjects']} | {_interval(row, DICE_MEAN)} | {_interval(row, HD95)} | "
+            f"{difference} | {verdict} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -52,7 +52,9 @@ def subject_scores(
         one_hot(torch.as_tensor(np.asarray(a, dtype=np.int64))[None, None], num_classes=k)
         for a in (prediction, truth)
     ]
-    dice = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
+    # ignore_empty=False: a class predicted where the truth has none scores 0 (MONAI's default gives NaN);
+    # a class absent from both is set to NaN below.
+    dice = DiceMetric(include_background=False, reduction="none", ignore_empty=False)
     hd95 = HausdorffDistanceMetric(include_background=False, percentile=95, reduction="none")
     with warnings.catch_warnings():  # MONAI warns for every class absent from a map: NaN says it
         warnings.simplefilter("ignore", UserWarning)
