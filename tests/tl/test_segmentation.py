@@ -10,6 +10,7 @@ import torch
 from pydantic import ValidationError
 
 from tlkedro.tl.architectures import create_architecture
+from tlkedro.tl.config import TrainConfig
 from tlkedro.tl.segmentation import (
     SegmentConfig,
     build_segmenter,
@@ -182,7 +183,9 @@ def test_hd95_of_a_shifted_mask_is_the_shift() -> None:
     assert scores["hd95"] == pytest.approx(3.0)
 
 
-def test_a_class_absent_from_both_maps_is_undefined_and_a_false_positive_class_scores_zero() -> None:
+def test_a_class_absent_from_both_maps_is_undefined_and_a_false_positive_class_scores_zero() -> (
+    None
+):
     truth = np.zeros((4, 8, 8), dtype=np.uint8)
     truth[:, :4] = 1
     scores = subject_scores(truth, truth, CLASSES)
@@ -216,3 +219,17 @@ def test_intervals_hold_the_mean_and_a_paired_difference_of_equal_tables_is_zero
     assert difference.excludes_zero and difference.low < 0.1 < difference.high
     same = paired_mean_difference(a, a, "dice_mean")
     assert same.estimate == 0.0 and not same.excludes_zero
+
+
+def test_classification_training_refuses_the_segmentation_objective() -> None:
+    with pytest.raises(
+        ValidationError, match="'dice_ce' is for segmentation, but task is 'regression'"
+    ):
+        TrainConfig.model_validate(
+            {
+                "target": "age",
+                "task": "regression",
+                "architecture": {"name": "cbr_tiny"},
+                "objective": {"name": "dice_ce"},
+            }
+        )

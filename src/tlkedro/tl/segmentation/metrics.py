@@ -56,8 +56,10 @@ def subject_scores(
     # a class absent from both is set to NaN below.
     dice = DiceMetric(include_background=False, reduction="none", ignore_empty=False)
     hd95 = HausdorffDistanceMetric(include_background=False, percentile=95, reduction="none")
-    with warnings.catch_warnings():  # MONAI warns for every class absent from a map: NaN says it
-        warnings.simplefilter("ignore", UserWarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # per class absent from a map: NaN says it
+        # MONAI 1.6's HD95 calls its own deprecated get_mask_edges argument, once per subject.
+        warnings.simplefilter("ignore", FutureWarning)
         per_class = dice(*as_one_hot)[0].numpy().astype(float)
         distances = hd95(*as_one_hot)[0].numpy().astype(float)
     distances[~np.isfinite(distances)] = np.nan  # a class empty in one of the maps
