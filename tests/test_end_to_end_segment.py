@@ -41,7 +41,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for key in set(tiny) & set(content):
             content[key] = deep_merge(content[key], tiny.pop(key))
         path.write_text(yaml.safe_dump(content, sort_keys=False))
-    (root / "conf" / "segmentation" / "parameters_tiny.yml").write_text(yaml.safe_dump(tiny, sort_keys=False))
+    (root / "conf" / "segmentation" / "parameters_tiny.yml").write_text(
+        yaml.safe_dump(tiny, sort_keys=False)
+    )
     result = kedro(root, "run", "--env", "segmentation", "--pipelines", "data,pretrain,segment")
     (root / "run.log").write_text(result.stdout + result.stderr)
     return root
