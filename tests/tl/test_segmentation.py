@@ -76,6 +76,12 @@ def test_decoder_gives_one_logit_per_class_at_input_resolution(architecture, siz
     assert net(torch.zeros(2, 1, *size)).shape == (2, 5, *size)
 
 
+@pytest.mark.parametrize("name", ["vit_tiny", "swin_tiny"])
+def test_transformer_encoders_are_refused_with_the_reason(name: str) -> None:
+    with pytest.raises(ValueError, match="U-Net decoder"):
+        segmentation_net({"name": name, "in_channels": 1, "img_size": [32, 32]}, 3)
+
+
 def test_odd_slice_sizes_are_matched_back_to_the_input() -> None:
     net = segmentation_net({"name": "resnet18", "in_channels": 1, "img_size": [45, 54]}, 3)
     assert net(torch.zeros(1, 1, 45, 54)).shape == (1, 3, 45, 54)

@@ -72,6 +72,14 @@ def skip_levels(model: TLModel) -> list[tuple[str, int, tuple[int, ...]]]:
                 "needs a convolutional encoder"
             )
         level = (stage, int(output.shape[1]), tuple(int(n) for n in output.shape[2:]))
+        previous = levels[-1][2] if levels else model.input_size
+        if any(n > m for n, m in zip(level[2], previous, strict=True)):
+            # e.g. a Swin stage's channels-last (B, H, W, C) output, read as (B, C, *spatial)
+            raise ValueError(
+                f"stage {stage!r} of {model.config.get('name')!r} gives {tuple(output.shape)}, larger "
+                f"than the stage or input before it ({previous}): not a (B, C, *spatial) map that "
+                "shrinks with depth, which a U-Net decoder needs"
+            )
         if levels and levels[-1][2] == level[2]:
             levels[-1] = level
         else:
