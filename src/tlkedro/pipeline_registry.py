@@ -18,11 +18,19 @@ from kedro.framework.project import settings
 from kedro.pipeline import Pipeline
 
 from tlkedro.configuration import CONFIG_LOADER_ARGS
-from tlkedro.pipelines import cross_validation, dapt, finetune, predict, pretrain, reporting
+from tlkedro.pipelines import (
+    cross_validation,
+    dapt,
+    finetune,
+    predict,
+    pretrain,
+    reporting,
+    segment,
+)
 from tlkedro.pipelines.ingestion import create_pipeline as create_ingestion_pipeline
 from tlkedro.pipelines.preprocessing import create_pipeline as create_preprocessing_pipeline
 from tlkedro.pipelines.synthetic import create_pipeline as create_synthetic_pipeline
-from tlkedro.plan import ExperimentPlan, build_plan
+from tlkedro.plan import ExperimentPlan, build_plan, segment_variants
 
 
 def _project_root() -> Path:
@@ -63,8 +71,9 @@ def register_pipelines() -> dict[str, Pipeline]:
         ``synthetic``, ``ingestion``, ``preprocessing``, ``cross_validation`` (the folds, when
         ``cross_validation`` is set), ``pretrain``, ``finetune``, ``reporting``, ``dapt``
         (domain-adaptive pre-training variants, from ``pretrain.default``), ``data`` (ingestion to
-        model input and folds), ``predict`` (new scans scored by the ``predict.model`` variants) and
-        ``__default__`` (cohort to report, without ``dapt`` and ``predict``).
+        model input and folds), ``predict`` (new scans scored by the ``predict.model`` variants),
+        ``segment`` (tissue segmentation variants, with a ``segment`` section) and ``__default__``
+        (cohort to report, without ``dapt``, ``predict`` and ``segment``).
 
     Raises:
         PlanError: An invalid parameter of a variant, named with its key, before any node runs.
@@ -89,11 +98,17 @@ def register_pipelines() -> dict[str, Pipeline]:
 
 
 def _build(plan: ExperimentPlan, parameters: dict[str, Any], source: str) -> dict[str, Pipeline]:
+    # `preprocessing.label_maps` set: ingestion and preprocessing carry a label map per scan.
+    label_maps = parameters.get("preprocessing", {}).get("label_maps") is not None
     return {
-        "synthetic": create_synthetic_pipeline(),
-        "ingestion": create_ingestion_pipeline(source=source),
+        "synthetic": create_synthetic_pipeline(
+            label_maps=bool(parameters.get("synthetic", {}).get("label_maps", False))
+        ),
+        "ingestion": create_ingestion_pipeline(source=source, label_maps=label_maps),
         "preprocessing": create_preprocessing_pipeline(
-            source=source, layout=parameters["ingestion"].get("layout", "ukb")
+            source=source,
+            layout=parameters["ingestion"].get("layout", "ukb"),
+            label_maps=label_maps,
         ),
         "cross_validation": cross_validation.create_pipeline(plan),
         "pretrain": pretrain.create_pipeline(plan),
@@ -103,4 +118,7 @@ def _build(plan: ExperimentPlan, parameters: dict[str, Any], source: str) -> dic
         "predict": predict.create_pipeline(
             plan, parameters.get("predict"), layout=parameters["ingestion"].get("layout", "ukb")
         ),
+        # Segmentation on a transferred encoder (conf/segmentation, docs/segmentation.md); empty
+        # without a `segment` section.
+        "segment": segment.create_pipeline(segment_variants(parameters, plan)),
     }

@@ -34,6 +34,7 @@ from tlkedro.imaging.splits import SPLITS, SplitConfig
 from tlkedro.tl.analysis.energy import PowerModel
 from tlkedro.tl.config import TrainConfig
 from tlkedro.tl.downstream import DownstreamConfig
+from tlkedro.tl.segmentation.training import SegmentConfig
 from tlkedro.variants import (
     Sweep,
     base_config,
@@ -675,3 +676,91 @@ def warn_renamed(old: str, new: str) -> None:
     # FutureWarning, not DeprecationWarning: the reader is a user editing YAML, whom Python shows
     # FutureWarnings by default.
     warnings.warn(f"parameter {old} is deprecated; use {new}", FutureWarning, stacklevel=3)
+
+
+# --- Segmentation (the `segment` pipeline, docs/segmentation.md) ---------------------------------------
+
+
+class SegmentVariantConfig(SegmentConfig):
+    """A segmentation configuration plus the keys that place a variant in the pipeline.
+
+    Attributes:
+        train_on: The split whose images and masks (``<split>_masks``) it trains on.
+        train_size: Train on this many (int) or this fraction (float) of the split's subjects, a nested
+            seeded subset (as ``VariantConfig.train_size``); ``None`` for all.
+        init_from: The pretrain variant (``pretrain.default``) or weights file whose encoder the strategy
+            transfers; ``None`` for none (``scratch``).
+        evaluate_on: Splits it is evaluated on (per-subject Dice and HD95).
+    """
+
+    train_on: str = "finetune"
+    train_size: int | float | None = Field(None, gt=0)
+    init_from: str | WeightsFile | None = None
+    evaluate_on: list[str] = ["test"]
+
+    @model_validator(mode="after")
+    def _size_is_a_count_or_fraction(self) -> SegmentVariantConfig:
+        if isinstance(self.train_size, float) and self.train_size > 1:
+            raise ValueError(
+                f"train_size must be a count or a fraction in (0, 1]; got {self.train_size}"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class SegmentVariant:
+    """A variant of the ``segment`` pipeline: ``segment.<name>``, with its validated configuration."""
+
+    name: str
+    config: SegmentVariantConfig
+
+    @property
+    def namespace(self) -> str:
+        return f"segment.{self.name}"
+
+    @property
+    def source(self) -> str | None:
+        """The pretrain variant whose model it starts from (not a weights file)."""
+        return self.config.init_from if isinstance(self.config.init_from, str) else None
+
+
+def segment_variants(
+    parameters: Mapping[str, Any], plan: ExperimentPlan
+) -> dict[str, SegmentVariant]:
+    """The ``segment`` section's variants, merged and validated; ``{}`` when there is no section.
+
+    Raises:
+        PlanError: An invalid key (named), an ``init_from`` that is not a variant of ``plan``, or a
+            split that does not exist.
+    """
+    if (section := parameters.get("segment")) is None:
+        return {}
+    base = base_config(section)
+    splits = available_splits(parameters)
+    variants = {}
+    for name, overrides in expand_variants(section, "segment").items():
+        try:
+            config = SegmentVariantConfig.model_validate(deep_merge(base, overrides))
+        except ValidationError as error:
+            raise PlanError(
+                f"Invalid parameters for variant 'segment.{name}' (base `segment`, overrides "
+                f"`segment.variants.{name}`):\n{format_validation_error(error, 'segment')}"
+            ) from None
+        variant = SegmentVariant(name, config)
+        if variant.source is not None and variant.source not in plan.variants:
+            known = ", ".join(n for n in plan.variants if n.startswith("pretrain.")) or "none"
+            raise PlanError(
+                f"{variant.namespace}: init_from names {variant.source!r}, which is not a variant of "
+                f"this project's plan; pretrain variants: {known}"
+            )
+        if variant.source is not None and plan.variants[variant.source].cross_validated:
+            raise PlanError(f"{variant.namespace}: a cross-validated source is not supported")
+        for key, named in (("train_on", [config.train_on]), ("evaluate_on", config.evaluate_on)):
+            for split in named:
+                if split not in splits:
+                    raise PlanError(
+                        f"{variant.namespace}: {key} names split {split!r}, which does not exist; "
+                        f"splits: {', '.join(splits)}"
+                    )
+        variants[name] = variant
+    return variants

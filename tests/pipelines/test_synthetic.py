@@ -113,3 +113,47 @@ def test_kedro_validates_the_synthetic_parameters_before_running():
         ParameterValidationError, match=r"synthetic(.|\n)*n_subjects(.|\n)*input_value=0"
     ):
         validator.validate_raw_params({"synthetic": {**TINY, "n_subjects": 0}})
+
+
+@pytest.mark.parametrize("layout", ["ukb", "bids"])
+def test_label_maps_are_written_beside_the_t1_or_as_a_bids_derivative(tmp_path, layout):
+    loader = OmegaConfigLoader(
+        str(PROJECT / "conf"),
+        base_env="base",
+        default_run_env="base",
+        runtime_params={"synthetic": {"layout": layout}},
+    )
+    entries = {
+        name: {
+            **entry,
+            **{key: str(tmp_path / entry[key]) for key in ("path", "filepath") if key in entry},
+        }
+        for name, entry in loader["catalog"].items()
+        if name.startswith("synthetic_")
+    }
+    catalog = DataCatalog.from_config(entries)
+    catalog["params:synthetic"] = {**TINY, "layout": layout, "label_maps": True}
+    SequentialRunner().run(create_pipeline(label_maps=True), catalog)
+
+    images, label_maps = catalog.load("synthetic_images"), catalog.load("synthetic_label_maps")
+    assert len(label_maps) == len(images) == 6
+    for image_key, label_key in zip(sorted(images), sorted(label_maps), strict=True):
+        if layout == "ukb":
+            assert label_key == image_key.replace(".nii.gz", "_dseg.nii.gz")
+        else:
+            assert label_maps[label_key].path == (
+                tmp_path / "data/01_raw/synthetic/bids/derivatives/tissue_labels" / label_key
+            )
+            assert label_key == image_key.replace("_T1w", "_dseg")
+        t1 = np.asarray(images[image_key].load().dataobj)
+        assert np.array_equal(np.asarray(label_maps[label_key].load().dataobj) > 0, t1 > 0)
+    lookup = catalog.load("synthetic_label_lookup")
+    assert lookup.to_dict("list") == {
+        "index": [0, 1, 2, 3, 4],
+        "name": ["background", "csf", "grey_matter", "white_matter", "ventricles"],
+    }
+    if layout == "bids":
+        root = tmp_path / "data/01_raw/synthetic/bids/derivatives/tissue_labels"
+        assert (root / "dseg.tsv").is_file()
+        assert catalog.load("synthetic_label_description")["DatasetType"] == "derivative"
+        assert (root / "dataset_description.json").is_file()

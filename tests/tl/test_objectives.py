@@ -21,6 +21,7 @@ SEX = TaskInfo(task="classification", num_classes=2)
 def test_registry_lists_the_objectives_and_explains_unknown_names() -> None:
     assert list_objectives() == [
         "cross_entropy",
+        "dice_ce",
         "l1",
         "masked_autoencoder",
         "mse",

@@ -35,7 +35,12 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, model_validator
 
 from tlkedro.errors import ConfigurationError
-from tlkedro.imaging.transforms import VolumeReadError, build_volume_transforms, normalisation
+from tlkedro.imaging.transforms import (
+    VolumeReadError,
+    build_label_transforms,
+    build_volume_transforms,
+    normalisation,
+)
 from tlkedro.parallel import run_recipes
 
 AXES: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
@@ -242,7 +247,14 @@ def _volume_transforms(config: ExtractionConfig) -> Callable[[dict], dict]:
 
 
 @functools.lru_cache(maxsize=4)
-def _slice_resizer(config: ExtractionConfig) -> Callable[[np.ndarray], np.ndarray]:
+def _label_transforms(config: ExtractionConfig) -> Callable[[dict], dict]:
+    return build_label_transforms(spacing_mm=config.spacing_mm, shape=config.volume.shape)
+
+
+@functools.lru_cache(maxsize=8)
+def _slice_resizer(
+    config: ExtractionConfig, labels: bool = False
+) -> Callable[[np.ndarray], np.ndarray]:
     from monai.transforms import (  # imported by the workers only, see transforms.py
         Resize,
         SpatialPad,
@@ -252,7 +264,12 @@ def _slice_resizer(config: ExtractionConfig) -> Callable[[np.ndarray], np.ndarra
     in_plane = [n for i, n in enumerate(config.volume.shape) if i != axis]
     scale = min(out / n for out, n in zip(config.slices.size, in_plane, strict=True))
     fitted = [max(1, round(n * scale)) for n in in_plane]
-    resize = Resize(fitted, mode="bilinear", anti_aliasing=scale < 1)
+    # Label maps: nearest neighbour, never a mixture of labels.
+    resize = (
+        Resize(fitted, mode="nearest", anti_aliasing=False)
+        if labels
+        else Resize(fitted, mode="bilinear", anti_aliasing=scale < 1)
+    )
     pad = SpatialPad(config.slices.size)
     return lambda planes: np.asarray(pad(resize(planes)))
 
@@ -300,8 +317,35 @@ def extract_scan(path: str, config: ExtractionConfig) -> np.ndarray:
         ScanExtractionError: The file cannot be read or transformed, or (``selection: mni``) a position
             lies outside its grid; the message names it.
     """
+    return _extract(path, config, labels=False)
+
+
+def extract_label_map(path: str, config: ExtractionConfig) -> np.ndarray:
+    """A label map's rows, aligned with :func:`extract_scan`'s rows of its scan.
+
+    The same reorientation, crop/pad, slices and resize as the scan's, with nearest-neighbour
+    resampling and no intensity normalisation.
+
+    Args:
+        path: The label map (on its scan's grid).
+        config: The scan's extraction.
+
+    Returns:
+        ``(config.rows_per_scan(), *config.item_shape())`` uint8 array.
+
+    Raises:
+        ScanExtractionError: As for :func:`extract_scan`.
+    """
+    return _extract(path, config, labels=True)
+
+
+def _extract(path: str, config: ExtractionConfig, *, labels: bool) -> np.ndarray:
+    dtype = np.uint8 if labels else config.dtype
     try:
-        transformed = _volume_transforms(config)({"image": path})["image"]
+        if labels:
+            transformed = _label_transforms(config)({"label": path})["label"]
+        else:
+            transformed = _volume_transforms(config)({"image": path})["image"]
         volume = np.asarray(transformed)
     except Exception as exc:
         cause = exc
@@ -315,7 +359,7 @@ def extract_scan(path: str, config: ExtractionConfig) -> np.ndarray:
         )
         raise ScanExtractionError(f"preprocessing failed: {reason}") from exc
     if config.mode == "volume":
-        return volume[None].astype(config.dtype)
+        return volume[None].astype(dtype)
     if config.slices.selection == "mni":
         try:
             indices = mni_slice_indices(
@@ -327,7 +371,7 @@ def extract_scan(path: str, config: ExtractionConfig) -> np.ndarray:
         indices = config.slice_indices()
     planes = np.moveaxis(volume[0], AXES[config.slices.axis], 0)[indices]
     # The selected slices go through the 2D resize together, as channels.
-    return _slice_resizer(config)(planes)[:, None].astype(config.dtype)
+    return _slice_resizer(config, labels)(planes)[:, None].astype(dtype)
 
 
 def build_model_input(
@@ -376,3 +420,38 @@ def build_model_input(
     labels["head_scale"] = labels["head_scale"].astype(np.float64)
     labels["slice"] = np.tile(slice_labels, len(scans))
     return stack, labels
+
+
+def build_mask_input(
+    scans: pd.DataFrame,
+    config: ExtractionConfig,
+    *,
+    files: Sequence[str | os.PathLike[str]],
+    workers: int | None = None,
+    desc: str | None = None,
+) -> LazyArrayStack:
+    """Recipes for the uint8 mask array of some scans' label maps, row for row with
+    :func:`build_model_input`'s image array of the same scans.
+
+    Args:
+        scans: The scans, in output order (as given to :func:`build_model_input`).
+        config: The scans' extraction.
+        files: The label map of each scan, in the same order.
+        workers: Processes that evaluate the recipes when the stack is written.
+        desc: Progress-bar label.
+
+    Raises:
+        ValueError: ``files`` and ``scans`` differ in length.
+    """
+    files = list(files)
+    if len(files) != len(scans):
+        raise ValueError(f"{len(files)} label maps for {len(scans)} scans")
+    return LazyArrayStack(
+        recipes=[functools.partial(extract_label_map, str(path), config) for path in files],
+        rows=[config.rows_per_scan()] * len(scans),
+        item_shape=config.item_shape(),
+        dtype="uint8",
+        workers=workers,
+        desc=desc,
+        preload=_WORKER_MODULES,
+    )

@@ -20,7 +20,7 @@ import functools
 import logging
 import math
 import os
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -31,6 +31,7 @@ from nilearn.interfaces.bids import parse_bids_filename
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tlkedro.errors import ConfigurationError
+from tlkedro.imaging.labels import LabelMapParams, check_label_map
 from tlkedro.imaging.nifti_checks import InvalidScanError, ScanInfo, check_nifti_result
 from tlkedro.parallel import imap_ordered, resolve_workers
 
@@ -258,6 +259,8 @@ def ingest(
     config: IngestionConfig | None = None,
     *,
     metadata_label: str = "metadata",
+    label_maps: Mapping[str, str | os.PathLike[str]] | None = None,
+    label_config: LabelMapParams | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validate scans and metadata into a manifest and a quarantine table.
 
@@ -267,6 +270,12 @@ def ingest(
         config: Options; defaults to ``IngestionConfig()``.
         metadata_label: Names the metadata in quarantine sources (``"<label> row <n>"``, rows counted
             from 1 after the header).
+        label_maps: Key (path relative to the label maps' folder, in the layout of the images) -> file
+            of each scan's label map (``ukb``/``bids`` only); ``None``: no label maps. Each accepted
+            scan needs exactly one usable label map of its subject and session (see
+            :func:`tlkedro.imaging.labels.check_label_map`), else it is quarantined; the manifest gains
+            ``label_key``, the label map's key.
+        label_config: The label scheme the label maps must keep to (default ``LabelMapParams()``).
 
     Returns:
         The manifest and the quarantine tables.
@@ -319,8 +328,13 @@ def ingest(
         len(metadata),
         rejected_records.summary(),
     )
-    optional = config.labels == "optional"
-    manifest = _frame(manifest_rows, {**MANIFEST_COLUMNS, **({"sex": "Int64"} if optional else {})})
+    columns = {**MANIFEST_COLUMNS, **({"sex": "Int64"} if config.labels == "optional" else {})}
+    if label_maps is not None:
+        manifest_rows = _attach_label_maps(
+            manifest_rows, label_maps, label_config or LabelMapParams(), config, rejected_files
+        )
+        columns["label_key"] = "str"
+    manifest = _frame(manifest_rows, columns)
     quarantine = _frame(rejected_files.rows + rejected_records.rows, QUARANTINE_COLUMNS)
     if config.strict and len(quarantine):
         raise QuarantineError(quarantine)
@@ -537,6 +551,66 @@ def _manifest_row(scan: Scan, record: _Record, info: ScanInfo) -> dict[str, Any]
         **dict(zip(("voxel_i", "voxel_j", "voxel_k"), info.voxel_mm, strict=True)),
         "orientation": info.orientation,
     }
+
+
+def _attach_label_maps(
+    rows: list[dict[str, Any]],
+    label_maps: Mapping[str, str | os.PathLike[str]],
+    label_config: LabelMapParams,
+    config: IngestionConfig,
+    rejected: _Rejections,
+) -> list[dict[str, Any]]:
+    """The manifest rows whose scan has one usable label map, with its key in ``label_key``; the other
+    scans, and label maps of no accepted scan, are added to the rejections."""
+    found: dict[tuple[str, str], list[tuple[str, Path]]] = defaultdict(list)
+    for key in sorted(label_maps):
+        path = Path(label_maps[key]).absolute()
+        try:
+            found[parse_scan_key(key, config.layout)].append((key, path))
+        except ValueError as exc:
+            rejected.add(str(path), "", "bad_path", f"label map: {exc}")
+    matched = []
+    for row in rows:
+        scan = (row["subject_id"], row["session"])
+        session = f" session {row['session']}" if row["session"] else ""
+        if not found.get(scan):
+            reason = f"has no label map of subject {row['subject_id']}{session} in the label maps"
+            rejected.add(row["path"], row["subject_id"], "label_map_missing", reason)
+        elif len(found[scan]) > 1:
+            listed = ", ".join(str(path) for _, path in found[scan])
+            reason = f"has {len(found[scan])} label maps ({listed}); cannot tell which one to use"
+            rejected.add(row["path"], row["subject_id"], "label_map_ambiguous", reason)
+        else:
+            matched.append((row, *found[scan][0]))
+    check = functools.partial(
+        check_label_map,
+        labels=tuple(label_config.labels),
+        voxel_size_range=config.voxel_size_range,
+    )
+    results = imap_ordered(
+        check,
+        [(str(path), row["path"]) for row, _, path in matched],
+        workers=config.workers or _auto_workers([path for _, _, path in matched]),
+        desc="Checking label maps",
+    )
+    kept = []
+    for (row, key, _), problem in zip(matched, results, strict=True):
+        if problem is None:
+            kept.append({**row, "label_key": key})
+        else:
+            rejected.add(row["path"], row["subject_id"], problem.code, problem.reason)
+    accepted = {(row["subject_id"], row["session"]) for row in rows}
+    for (subject_id, session), unused in sorted(found.items()):
+        if (subject_id, session) in accepted:
+            continue
+        where = f" session {session}" if session else ""
+        reason = (
+            f"labels no accepted scan (subject {subject_id}{where} has none, or it is quarantined)"
+        )
+        for _, path in unused:
+            rejected.add(str(path), subject_id, "label_map_unused", reason)
+    logger.info("Label maps: %d of %d scans have a usable one", len(kept), len(rows))
+    return kept
 
 
 def _frame(rows: list[dict[str, Any]], columns: dict[str, str]) -> pd.DataFrame:

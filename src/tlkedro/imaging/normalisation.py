@@ -125,6 +125,9 @@ class RegistrationQC:
         stage1_similarity: Correlation after stage 1, before any retry.
         retried: Whether stage 1 was rerun with the full transform.
         brain_ml: Volume of the final brain mask in millilitres.
+        transform: The fitted template-to-scan transform (ITK ``type``, ``parameters``,
+            ``fixed_parameters``), kept so that the scan's label map can be carried into template
+            space by the same transform (:func:`normalise_label_map`).
     """
 
     similarity: float
@@ -132,6 +135,7 @@ class RegistrationQC:
     stage1_similarity: float
     retried: bool
     brain_ml: float
+    transform: dict | None = None
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
@@ -292,6 +296,12 @@ def normalise_scan(
             )
         registered = ants.apply_transforms(fixed, moving, [transform], interpolator="linear")
         head_scale = _linear_determinant(transform)
+        fitted = ants.read_transform(transform)
+        kept_transform = {
+            "type": fitted.transform_type,
+            "parameters": np.asarray(fitted.parameters, dtype=np.float64).tolist(),
+            "fixed_parameters": np.asarray(fitted.fixed_parameters, dtype=np.float64).tolist(),
+        }
 
     data = registered.numpy().astype(np.float32)
     brain = _refined_mask(data, fixed_mask)
@@ -305,8 +315,47 @@ def normalise_scan(
         stage1_similarity=stage1,
         retried=retried,
         brain_ml=float(brain.sum() * np.prod(spacing) / 1000.0),
+        transform=kept_transform,
     )
     return output, qc
+
+
+def normalise_label_map(
+    label_map: nib.Nifti1Image, transform: dict, spacing_mm: tuple[float, float, float]
+) -> nib.Nifti1Image:
+    """Carry a scan's label map into template space by its scan's fitted transform.
+
+    ``genericLabel`` interpolation (ANTs' label-preserving Gaussian interpolation: each output voxel
+    gets one of the input labels, never a mixture), onto the grid of the normalised scans.
+
+    Args:
+        label_map: The integer label map, on the grid of its raw scan.
+        transform: ``RegistrationQC.transform`` of the scan (from the normalised scan's sidecar).
+        spacing_mm: Voxel size of the template grid, as for the scan.
+
+    Returns:
+        A uint8 image on the template grid, aligned with the normalised scan.
+    """
+    ants = _ants()
+    fixed = _to_ants(template_image(tuple(float(s) for s in spacing_mm)))
+    fitted = ants.create_ants_transform(
+        transform_type=transform["type"],
+        dimension=3,
+        parameters=transform["parameters"],
+        fixed_parameters=transform["fixed_parameters"],
+    )
+    with tempfile.TemporaryDirectory(prefix="tlkedro-ants-") as workdir:
+        path = f"{workdir}/transform.mat"
+        ants.write_transform(fitted, path)
+        warped = ants.apply_transforms(
+            fixed, _to_ants(label_map), [path], interpolator="genericLabel"
+        )
+    output = ants.to_nibabel_nifti(warped)
+    labels = np.rint(np.asanyarray(output.dataobj)).astype(np.uint8)
+    image = nib.Nifti1Image(labels, output.affine)
+    image.header.set_xyzt_units("mm", "sec")
+    image.header.set_intent("label")
+    return image
 
 
 def similarity_in_mask(image: np.ndarray, template: np.ndarray, mask: np.ndarray) -> float:
@@ -345,6 +394,61 @@ class NormalisationRecipe:
         image, qc = normalise_scan(read_nifti(self.source), self.config, self.spacing_mm)
         sidecar = {"SpatialReference": TEMPLATE_NAME, **asdict(qc)}
         return image, sidecar
+
+
+class LabelNormalisationError(ConfigurationError, RuntimeError):
+    """A label map cannot be normalised: its scan's normalised file lacks the transform."""
+
+
+@dataclass(frozen=True)
+class LabelNormalisationRecipe:
+    """A picklable recipe: carry the label map at ``source`` into template space when called.
+
+    ``transform`` comes from the normalised scan's sidecar; ``fingerprint`` (the normalised scan's
+    fingerprint and the label map's digest) lets the collection skip a label map already carried.
+    """
+
+    source: Path
+    transform: dict
+    spacing_mm: tuple[float, float, float]
+    fingerprint: str
+
+    def __call__(self) -> tuple[nib.Nifti1Image, dict]:
+        from tlkedro.imaging.transforms import read_nifti
+
+        os.environ[_ITK_THREADS] = "1"
+        image = normalise_label_map(read_nifti(self.source), self.transform, self.spacing_mm)
+        return image, {"SpatialReference": TEMPLATE_NAME}
+
+
+def label_normalisation_recipe(
+    source: str | os.PathLike[str],
+    scan_id: str,
+    scan_sidecar: dict,
+    spacing_mm: tuple[float, float, float],
+) -> LabelNormalisationRecipe:
+    """The recipe carrying one label map into template space by the transform of its scan.
+
+    Args:
+        source: The label map.
+        scan_id: Its scan, for the error message.
+        scan_sidecar: The sidecar of the scan's normalised file (its QC figures, the transform and the
+            fingerprint).
+        spacing_mm: Voxel size of the template grid.
+
+    Raises:
+        LabelNormalisationError: The sidecar has no transform (the scan was normalised by a version
+            of tlkedro before label maps).
+    """
+    transform = scan_sidecar.get("transform")
+    if not transform:
+        raise LabelNormalisationError(
+            f"the normalised scan {scan_id} has no transform in its sidecar (it was normalised before "
+            "label maps were supported): delete it from normalised_scans and rerun normalise_scans"
+        )
+    fingerprint = f"{scan_sidecar.get('fingerprint', '')}-{file_digest(source)}"
+    spacing = tuple(float(s) for s in spacing_mm)
+    return LabelNormalisationRecipe(Path(source), transform, spacing, fingerprint)
 
 
 def normalisation_recipe(

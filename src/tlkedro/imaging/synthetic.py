@@ -38,11 +38,17 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import ndimage, stats
 
 from tlkedro.imaging.anatomy import Template, control_points, interpolate_field, load_template
+from tlkedro.imaging.labels import TISSUE_LABELS
 from tlkedro.imaging.synthetic_timeseries import SERIES_PATH, SyntheticSeriesParams, generate_series
 
 UKB_COLUMNS = {"eid": "eid", "sex": "31-0.0", "age": "21003-2.0", "site": "54-2.0"}
 UKB_IMAGE = "{eid}/T1/T1_brain_to_MNI.nii.gz"
 BIDS_IMAGE = "sub-{eid}/anat/sub-{eid}_T1w.nii.gz"
+# Label maps (`label_maps: true`): beside the T1 in ukb; in bids, inside the BIDS derivative dataset
+# `derivatives/tissue_labels/` (the catalog entry `synthetic_label_maps` is rooted there).
+UKB_LABEL_MAP = "{eid}/T1/T1_brain_to_MNI_dseg.nii.gz"
+BIDS_LABEL_MAP = "sub-{eid}/anat/sub-{eid}_dseg.nii.gz"
+_LABEL = {name: value for value, name in TISSUE_LABELS.items()}
 # Ground truth the generator knows but a scanner would not: kept beside the labels for calibration.
 TRUTH_COLUMNS = ("brain_age", "head_scale", "ventricle_scale", "cortex_offset_mm", "subject_index")
 # White matter of a typical subject lands here, like the arbitrary units of a scanner.
@@ -232,6 +238,7 @@ class SyntheticCohortParams(_Params):
         data_type: ``t1`` (the images) or ``timeseries`` (one ROI time series per subject, see
             ``timeseries``; the metadata is then a BIDS-style participants table whatever ``layout``).
         timeseries: The time series' parameters.
+        label_maps: Also write each subject's tissue label map (``TISSUE_LABELS``) on its T1's grid.
     """
 
     seed: int = 2024
@@ -247,6 +254,16 @@ class SyntheticCohortParams(_Params):
     sites: dict[int, SiteEffects] = Field(default_factory=_default_sites, min_length=1)
     data_type: Literal["t1", "timeseries"] = "t1"
     timeseries: SyntheticSeriesParams = SyntheticSeriesParams()
+    label_maps: bool = False
+
+    @model_validator(mode="after")
+    def _label_maps_need_images(self) -> SyntheticCohortParams:
+        if self.label_maps and self.data_type != "t1":
+            raise ValueError(
+                f"synthetic.label_maps: true needs data_type: t1 (tissue labels of the images), "
+                f"got data_type: {self.data_type}"
+            )
+        return self
 
     @property
     def metadata_layout(self) -> Literal["ukb", "bids"]:
@@ -378,19 +395,48 @@ def _tissues(
     gm = np.clip(template.gm - thinning * template.pial_density, 0.0, template.mask - template.wm)
     wm = template.wm.copy()
 
-    dilation = subject.ventricle_scale * (
-        params.ageing.ventricle_dilation_mm_at_45
-        + params.ageing.ventricle_dilation_mm_per_decade * max(decades, 0.0)
-    )
-    # A soft dilation of the ventricles by `dilation` mm, zero at zero dilation; the tissue it takes over
-    # becomes CSF.
+    # A soft dilation of the ventricles, zero at zero dilation; the tissue it takes over becomes CSF.
     softness = template.voxel_size_mm / 2.0
-    distance = template.ventricle_distance
-    taken = _sigmoid((dilation - distance) / softness) - _sigmoid(-distance / softness)
+    taken = _ventricles(subject, params, template) - _sigmoid(
+        -template.ventricle_distance / softness
+    )
     keep = 1.0 - np.clip(taken, 0.0, 1.0)
     gm[template.ventricle_zone] *= keep
     wm[template.ventricle_zone] *= keep
     return gm, wm
+
+
+def _ventricles(subject: Subject, params: SyntheticCohortParams, template: Template) -> np.ndarray:
+    """The subject's (soft) ventricles over ``template.ventricle_zone``: the template's dilated by
+    ``ventricle_scale`` times the age-dependent dilation in mm."""
+    decades = (subject.brain_age - _REFERENCE_AGE) / 10.0
+    dilation = subject.ventricle_scale * (
+        params.ageing.ventricle_dilation_mm_at_45
+        + params.ageing.ventricle_dilation_mm_per_decade * max(decades, 0.0)
+    )
+    softness = template.voxel_size_mm / 2.0
+    return _sigmoid((dilation - template.ventricle_distance) / softness)
+
+
+def _unwarped_t1(
+    subject: Subject,
+    params: SyntheticCohortParams,
+    template: Template,
+    tissues: tuple[np.ndarray, np.ndarray],
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """The T1 image in template space, before warp and scanner effects (draws the contrast from
+    ``rng``, the subject's appearance stream, first)."""
+    gm_mean, wm_mean, csf_mean = template.tissue_means
+    gm_mean = wm_mean - (wm_mean - gm_mean) * _contrast(subject, params, rng)
+    gm, wm = tissues
+    # gm*gm_mean + wm*wm_mean + csf*csf_mean + residual, with csf = mask - gm - wm folded into t1_base.
+    return template.t1_base + gm * (gm_mean - csf_mean) + wm * (wm_mean - csf_mean)
+
+
+def _brain(t1: np.ndarray, template: Template) -> np.ndarray:
+    """Brain extraction of a warped T1: brighter than half-way from background to CSF."""
+    return t1 > 0.5 * template.tissue_means[2]
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -560,15 +606,10 @@ def generate_subject(
     template = load_template(params.voxel_size_mm)
     site = params.sites[subject.site]
     rng = _rng(params.seed, subject.index, 2)
-    gm_mean, wm_mean, csf_mean = template.tissue_means
-    gm_mean = wm_mean - (wm_mean - gm_mean) * _contrast(subject, params, rng)
-    gm, wm = _tissues(subject, params, template)
-    # gm*gm_mean + wm*wm_mean + csf*csf_mean + residual, with csf = mask - gm - wm folded into t1_base.
-    t1 = template.t1_base + gm * (gm_mean - csf_mean) + wm * (wm_mean - csf_mean)
+    t1 = _unwarped_t1(subject, params, template, _tissues(subject, params, template), rng)
     box, grid = _geometry(subject, params, template, space)
     (t1,) = _warp([t1], grid)
-    # Brain extraction: the brain is where the image is brighter than half-way from background to CSF.
-    brain = t1 > 0.5 * csf_mean
+    brain = _brain(t1, template)
 
     if site.blur_fwhm_mm > 0:
         t1 = ndimage.gaussian_filter(
@@ -601,9 +642,53 @@ def generate_subject(
     return img
 
 
+def generate_label_map(
+    subject: Subject, params: SyntheticCohortParams, space: Literal["mni", "native"] = "mni"
+) -> nib.Nifti1Image:
+    """The subject's tissue label map (``tlkedro.imaging.labels.TISSUE_LABELS``) on its T1's grid.
+
+    Inside the T1's brain (exactly its nonzero voxels) each voxel takes the most probable of CSF, grey
+    and white matter after the same warp as the image; CSF within the subject's (dilated) ventricles
+    is ``ventricles``; everything else is ``background``.
+
+    Args:
+        subject: The subject.
+        params: Cohort parameters.
+        space: As for :func:`generate_subject`, whose image this map labels.
+
+    Returns:
+        A uint8 image with the affine, qform and sform of :func:`generate_subject`'s image.
+    """
+    template = load_template(params.voxel_size_mm)
+    rng = _rng(params.seed, subject.index, 2)
+    gm, wm = _tissues(subject, params, template)
+    t1 = _unwarped_t1(subject, params, template, (gm, wm), rng)
+    ventricles = np.zeros_like(gm)
+    ventricles[template.ventricle_zone] = _ventricles(subject, params, template)
+    box, grid = _geometry(subject, params, template, space)
+    t1, gm, wm, csf, ventricles = _warp([t1, gm, wm, template.mask - gm - wm, ventricles], grid)
+    tissue = np.array([_LABEL["csf"], _LABEL["grey_matter"], _LABEL["white_matter"]], np.uint8)
+    labels = tissue[np.argmax(np.stack([csf, gm, wm]), axis=0)]
+    labels[(labels == _LABEL["csf"]) & (ventricles > 0.5)] = _LABEL["ventricles"]
+    labels[~_brain(t1, template)] = _LABEL["background"]
+    img = nib.Nifti1Image(_on_grid(labels, box, template), template.affine)
+    img.set_data_dtype(np.uint8)
+    img.header.set_intent("label")
+    img.header.set_xyzt_units("mm")
+    img.set_qform(template.affine, code=4)
+    img.set_sform(template.affine, code=4)
+    return img
+
+
 def image_path(layout: str, eid: int) -> str:
     """Relative path of a subject's image in ``layout`` (``ukb`` or ``bids``)."""
     return (UKB_IMAGE if layout == "ukb" else BIDS_IMAGE).format(eid=eid)
+
+
+def label_map_path(layout: str, eid: int) -> str:
+    """Relative path of a subject's label map in ``layout``: beside the T1 (``ukb``), or in the
+    ``derivatives/tissue_labels`` dataset (``bids``, relative to it)."""
+    return (UKB_LABEL_MAP if layout == "ukb" else BIDS_LABEL_MAP).format(eid=eid)
 
 
 def cohort_metadata(subjects: list[Subject], layout: str) -> pd.DataFrame:
@@ -649,5 +734,16 @@ def cohort_recipes(
         }
     return {
         image_path(params.layout, s.eid): functools.partial(generate_subject, s, params)
+        for s in subjects
+    }
+
+
+def label_map_recipes(
+    subjects: list[Subject], params: SyntheticCohortParams
+) -> dict[str, Callable[[], nib.Nifti1Image]]:
+    """One lazy, picklable recipe per subject rendering its label map, keyed by
+    :func:`label_map_path`."""
+    return {
+        label_map_path(params.layout, s.eid): functools.partial(generate_label_map, s, params)
         for s in subjects
     }

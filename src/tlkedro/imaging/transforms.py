@@ -238,3 +238,20 @@ def build_volume_transforms(
             ResizeWithPadOrCropd(key, spatial_size=tuple(shape)),
         ]
     )
+
+
+def build_label_transforms(
+    *, spacing_mm: Sequence[float], shape: Sequence[int], key: str = "label"
+) -> Compose:
+    """:func:`build_volume_transforms` for a label map: the same reorientation, resampling (nearest
+    neighbour: every voxel keeps one of the input labels) and crop/pad, no intensity normalisation."""
+    from monai.transforms import Compose, Lambdad, Orientationd, ResizeWithPadOrCropd, Spacingd
+
+    return Compose(
+        [
+            Lambdad(key, load_volume),
+            Orientationd(key, axcodes="RAS", labels=_RAS_LABELS),
+            Spacingd(key, pixdim=tuple(spacing_mm), mode="nearest"),
+            ResizeWithPadOrCropd(key, spatial_size=tuple(shape)),
+        ]
+    )

@@ -9,6 +9,7 @@ from typing import Literal, Protocol
 import pandas as pd
 
 from tlkedro.imaging.ingest import IngestionConfig, ingest
+from tlkedro.imaging.labels import LabelMapParams
 
 
 class IngestionParams(IngestionConfig):
@@ -43,3 +44,34 @@ def ingest_scans(
     params = IngestionParams.model_validate(params)
     paths = {key: ref.path for key, ref in images.items()}
     return ingest(paths, metadata, params, metadata_label=f"{params.source}_metadata")
+
+
+def ingest_scans_with_label_maps(
+    images: Mapping[str, _HasPath],
+    metadata: pd.DataFrame,
+    label_maps: Mapping[str, _HasPath],
+    params: IngestionParams,
+    label_params: LabelMapParams,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`ingest_scans` where every scan needs a label map (``preprocessing.label_maps`` set).
+
+    Args:
+        images: The images dataset.
+        metadata: The metadata table.
+        label_maps: The label-map dataset (``raw_label_maps``): relative path in the images' layout
+            -> reference.
+        params: The ``ingestion`` parameters.
+        label_params: ``preprocessing.label_maps``: the label scheme.
+
+    Returns:
+        The manifest, with ``label_key`` (the key of each scan's label map), and the quarantine.
+    """
+    params = IngestionParams.model_validate(params)
+    return ingest(
+        {key: ref.path for key, ref in images.items()},
+        metadata,
+        params,
+        metadata_label=f"{params.source}_metadata",
+        label_maps={key: ref.path for key, ref in label_maps.items()},
+        label_config=LabelMapParams.model_validate(label_params),
+    )

@@ -17,12 +17,20 @@ from matplotlib.figure import Figure
 from pydantic import PositiveInt
 
 from tlkedro.imaging import splits as splitting
-from tlkedro.imaging.extraction import ExtractionConfig, LazyArrayStack, build_model_input
+from tlkedro.imaging.extraction import (
+    ExtractionConfig,
+    LazyArrayStack,
+    build_mask_input,
+    build_model_input,
+)
 from tlkedro.imaging.images import build_image_input
+from tlkedro.imaging.labels import LabelMapParams
 from tlkedro.imaging.normalisation import (
+    LabelNormalisationRecipe,
     NormalisationRecipe,
     SpatialNormalisationConfig,
     assess_registration,
+    label_normalisation_recipe,
     normalisation_recipe,
     qc_mosaic,
 )
@@ -35,7 +43,8 @@ class PreprocessingParams(ExtractionConfig):
     The extraction keys (``spacing_mm``, ``normalisation``, ``mode``, ``slices``, ``volume``, ``dtype``)
     are those of :class:`~tlkedro.imaging.extraction.ExtractionConfig`; ``spatial_normalisation`` those
     of :class:`~tlkedro.imaging.normalisation.SpatialNormalisationConfig`; ``splits`` those of
-    :class:`~tlkedro.imaging.splits.SplitConfig`.
+    :class:`~tlkedro.imaging.splits.SplitConfig`; ``label_maps`` (``None``: off) those of
+    :class:`~tlkedro.imaging.labels.LabelMapParams`.
     """
 
     seed: int = 7
@@ -43,6 +52,7 @@ class PreprocessingParams(ExtractionConfig):
     spatial_normalisation: SpatialNormalisationConfig = SpatialNormalisationConfig()
     splits: splitting.SplitConfig = splitting.SplitConfig()
     timeseries: TimeseriesInputConfig = TimeseriesInputConfig()
+    label_maps: LabelMapParams | None = None
 
 
 class _HasPath(Protocol):
@@ -247,4 +257,63 @@ def build_timeseries_split_arrays(
         dtype=params.dtype,
         workers=params.workers,
         desc=f"{split} series",
+    )
+
+
+def normalise_label_maps(
+    manifest: pd.DataFrame,
+    label_maps: Mapping[str, _HasPath],
+    normalised: Mapping[str, _HasPath],
+    params: PreprocessingParams,
+) -> dict[str, LabelNormalisationRecipe]:
+    """One recipe per manifest scan carrying its label map into template space by the scan's fitted
+    transform (none with ``method: none``); ``normalised_label_maps`` evaluates them.
+
+    Args:
+        manifest: One row per usable scan, with ``label_key``.
+        label_maps: The raw label-map dataset the manifest was ingested from.
+        normalised: The ``normalised_scans`` dataset, whose sidecars hold the transforms.
+        params: The preprocessing parameters.
+
+    Returns:
+        Key (as in ``normalised_scans``) -> recipe.
+    """
+    if params.spatial_normalisation.method == "none":
+        return {}
+    files = resolve_scans(manifest["label_key"], label_maps, "raw_label_maps")
+    keys = [normalised_key(scan_id) for scan_id in manifest["scan_id"]]
+    resolve_scans(keys, normalised, "normalised_scans")
+    return {
+        key: label_normalisation_recipe(path, scan_id, normalised[key].sidecar(), params.spacing_mm)
+        for key, scan_id, path in zip(keys, manifest["scan_id"], files, strict=True)
+    }
+
+
+def build_split_masks(
+    scans: pd.DataFrame,
+    splits: pd.DataFrame,
+    label_maps: Mapping[str, _HasPath],
+    normalised_label_maps: Mapping[str, _HasPath],
+    params: PreprocessingParams,
+    *,
+    split: str,
+) -> LazyArrayStack:
+    """The uint8 label masks of one split, row for row with ``build_split_arrays``'s images.
+
+    Args:
+        scans: The normalised manifest (with ``label_key``).
+        splits: The split table.
+        label_maps: The raw label-map dataset: read with ``method: none``.
+        normalised_label_maps: The ``normalised_label_maps`` dataset: read otherwise.
+        params: The preprocessing parameters.
+        split: Which split to build.
+    """
+    selected = splitting.select_split(scans, splits, split)
+    if params.spatial_normalisation.method == "none":
+        files = resolve_scans(selected["label_key"], label_maps, "raw_label_maps")
+    else:
+        keys = map(normalised_key, selected["scan_id"])
+        files = resolve_scans(keys, normalised_label_maps, "normalised_label_maps")
+    return build_mask_input(
+        selected, params, files=files, workers=params.workers, desc=f"{split} masks"
     )

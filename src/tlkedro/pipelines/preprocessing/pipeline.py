@@ -42,7 +42,34 @@ def _unregistered_pipeline(build) -> Pipeline:
     )
 
 
-def create_pipeline(source: str = "raw", layout: str = "ukb") -> Pipeline:
+def _label_map_nodes() -> list[Node]:
+    """Carry each scan's label map through its scan's normalisation, then each split's masks."""
+    return [
+        Node(
+            nodes.normalise_label_maps,
+            inputs=["manifest", "raw_label_maps", "normalised_scans", "params:preprocessing"],
+            outputs="normalised_label_maps",
+            name="normalise_label_maps",
+        ),
+        *(
+            Node(
+                _build_arrays_for(split, nodes.build_split_masks),
+                inputs=[
+                    "normalised_manifest",
+                    "splits",
+                    "raw_label_maps",
+                    "normalised_label_maps",
+                    "params:preprocessing",
+                ],
+                outputs=f"{split}_masks",
+                name=f"build_{split}_masks",
+            )
+            for split in SPLITS
+        ),
+    ]
+
+
+def create_pipeline(source: str = "raw", layout: str = "ukb", label_maps: bool = False) -> Pipeline:
     """Normalise and check the scans, split the subjects, then write each split's images and labels.
 
     Args:
@@ -51,6 +78,8 @@ def create_pipeline(source: str = "raw", layout: str = "ukb") -> Pipeline:
             passes ``ingestion.source``.
         layout: ``ingestion.layout``; ``folders`` (2D images) and ``timeseries`` (ROI time series) skip
             the spatial normalisation and its checks, which are for 3D scans.
+        label_maps: Whether ``preprocessing.label_maps`` is set: each scan's label map (``label_key``
+            in the manifest) is carried through the same steps into ``<split>_masks``.
 
     Raises:
         ValueError: ``source`` is not one of the ingestion pipeline's sources.
@@ -104,6 +133,10 @@ def create_pipeline(source: str = "raw", layout: str = "ukb") -> Pipeline:
                 )
                 for split in SPLITS
             ),
+            *(_label_map_nodes() if label_maps else []),
         ]
     )
-    return Pipeline(template, inputs={"raw_images": images})
+    inputs = {"raw_images": images}
+    if label_maps:
+        inputs["raw_label_maps"] = SOURCES[source].get("raw_label_maps", "raw_label_maps")
+    return Pipeline(template, inputs=inputs)

@@ -7,11 +7,13 @@ from collections.abc import Callable
 import nibabel as nib
 import pandas as pd
 
+from tlkedro.imaging.labels import TISSUE_LABELS, derivative_description, lookup_table
 from tlkedro.imaging.synthetic import (
     SyntheticCohortParams,
     cohort_metadata,
     cohort_recipes,
     draw_cohort,
+    label_map_recipes,
 )
 
 
@@ -31,3 +33,30 @@ def generate_synthetic_cohort(
     params = SyntheticCohortParams.model_validate(params)
     subjects = draw_cohort(params)
     return cohort_recipes(subjects, params), cohort_metadata(subjects, params.metadata_layout)
+
+
+def generate_synthetic_cohort_with_label_maps(
+    params: SyntheticCohortParams,
+) -> tuple[
+    dict[str, Callable[[], nib.Nifti1Image | pd.DataFrame]],
+    pd.DataFrame,
+    dict[str, Callable[[], nib.Nifti1Image]],
+    pd.DataFrame,
+    dict,
+]:
+    """:func:`generate_synthetic_cohort` plus each subject's tissue label map (``synthetic.label_maps``).
+
+    Returns:
+        The recipes of the images, the metadata table, one recipe per label map keyed by its relative
+        path (``synthetic_label_maps`` renders them), the label lookup (BIDS ``dseg.tsv``: ``index``,
+        ``name``) and the ``dataset_description.json`` of the label maps' BIDS derivative dataset.
+    """
+    params = SyntheticCohortParams.model_validate(params)
+    subjects = draw_cohort(params)
+    return (
+        cohort_recipes(subjects, params),
+        cohort_metadata(subjects, params.metadata_layout),
+        label_map_recipes(subjects, params),
+        lookup_table(TISSUE_LABELS),
+        derivative_description("tissue_labels", "tlkedro synthetic cohort"),
+    )

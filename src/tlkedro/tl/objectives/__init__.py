@@ -1,7 +1,8 @@
 """Training objectives, found by name: ``create_objective("mse")``, ``list_objectives()``.
 
 An objective is a primary term for the task plus optional weighted auxiliary terms (see ``base``).
-Classification: ``cross_entropy``. Regression: ``mse``, ``l1``, ``soft_label_kl``. Self-supervised, needing
+Classification: ``cross_entropy``. Regression: ``mse``, ``l1``, ``soft_label_kl``. Segmentation:
+``dice_ce`` (``tlkedro.tl.segmentation``). Self-supervised, needing
 no label (``SelfSupervisedTerm``): ``simclr`` (contrastive), ``masked_autoencoder`` (reconstruction).
 Auxiliary terms,
 found by name with ``create_auxiliary_term`` and combined with a primary one by ``build_objective``:
@@ -27,6 +28,7 @@ from tlkedro.tl.objectives import (  # noqa: F401  (imported for their registrat
     multitask,
     reconstruction,
     regression,
+    segmentation,
     semi_supervised,
     soft_label,
 )
